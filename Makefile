@@ -1,0 +1,32 @@
+# Stable entry points. Every target sets up what is missing (libtorch from PyPI, once per machine,
+# into ${MSD_TORCH_HOME:-~/.cache/msd}); nothing else is needed.
+SHELL := /bin/bash
+WITH_TORCH := scripts/with-torch.sh
+OUT ?= runs/demo
+
+.PHONY: setup build demo test toy bench fmt clippy clean
+
+setup:
+	@echo "libtorch ready in $$(scripts/setup-libtorch.sh | tail -n 1)"
+
+build: setup
+	$(WITH_TORCH) cargo build --release -p msd-cli
+	@echo "binary: target/release/msd"
+
+demo: build
+	scripts/demo.sh $(OUT)
+
+test: setup
+	$(WITH_TORCH) cargo test --release --workspace
+
+toy: build
+	target/release/msd toy --out runs/toy-experiment
+
+bench: build
+	target/release/msd bench
+
+clippy: setup
+	$(WITH_TORCH) cargo clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean

@@ -1,0 +1,23 @@
+//! Parses `--device` values: `cpu`, `cuda`, `cuda:N`.
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// Parses a device name, refusing CUDA when the linked libtorch has none.
+pub fn parse(s: &str) -> Result<Device> {
+    let d = match s {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => bail!("--device: unknown device `{s}` (expected cpu, cuda or cuda:N)"),
+        },
+    };
+    if let Device::Cuda(n) = d {
+        let count = tch::Cuda::device_count() as usize;
+        if n >= count {
+            bail!("--device {s}: CUDA device {n} is not available ({count} CUDA devices visible)");
+        }
+    }
+    Ok(d)
+}

@@ -1,0 +1,51 @@
+//! `msd`: the command-line front end. Each subcommand is glue over a library function: it parses
+//! flags, shows progress, and writes pictures and tables.
+
+mod cmd;
+mod device;
+mod plot;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Multi-Student Distillation: distil a diffusion teacher into K one-step students.
+#[derive(Parser)]
+#[command(name = "msd", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Threads for CPU tensor work (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (or resume) a teacher from a config into OUT/teacher.
+    TrainTeacher(cmd::train_teacher::Args),
+    /// Draw samples from a teacher (multi-step) and write a picture and/or the raw values.
+    Sample(cmd::sample::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MSD_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n.max(1));
+    }
+    let result = match cli.command {
+        Command::TrainTeacher(a) => cmd::train_teacher::run(a),
+        Command::Sample(a) => cmd::sample::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Minimal raster plots written with `image`: 2-D scatter panels and a line chart (no text; the
+//! numbers go to the JSON/markdown reports beside each picture).
+
+use image::{Rgb, RgbImage};
+
+/// A distinct colour per class.
+pub fn palette(i: usize) -> Rgb<u8> {
+    const P: [[u8; 3]; 10] = [
+        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+    ];
+    Rgb(P[i % P.len()])
+}
+
+/// A square white panel of `size` pixels showing `[−half, half]²`, with axes in light grey.
+pub struct Panel {
+    pub img: RgbImage,
+    half: f64,
+}
+
+impl Panel {
+    pub fn new(size: u32, half: f64) -> Self {
+        let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+        let mid = size / 2;
+        for i in 0..size {
+            img.put_pixel(mid, i, Rgb([225, 225, 225]));
+            img.put_pixel(i, mid, Rgb([225, 225, 225]));
+        }
+        Self { img, half }
+    }
+
+    /// Draws points (2×2 pixels) in colour `c`; points outside the box are skipped.
+    pub fn scatter(&mut self, pts: &[[f32; 2]], c: Rgb<u8>) {
+        let s = self.img.width() as f64;
+        for p in pts {
+            let u = ((p[0] as f64 + self.half) / (2.0 * self.half) * s) as i64;
+            let v = ((self.half - p[1] as f64) / (2.0 * self.half) * s) as i64;
+            for (du, dv) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let (x, y) = (u + du, v + dv);
+                if x >= 0 && y >= 0 && (x as f64) < s && (y as f64) < s {
+                    self.img.put_pixel(x as u32, y as u32, c);
+                }
+            }
+        }
+    }
+}
+
+/// Places panels side by side with a 4-pixel grey gutter.
+pub fn hstack(panels: &[RgbImage]) -> RgbImage {
+    let h = panels.iter().map(|p| p.height()).max().unwrap_or(1);
+    let w: u32 = panels.iter().map(|p| p.width() + 4).sum::<u32>().max(1);
+    let mut out = RgbImage::from_pixel(w, h, Rgb([200, 200, 200]));
+    let mut x0 = 0;
+    for p in panels {
+        image::imageops::overlay(&mut out, p, x0 as i64, 0);
+        x0 += p.width() + 4;
+    }
+    out
+}
+
+/// A line chart of `ys` against evenly spaced x positions, with square markers, in a `size`
+/// panel; y runs from 0 to the max of `ys` (and of `extra_hlines`), drawn as dashed lines.
+pub fn line_chart(series: &[(Vec<f64>, Rgb<u8>)], extra_hlines: &[(f64, Rgb<u8>)], size: u32) -> RgbImage {
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let ymax = series
+        .iter()
+        .flat_map(|(v, _)| v.iter().copied())
+        .chain(extra_hlines.iter().map(|h| h.0))
+        .fold(1e-9, f64::max)
+        * 1.1;
+    let m = 24.0;
+    let s = size as f64;
+    let to_px = |i: usize, n: usize, y: f64| {
+        let x = m + (s - 2.0 * m) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.5 };
+        let yy = s - m - (s - 2.0 * m) * (y / ymax);
+        (x, yy)
+    };
+    let mut put = |img: &mut RgbImage, x: f64, y: f64, c: Rgb<u8>| {
+        if x >= 0.0 && y >= 0.0 && x < s && y < s {
+            img.put_pixel(x as u32, y as u32, c);
+        }
+    };
+    for i in 0..size {
+        put(&mut img, m, i as f64, Rgb([0, 0, 0]));
+        put(&mut img, i as f64, s - m, Rgb([0, 0, 0]));
+    }
+    for (y, c) in extra_hlines {
+        let (_, py) = to_px(0, 1, *y);
+        for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
+            put(&mut img, x as f64, py, *c);
+        }
+    }
+    for (ys, c) in series {
+        let n = ys.len();
+        for i in 0..n {
+            let (x, y) = to_px(i, n, ys[i]);
+            for dx in -3..=3 {
+                for dy in -3..=3 {
+                    put(&mut img, x + dx as f64, y + dy as f64, *c);
+                }
+            }
+            if i + 1 < n {
+                let (x2, y2) = to_px(i + 1, n, ys[i + 1]);
+                for k in 0..=200 {
+                    let t = k as f64 / 200.0;
+                    put(&mut img, x + t * (x2 - x), y + t * (y2 - y), *c);
+                }
+            }
+        }
+    }
+    img
+}

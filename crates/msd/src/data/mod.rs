@@ -1,0 +1,27 @@
+//! Datasets: the [`TrainingData`] trait every trainer draws batches from, the 2-D toy, and
+//! filtering by condition subset (a student sees only its own classes).
+
+pub mod toy2d;
+
+pub use toy2d::Toy2d;
+
+use crate::Result;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Tensor};
+
+/// A class-conditional dataset that trainers draw batches from.
+pub trait TrainingData {
+    /// Number of classes.
+    fn num_classes(&self) -> i64;
+    /// Shape of one example (without the batch axis).
+    fn sample_shape(&self) -> Vec<i64>;
+    /// `n` examples with labels drawn uniformly from `classes` (the filter): returns
+    /// `(x: [n, ...] float, labels: [n] int64)` on `device`.
+    fn batch(&self, n: usize, classes: &[i64], rng: &mut ChaCha8Rng, device: Device) -> Result<(Tensor, Tensor)>;
+}
+
+/// Draws `n` labels uniformly from `classes`.
+pub fn uniform_labels(n: usize, classes: &[i64], rng: &mut ChaCha8Rng) -> Vec<i64> {
+    use rand::Rng;
+    (0..n).map(|_| classes[rng.gen_range(0..classes.len())]).collect()
+}

@@ -1,0 +1,19 @@
+//! # msd — Multi-Student Distillation of conditional diffusion models
+//!
+//! Distils a slow conditional diffusion teacher (EDM) into K one-step student generators, each
+//! owning a subset of the conditions, served behind a router (Song et al., "Multi-student
+//! Diffusion Distillation for Better One-step Generators", arXiv 2410.23274).
+//!
+//! Layout: [`diffusion`] (EDM core), [`nets`] (networks), [`model`] (preconditioned models),
+//! [`data`] (datasets), [`train`] (optimiser, checkpoints), [`teacher`] (teacher training).
+
+pub mod config;
+pub mod data;
+pub mod diffusion;
+pub mod error;
+pub mod model;
+pub mod nets;
+pub mod teacher;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,55 @@
+//! Networks. Each is built from a serialisable config and implements [`Network`], the raw F of
+//! EDM's D = c_skip·x + c_out·F(c_in·x; c_noise, c). [`crate::model::EdmModel`] adds the
+//! preconditioning and the weights.
+
+pub mod embedding;
+pub mod mlp;
+
+pub use mlp::{Mlp, MlpConfig};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+/// A raw conditional network F.
+pub trait Network: Send {
+    /// `x`: `[B, ...]` (already scaled by c_in), `c_noise`: `[B]`, `labels`: `[B]` int64 in
+    /// `0..=num_classes` (`num_classes` is the null label for guidance). Returns `[B, ...]`.
+    fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> Tensor;
+}
+
+/// Any network this crate can build, tagged by `kind` in TOML/JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NetConfig {
+    Mlp(MlpConfig),
+}
+
+impl NetConfig {
+    /// Builds the network with its parameters under `path`.
+    pub fn build(&self, path: nn::Path) -> Box<dyn Network> {
+        match self {
+            NetConfig::Mlp(c) => Box::new(Mlp::new(path, c)),
+        }
+    }
+
+    /// Number of real classes (the null label is this value).
+    pub fn num_classes(&self) -> i64 {
+        match self {
+            NetConfig::Mlp(c) => c.num_classes,
+        }
+    }
+
+    /// Shape of one data sample (without the batch axis).
+    pub fn sample_shape(&self) -> Vec<i64> {
+        match self {
+            NetConfig::Mlp(c) => vec![c.dim],
+        }
+    }
+
+    /// Checks value ranges; errors name the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            NetConfig::Mlp(c) => c.validate(),
+        }
+    }
+}

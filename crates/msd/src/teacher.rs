@@ -1,0 +1,243 @@
+//! Teacher training: EDM denoising score matching with AdamW, EMA, clipping, warm-up, label
+//! dropout (for classifier-free guidance), atomic checkpoints and exact resume.
+//!
+//! Writes into its directory: `checkpoints/`, `stats.jsonl`, and at the end the EMA weights as
+//! `model.json` + `model.safetensors` (loadable with [`EdmModel::load_dir`]) and `train.json`.
+
+use crate::data::TrainingData;
+use crate::diffusion::precond::broadcast_to;
+use crate::diffusion::SigmaDistribution;
+use crate::model::{EdmModel, ModelSpec};
+use crate::train::checkpoint::{self, config_hash, FORMAT_VERSION};
+use crate::train::{ema_update, step_rng, AdamW, AdamWConfig, CheckpointDir, StatsLog, TrainState};
+use crate::{Error, Result};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Settings of teacher training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherTrainConfig {
+    pub steps: u64,
+    pub batch_size: usize,
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    #[serde(default = "default_ema")]
+    pub ema_decay: f64,
+    /// Probability of replacing a label by the null label (classifier-free guidance).
+    #[serde(default)]
+    pub label_dropout: f64,
+    #[serde(default)]
+    pub sigma: SigmaDistribution,
+    #[serde(default = "default_ckpt")]
+    pub checkpoint_every: u64,
+    #[serde(default = "default_log")]
+    pub log_every: u64,
+}
+
+fn default_ema() -> f64 {
+    0.999
+}
+fn default_ckpt() -> u64 {
+    1000
+}
+fn default_log() -> u64 {
+    50
+}
+
+/// Progress events for a caller that shows progress (the library never prints).
+pub enum Progress<'a> {
+    /// Training starts (or resumes) at `step` of `total`.
+    Start { step: u64, total: u64 },
+    /// A logged step.
+    Step { step: u64, loss: f64, grad_norm: f64, lr: f64, examples_per_s: f64 },
+    /// A checkpoint was written; `ema` is the current EMA model (for sample grids).
+    Checkpoint { step: u64, ema: &'a EdmModel },
+}
+
+/// Summary written to `train.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_loss: f64,
+    pub train_seconds: f64,
+    pub params: i64,
+    pub seed: u64,
+    pub config_hash: String,
+}
+
+/// Stream ids for per-step generators.
+const STREAM_BATCH: u64 = 1;
+const STREAM_INIT: u64 = 2;
+
+/// Per-sample mean over all non-batch axes: `[B, ...]` → `[B]`.
+pub fn per_sample_mean(t: &Tensor) -> Tensor {
+    if t.dim() == 1 {
+        return t.shallow_clone();
+    }
+    t.flatten(1, -1).mean_dim(1, false, Kind::Float)
+}
+
+/// Trains (or resumes, or reuses when finished) a teacher in `dir`. `data_id` names the data
+/// so that a run directory is never resumed on other data.
+#[allow(clippy::too_many_arguments)]
+pub fn train_teacher(
+    spec: &ModelSpec,
+    cfg: &TeacherTrainConfig,
+    data: &dyn TrainingData,
+    data_id: &str,
+    dir: &Path,
+    seed: u64,
+    device: Device,
+    on: &mut dyn FnMut(Progress),
+) -> Result<(EdmModel, TrainSummary)> {
+    spec.net.validate()?;
+    if cfg.batch_size == 0 || cfg.steps == 0 {
+        return Err(Error::config("teacher.steps / teacher.batch_size", "must be ≥ 1"));
+    }
+    if spec.net.num_classes() != data.num_classes() {
+        return Err(Error::config(
+            "net.num_classes",
+            format!("is {} but the data has {} classes", spec.net.num_classes(), data.num_classes()),
+        ));
+    }
+    let hash = config_hash(&(spec, cfg, seed, data_id));
+    let summary_path = dir.join("train.json");
+    if summary_path.exists() && dir.join("model.safetensors").exists() {
+        let s: TrainSummary = checkpoint::read_json(&summary_path)?;
+        if s.config_hash == hash {
+            return Ok((EdmModel::load_dir(dir, device)?, s));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+
+    let _ = step_rng(seed, 0, STREAM_INIT);
+    let mut model = EdmModel::from_spec(spec, device);
+    let mut ema = EdmModel::from_spec(spec, device);
+    ema.copy_from(&model)?;
+    ema.vs.freeze();
+    let mut opt = AdamW::new(&model.vs, cfg.optimizer.clone());
+    let ckpts = CheckpointDir::new(dir);
+    let mut start = 0;
+    let mut elapsed_before = 0.0;
+    if let Some((cdir, state)) = ckpts.latest()? {
+        if state.config_hash != hash {
+            return Err(Error::Invalid(format!(
+                "{} holds a run made with a different config, seed or data (hash {} vs {hash}); use another --out or delete it",
+                dir.display(),
+                state.config_hash
+            )));
+        }
+        // Weights are copied in place, so the optimiser keeps pointing at the right tensors.
+        model.load_weights(&cdir.join("model.safetensors"))?;
+        ema.load_weights(&cdir.join("ema.safetensors"))?;
+        opt.load(&cdir.join("optim.safetensors"))?;
+        start = state.step;
+        elapsed_before = state.extra.get("train_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    }
+    run_loop(cfg, data, dir, seed, device, on, model, ema, opt, start, elapsed_before, hash)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    cfg: &TeacherTrainConfig,
+    data: &dyn TrainingData,
+    dir: &Path,
+    seed: u64,
+    device: Device,
+    on: &mut dyn FnMut(Progress),
+    model: EdmModel,
+    ema: EdmModel,
+    mut opt: AdamW,
+    start: u64,
+    elapsed_before: f64,
+    hash: String,
+) -> Result<(EdmModel, TrainSummary)> {
+    let ckpts = CheckpointDir::new(dir);
+    let mut stats = StatsLog::open(&dir.join("stats.jsonl"), start)?;
+    let classes: Vec<i64> = (0..data.num_classes()).collect();
+    let null = data.num_classes();
+    let t0 = Instant::now();
+    let mut last_log = Instant::now();
+    let mut loss_acc = 0.0;
+    let mut loss_n = 0u64;
+    let mut last_loss = f64::NAN;
+    on(Progress::Start { step: start, total: cfg.steps });
+    for step in start..cfg.steps {
+        let mut rng = step_rng(seed, step, STREAM_BATCH);
+        let (x, labels) = data.batch(cfg.batch_size, &classes, &mut rng, device)?;
+        let labels = if cfg.label_dropout > 0.0 {
+            let l: Vec<i64> = Vec::<i64>::try_from(labels.to_device(Device::Cpu))?
+                .into_iter()
+                .map(|c| if rng.gen::<f64>() < cfg.label_dropout { null } else { c })
+                .collect();
+            Tensor::from_slice(&l).to_device(device)
+        } else {
+            labels
+        };
+        let sigma = cfg.sigma.sample(cfg.batch_size as i64, device);
+        let noisy = &x + x.randn_like() * broadcast_to(&sigma, &x);
+        let d = model.denoise_t(&noisy, &sigma, &labels, true);
+        let w = model.spec.precond.loss_weight(&sigma);
+        let loss = (w * per_sample_mean(&(d - &x).square())).mean(Kind::Float);
+        opt.zero_grad();
+        loss.backward();
+        let gn = opt.step();
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() || !gn.is_finite() {
+            return Err(Error::NonFinite { what: if lv.is_finite() { "gradient norm".into() } else { "teacher loss".into() }, step });
+        }
+        ema_update(&ema.vs, &model.vs, cfg.ema_decay);
+        loss_acc += lv;
+        loss_n += 1;
+        last_loss = lv;
+        let done = step + 1;
+        if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
+            let secs = last_log.elapsed().as_secs_f64().max(1e-9);
+            let eps = (loss_n as f64 * cfg.batch_size as f64) / secs;
+            let mean_loss = loss_acc / loss_n as f64;
+            stats.log(&serde_json::json!({
+                "stage": "teacher", "step": done, "loss": mean_loss, "grad_norm": gn,
+                "lr": opt.current_lr(), "examples_per_s": eps,
+            }))?;
+            on(Progress::Step { step: done, loss: mean_loss, grad_norm: gn, lr: opt.current_lr(), examples_per_s: eps });
+            loss_acc = 0.0;
+            loss_n = 0;
+            last_log = Instant::now();
+        }
+        if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
+            let secs = elapsed_before + t0.elapsed().as_secs_f64();
+            let state = TrainState {
+                format_version: FORMAT_VERSION,
+                step: done,
+                seed,
+                config_hash: hash.clone(),
+                extra: serde_json::json!({ "train_seconds": secs, "loss": lv }),
+            };
+            ckpts.save(&state, |d| {
+                checkpoint::save_varstore(&model.vs, &d.join("model.safetensors"))?;
+                checkpoint::save_varstore(&ema.vs, &d.join("ema.safetensors"))?;
+                opt.save(&d.join("optim.safetensors"))
+            })?;
+            on(Progress::Checkpoint { step: done, ema: &ema });
+        }
+    }
+    let (_, state) = ckpts.latest()?.ok_or_else(|| Error::Invalid("no checkpoint after training".into()))?;
+    if last_loss.is_nan() {
+        last_loss = state.extra.get("loss").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    }
+    let summary = TrainSummary {
+        steps: cfg.steps,
+        final_loss: last_loss,
+        train_seconds: state.extra.get("train_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0),
+        params: ema.num_params(),
+        seed,
+        config_hash: hash,
+    };
+    ema.save_dir(dir)?;
+    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    Ok((ema, summary))
+}
