@@ -24,8 +24,16 @@ struct Cli {
 enum Command {
     /// Train (or resume) a teacher from a config into OUT/teacher.
     TrainTeacher(cmd::train_teacher::Args),
-    /// Draw samples from a teacher (multi-step) and write a picture and/or the raw values.
+    /// Draw samples from a teacher (multi-step) or a bundle (one step) as a picture and/or values.
     Sample(cmd::sample::Args),
+    /// Split the classes of a run among K students (partition.json).
+    Partition(cmd::partition::Args),
+    /// Distil students of a run (each an independent, resumable job).
+    Distill(cmd::distill::Args),
+    /// Assemble and validate a run's bundle.json.
+    Bundle(cmd::bundle::Args),
+    /// The 2-D toy experiment: distance to the teacher as the number of students grows.
+    Toy(cmd::toy::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +51,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),
         Command::Sample(a) => cmd::sample::run(a),
+        Command::Partition(a) => cmd::partition::run(a),
+        Command::Distill(a) => cmd::distill::run(a),
+        Command::Bundle(a) => cmd::bundle::run(a),
+        Command::Toy(a) => cmd::toy::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
