@@ -8,7 +8,7 @@ use crate::model::ModelSpec;
 use crate::teacher::TeacherTrainConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where the training data come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,44 @@ pub enum DataConfig {
         #[serde(default = "d_cseed")]
         construction_seed: u64,
     },
+    /// IDX image + label files (MNIST format, gzipped or not); see [`crate::data::idx`].
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+        #[serde(default = "d_heldout")]
+        heldout: usize,
+        #[serde(default = "d_split_seed")]
+        split_seed: u64,
+        #[serde(default)]
+        pad: i64,
+    },
+    /// One sub-folder of PNG/JPEG images per class; see [`crate::data::folder`].
+    Folder {
+        dir: PathBuf,
+        #[serde(default = "d_channels")]
+        channels: usize,
+        #[serde(default = "d_size")]
+        size: usize,
+        #[serde(default = "d_heldout")]
+        heldout: usize,
+        #[serde(default = "d_split_seed")]
+        split_seed: u64,
+        #[serde(default)]
+        pad: i64,
+    },
+}
+
+fn d_heldout() -> usize {
+    1000
+}
+fn d_split_seed() -> u64 {
+    1000
+}
+fn d_channels() -> usize {
+    1
+}
+fn d_size() -> usize {
+    28
 }
 
 fn d_classes() -> usize {
@@ -37,8 +75,9 @@ fn d_cseed() -> u64 {
 
 impl DataConfig {
     /// Opens the dataset; relative paths are resolved against `base`.
-    pub fn open(&self, _base: &Path) -> Result<Box<dyn TrainingData>> {
+    pub fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
         match self {
+            DataConfig::Idx { .. } | DataConfig::Folder { .. } => Ok(Box::new(self.open_images(base)?)),
             DataConfig::Toy2d { classes, modes, construction_seed } => {
                 if *classes == 0 || *modes == 0 {
                     return Err(Error::config("data.classes / data.modes", "must be ≥ 1"));
