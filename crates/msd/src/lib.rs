@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod nets;
 pub mod teacher;

@@ -4,8 +4,10 @@
 
 pub mod embedding;
 pub mod mlp;
+pub mod unet;
 
 pub use mlp::{Mlp, MlpConfig};
+pub use unet::{UNet, UNetConfig};
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -15,6 +17,12 @@ pub trait Network: Send {
     /// `x`: `[B, ...]` (already scaled by c_in), `c_noise`: `[B]`, `labels`: `[B]` int64 in
     /// `0..=num_classes` (`num_classes` is the null label for guidance). Returns `[B, ...]`.
     fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> Tensor;
+
+    /// The output together with the encoder bottleneck, for networks that have one (the UNet:
+    /// see [`UNet::forward_with_bottleneck`] for the shapes); `None` otherwise.
+    fn forward_with_bottleneck(&self, _x: &Tensor, _c_noise: &Tensor, _labels: &Tensor, _train: bool) -> Option<(Tensor, Tensor)> {
+        None
+    }
 }
 
 /// Any network this crate can build, tagged by `kind` in TOML/JSON.
@@ -22,6 +30,7 @@ pub trait Network: Send {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum NetConfig {
     Mlp(MlpConfig),
+    Unet(UNetConfig),
 }
 
 impl NetConfig {
@@ -29,6 +38,7 @@ impl NetConfig {
     pub fn build(&self, path: nn::Path) -> Box<dyn Network> {
         match self {
             NetConfig::Mlp(c) => Box::new(Mlp::new(path, c)),
+            NetConfig::Unet(c) => Box::new(UNet::new(path, c)),
         }
     }
 
@@ -36,6 +46,7 @@ impl NetConfig {
     pub fn num_classes(&self) -> i64 {
         match self {
             NetConfig::Mlp(c) => c.num_classes,
+            NetConfig::Unet(c) => c.num_classes,
         }
     }
 
@@ -43,6 +54,7 @@ impl NetConfig {
     pub fn sample_shape(&self) -> Vec<i64> {
         match self {
             NetConfig::Mlp(c) => vec![c.dim],
+            NetConfig::Unet(c) => c.sample_shape(),
         }
     }
 
@@ -50,6 +62,7 @@ impl NetConfig {
     pub fn validate(&self) -> crate::Result<()> {
         match self {
             NetConfig::Mlp(c) => c.validate(),
+            NetConfig::Unet(c) => c.validate(),
         }
     }
 }

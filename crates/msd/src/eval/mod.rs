@@ -1,0 +1,12 @@
+//! Evaluation: the project's own feature network (a small CNN classifier), Fréchet distance,
+//! KID, k-NN precision/recall and per-class accuracy of generated samples.
+
+pub mod classifier;
+pub mod fd;
+pub mod kid;
+pub mod prdc;
+
+pub use classifier::{class_accuracy, train_classifier, Classifier, ClassifierConfig, ClassifierRecord, ClassifierTrainConfig};
+pub use fd::{frechet_distance, frechet_distance_features, FeatureStats};
+pub use kid::kid;
+pub use prdc::precision_recall;
