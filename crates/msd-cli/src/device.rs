@@ -8,7 +8,10 @@ pub fn parse(s: &str) -> Result<Device> {
     let d = match s {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        _ => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => Device::Cuda(n),
             None => bail!("--device: unknown device `{s}` (expected cpu, cuda or cuda:N)"),
         },

@@ -6,8 +6,16 @@ use image::{Rgb, RgbImage};
 /// A distinct colour per class.
 pub fn palette(i: usize) -> Rgb<u8> {
     const P: [[u8; 3]; 10] = [
-        [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-        [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
     ];
     Rgb(P[i % P.len()])
 }
@@ -60,7 +68,11 @@ pub fn hstack(panels: &[RgbImage]) -> RgbImage {
 
 /// A line chart of `ys` against evenly spaced x positions, with square markers, in a `size`
 /// panel; y runs from 0 to the max of `ys` (and of `extra_hlines`), drawn as dashed lines.
-pub fn line_chart(series: &[(Vec<f64>, Rgb<u8>)], extra_hlines: &[(f64, Rgb<u8>)], size: u32) -> RgbImage {
+pub fn line_chart(
+    series: &[(Vec<f64>, Rgb<u8>)],
+    extra_hlines: &[(f64, Rgb<u8>)],
+    size: u32,
+) -> RgbImage {
     let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
     let ymax = series
         .iter()
@@ -71,11 +83,17 @@ pub fn line_chart(series: &[(Vec<f64>, Rgb<u8>)], extra_hlines: &[(f64, Rgb<u8>)
     let m = 24.0;
     let s = size as f64;
     let to_px = |i: usize, n: usize, y: f64| {
-        let x = m + (s - 2.0 * m) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.5 };
+        let x = m
+            + (s - 2.0 * m)
+                * if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.5
+                };
         let yy = s - m - (s - 2.0 * m) * (y / ymax);
         (x, yy)
     };
-    let mut put = |img: &mut RgbImage, x: f64, y: f64, c: Rgb<u8>| {
+    let put = |img: &mut RgbImage, x: f64, y: f64, c: Rgb<u8>| {
         if x >= 0.0 && y >= 0.0 && x < s && y < s {
             img.put_pixel(x as u32, y as u32, c);
         }

@@ -10,9 +10,34 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Splits a `kind`-tagged table into its tag and the remaining fields (for hand-written
+/// `Deserialize` impls of tagged enums).
+pub(crate) fn split_tag<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<(String, serde_json::Value), D::Error> {
+    use serde::de::Error as _;
+    let mut v = serde_json::Value::deserialize(d)?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| D::Error::custom("expected a table with a `kind` field"))?;
+    let kind = match obj.remove("kind") {
+        Some(serde_json::Value::String(k)) => k,
+        _ => return Err(D::Error::custom("missing string field `kind`")),
+    };
+    Ok((kind, v))
+}
+
+/// Decodes `T` from a JSON value; errors name the field path.
+pub(crate) fn decode_named<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    v: serde_json::Value,
+) -> std::result::Result<T, E> {
+    serde_path_to_error::deserialize(v)
+        .map_err(|e| E::custom(format!("field `{}`: {}", e.path(), e.inner())))
+}
+
 /// Where the training data come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DataConfig {
     /// The seeded 2-D toy mixture ([`Toy2d`]).
     Toy2d {
@@ -63,6 +88,89 @@ fn d_size() -> usize {
     28
 }
 
+/// The fields of [`DataConfig::Toy2d`], decoded on their own so errors name the field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Toy2dFields {
+    #[serde(default = "d_classes")]
+    classes: usize,
+    #[serde(default = "d_modes")]
+    modes: usize,
+    #[serde(default = "d_cseed")]
+    construction_seed: u64,
+}
+
+/// The fields of [`DataConfig::Idx`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdxFields {
+    images: PathBuf,
+    labels: PathBuf,
+    #[serde(default = "d_heldout")]
+    heldout: usize,
+    #[serde(default = "d_split_seed")]
+    split_seed: u64,
+    #[serde(default)]
+    pad: i64,
+}
+
+/// The fields of [`DataConfig::Folder`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderFields {
+    dir: PathBuf,
+    #[serde(default = "d_channels")]
+    channels: usize,
+    #[serde(default = "d_size")]
+    size: usize,
+    #[serde(default = "d_heldout")]
+    heldout: usize,
+    #[serde(default = "d_split_seed")]
+    split_seed: u64,
+    #[serde(default)]
+    pad: i64,
+}
+
+impl<'de> Deserialize<'de> for DataConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (kind, body) = split_tag(d)?;
+        match kind.as_str() {
+            "toy2d" => {
+                let f: Toy2dFields = decode_named(body)?;
+                Ok(DataConfig::Toy2d {
+                    classes: f.classes,
+                    modes: f.modes,
+                    construction_seed: f.construction_seed,
+                })
+            }
+            "idx" => {
+                let f: IdxFields = decode_named(body)?;
+                Ok(DataConfig::Idx {
+                    images: f.images,
+                    labels: f.labels,
+                    heldout: f.heldout,
+                    split_seed: f.split_seed,
+                    pad: f.pad,
+                })
+            }
+            "folder" => {
+                let f: FolderFields = decode_named(body)?;
+                Ok(DataConfig::Folder {
+                    dir: f.dir,
+                    channels: f.channels,
+                    size: f.size,
+                    heldout: f.heldout,
+                    split_seed: f.split_seed,
+                    pad: f.pad,
+                })
+            }
+            k => Err(serde::de::Error::custom(format!(
+                "unknown data kind `{k}` (expected toy2d, idx or folder)"
+            ))),
+        }
+    }
+}
+
 fn d_classes() -> usize {
     8
 }
@@ -78,7 +186,11 @@ impl DataConfig {
     pub fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
         match self {
             DataConfig::Idx { .. } | DataConfig::Folder { .. } => Ok(Box::new(self.open_images(base)?)),
-            DataConfig::Toy2d { classes, modes, construction_seed } => {
+            DataConfig::Toy2d {
+                classes,
+                modes,
+                construction_seed,
+            } => {
                 if *classes == 0 || *modes == 0 {
                     return Err(Error::config("data.classes / data.modes", "must be ≥ 1"));
                 }
@@ -109,7 +221,8 @@ pub struct RunConfig {
 impl RunConfig {
     /// Parses TOML text; `origin` names the source in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let c: RunConfig = toml::from_str(text).map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
+        let c: RunConfig = toml::from_str(text)
+            .map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
         c.model.net.validate()?;
         Ok(c)
     }
@@ -161,13 +274,19 @@ mod tests {
     #[test]
     fn unknown_and_malformed_fields_are_named() {
         let bad = MINI.replace("width = 32", "widht = 32");
-        let e = RunConfig::from_toml(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let e = RunConfig::from_toml(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("widht"), "{e}");
         let bad = MINI.replace("batch_size = 8", "batch_size = \"eight\"");
-        let e = RunConfig::from_toml(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let e = RunConfig::from_toml(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size"), "{e}");
         let bad = MINI.replace("depth = 2", "depth = 0");
-        let e = RunConfig::from_toml(&bad, Path::new("x.toml")).unwrap_err().to_string();
+        let e = RunConfig::from_toml(&bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("net.depth"), "{e}");
     }
 }

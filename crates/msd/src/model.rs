@@ -40,7 +40,14 @@ impl EdmModel {
     pub fn new(net: &NetConfig, precond: EdmPrecond, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let built = net.build(vs.root());
-        Self { vs, net: built, spec: ModelSpec { net: net.clone(), precond } }
+        Self {
+            vs,
+            net: built,
+            spec: ModelSpec {
+                net: net.clone(),
+                precond,
+            },
+        }
     }
 
     /// Builds from a spec.
@@ -73,7 +80,9 @@ impl EdmModel {
     /// Copies all weights from a model with the same config.
     pub fn copy_from(&mut self, other: &EdmModel) -> Result<()> {
         if self.spec.net != other.spec.net {
-            return Err(Error::Invalid("copy_from: the two models have different network configs".into()));
+            return Err(Error::Invalid(
+                "copy_from: the two models have different network configs".into(),
+            ));
         }
         tch::no_grad(|| self.vs.copy(&other.vs)).map_err(Error::from)
     }
@@ -97,7 +106,9 @@ impl EdmModel {
     pub fn denoise_t(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor, train: bool) -> Tensor {
         let sigma = sigma.to_kind(Kind::Float);
         let (c_skip, c_out, c_in, c_noise) = self.spec.precond.coefficients_t(&sigma);
-        let f = self.net.forward_t(&(x * broadcast_to(&c_in, x)), &c_noise, labels, train);
+        let f = self
+            .net
+            .forward_t(&(x * broadcast_to(&c_in, x)), &c_noise, labels, train);
         broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f
     }
 
@@ -120,7 +131,10 @@ impl EdmModel {
     pub fn check_labels(&self, labels: &[i64]) -> Result<()> {
         let n = self.num_classes();
         match labels.iter().find(|&&c| c < 0 || c >= n) {
-            Some(&class) => Err(Error::UnknownClass { class, num_classes: n }),
+            Some(&class) => Err(Error::UnknownClass {
+                class,
+                num_classes: n,
+            }),
             None => Ok(()),
         }
     }

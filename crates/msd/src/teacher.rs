@@ -53,7 +53,13 @@ pub enum Progress<'a> {
     /// Training starts (or resumes) at `step` of `total`.
     Start { step: u64, total: u64 },
     /// A logged step.
-    Step { step: u64, loss: f64, grad_norm: f64, lr: f64, examples_per_s: f64 },
+    Step {
+        step: u64,
+        loss: f64,
+        grad_norm: f64,
+        lr: f64,
+        examples_per_s: f64,
+    },
     /// A checkpoint was written; `ema` is the current EMA model (for sample grids).
     Checkpoint { step: u64, ema: &'a EdmModel },
 }
@@ -96,12 +102,19 @@ pub fn train_teacher(
 ) -> Result<(EdmModel, TrainSummary)> {
     spec.net.validate()?;
     if cfg.batch_size == 0 || cfg.steps == 0 {
-        return Err(Error::config("teacher.steps / teacher.batch_size", "must be ≥ 1"));
+        return Err(Error::config(
+            "teacher.steps / teacher.batch_size",
+            "must be ≥ 1",
+        ));
     }
     if spec.net.num_classes() != data.num_classes() {
         return Err(Error::config(
             "net.num_classes",
-            format!("is {} but the data has {} classes", spec.net.num_classes(), data.num_classes()),
+            format!(
+                "is {} but the data has {} classes",
+                spec.net.num_classes(),
+                data.num_classes()
+            ),
         ));
     }
     let hash = config_hash(&(spec, cfg, seed, data_id));
@@ -136,9 +149,26 @@ pub fn train_teacher(
         ema.load_weights(&cdir.join("ema.safetensors"))?;
         opt.load(&cdir.join("optim.safetensors"))?;
         start = state.step;
-        elapsed_before = state.extra.get("train_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        elapsed_before = state
+            .extra
+            .get("train_seconds")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
     }
-    run_loop(cfg, data, dir, seed, device, on, model, ema, opt, start, elapsed_before, hash)
+    run_loop(
+        cfg,
+        data,
+        dir,
+        seed,
+        device,
+        on,
+        model,
+        ema,
+        opt,
+        start,
+        elapsed_before,
+        hash,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -165,14 +195,23 @@ fn run_loop(
     let mut loss_acc = 0.0;
     let mut loss_n = 0u64;
     let mut last_loss = f64::NAN;
-    on(Progress::Start { step: start, total: cfg.steps });
+    on(Progress::Start {
+        step: start,
+        total: cfg.steps,
+    });
     for step in start..cfg.steps {
         let mut rng = step_rng(seed, step, STREAM_BATCH);
         let (x, labels) = data.batch(cfg.batch_size, &classes, &mut rng, device)?;
         let labels = if cfg.label_dropout > 0.0 {
             let l: Vec<i64> = Vec::<i64>::try_from(labels.to_device(Device::Cpu))?
                 .into_iter()
-                .map(|c| if rng.gen::<f64>() < cfg.label_dropout { null } else { c })
+                .map(|c| {
+                    if rng.gen::<f64>() < cfg.label_dropout {
+                        null
+                    } else {
+                        c
+                    }
+                })
                 .collect();
             Tensor::from_slice(&l).to_device(device)
         } else {
@@ -188,7 +227,14 @@ fn run_loop(
         let gn = opt.step();
         let lv = loss.double_value(&[]);
         if !lv.is_finite() || !gn.is_finite() {
-            return Err(Error::NonFinite { what: if lv.is_finite() { "gradient norm".into() } else { "teacher loss".into() }, step });
+            return Err(Error::NonFinite {
+                what: if lv.is_finite() {
+                    "gradient norm".into()
+                } else {
+                    "teacher loss".into()
+                },
+                step,
+            });
         }
         ema_update(&ema.vs, &model.vs, cfg.ema_decay);
         loss_acc += lv;
@@ -203,7 +249,13 @@ fn run_loop(
                 "stage": "teacher", "step": done, "loss": mean_loss, "grad_norm": gn,
                 "lr": opt.current_lr(), "examples_per_s": eps,
             }))?;
-            on(Progress::Step { step: done, loss: mean_loss, grad_norm: gn, lr: opt.current_lr(), examples_per_s: eps });
+            on(Progress::Step {
+                step: done,
+                loss: mean_loss,
+                grad_norm: gn,
+                lr: opt.current_lr(),
+                examples_per_s: eps,
+            });
             loss_acc = 0.0;
             loss_n = 0;
             last_log = Instant::now();
@@ -222,17 +274,30 @@ fn run_loop(
                 checkpoint::save_varstore(&ema.vs, &d.join("ema.safetensors"))?;
                 opt.save(&d.join("optim.safetensors"))
             })?;
-            on(Progress::Checkpoint { step: done, ema: &ema });
+            on(Progress::Checkpoint {
+                step: done,
+                ema: &ema,
+            });
         }
     }
-    let (_, state) = ckpts.latest()?.ok_or_else(|| Error::Invalid("no checkpoint after training".into()))?;
+    let (_, state) = ckpts
+        .latest()?
+        .ok_or_else(|| Error::Invalid("no checkpoint after training".into()))?;
     if last_loss.is_nan() {
-        last_loss = state.extra.get("loss").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        last_loss = state
+            .extra
+            .get("loss")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN);
     }
     let summary = TrainSummary {
         steps: cfg.steps,
         final_loss: last_loss,
-        train_seconds: state.extra.get("train_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0),
+        train_seconds: state
+            .extra
+            .get("train_seconds")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0),
         params: ema.num_params(),
         seed,
         config_hash: hash,

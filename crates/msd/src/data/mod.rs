@@ -23,11 +23,19 @@ pub trait TrainingData {
     fn sample_shape(&self) -> Vec<i64>;
     /// `n` examples with labels drawn uniformly from `classes` (the filter): returns
     /// `(x: [n, ...] float, labels: [n] int64)` on `device`.
-    fn batch(&self, n: usize, classes: &[i64], rng: &mut ChaCha8Rng, device: Device) -> Result<(Tensor, Tensor)>;
+    fn batch(
+        &self,
+        n: usize,
+        classes: &[i64],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)>;
 }
 
 /// Draws `n` labels uniformly from `classes`.
 pub fn uniform_labels(n: usize, classes: &[i64], rng: &mut ChaCha8Rng) -> Vec<i64> {
     use rand::Rng;
-    (0..n).map(|_| classes[rng.gen_range(0..classes.len())]).collect()
+    (0..n)
+        .map(|_| classes[rng.gen_range(0..classes.len())])
+        .collect()
 }

@@ -80,7 +80,11 @@ impl Toy2d {
             classes: self
                 .classes
                 .iter()
-                .map(|ms| ms.iter().map(|m| (m.weight, m.mean.to_vec(), m.std)).collect())
+                .map(|ms| {
+                    ms.iter()
+                        .map(|m| (m.weight, m.mean.to_vec(), m.std))
+                        .collect()
+                })
                 .collect(),
         }
     }
@@ -95,14 +99,22 @@ impl TrainingData for Toy2d {
         vec![2]
     }
 
-    fn batch(&self, n: usize, classes: &[i64], rng: &mut ChaCha8Rng, device: Device) -> Result<(Tensor, Tensor)> {
+    fn batch(
+        &self,
+        n: usize,
+        classes: &[i64],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
         let labels = uniform_labels(n, classes, rng);
         let mut pts = Vec::with_capacity(2 * n);
         for &c in &labels {
             let p = self.sample_class(c as usize, 1, rng)[0];
             pts.extend([p[0] as f32, p[1] as f32]);
         }
-        let x = Tensor::from_slice(&pts).reshape([n as i64, 2]).to_device(device);
+        let x = Tensor::from_slice(&pts)
+            .reshape([n as i64, 2])
+            .to_device(device);
         Ok((x, Tensor::from_slice(&labels).to_device(device)))
     }
 }

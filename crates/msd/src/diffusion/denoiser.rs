@@ -39,7 +39,8 @@ impl Denoiser for MixtureDenoiser {
     fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor) -> Tensor {
         let xd = x.to_kind(tch::Kind::Double);
         let mut out = xd.zeros_like();
-        let labels_v: Vec<i64> = Vec::<i64>::try_from(labels.to_device(tch::Device::Cpu)).unwrap_or_default();
+        let labels_v: Vec<i64> =
+            Vec::<i64>::try_from(labels.to_device(tch::Device::Cpu)).unwrap_or_default();
         for (c, comps) in self.classes.iter().enumerate() {
             let rows: Vec<i64> = labels_v
                 .iter()
@@ -52,14 +53,22 @@ impl Denoiser for MixtureDenoiser {
             }
             let idx = Tensor::from_slice(&rows).to_device(x.device());
             let xc = xd.index_select(0, &idx); // [b, d]
-            let sig2 = sigma.index_select(0, &idx).to_kind(tch::Kind::Double).square().unsqueeze(1); // [b, 1]
+            let sig2 = sigma
+                .index_select(0, &idx)
+                .to_kind(tch::Kind::Double)
+                .square()
+                .unsqueeze(1); // [b, 1]
             let d = xc.size()[1] as f64;
             let mut logits = Vec::new();
             let mut means = Vec::new();
             for (w, mu, s) in comps {
-                let mu_t = Tensor::from_slice(mu).to_kind(tch::Kind::Double).to_device(x.device());
+                let mu_t = Tensor::from_slice(mu)
+                    .to_kind(tch::Kind::Double)
+                    .to_device(x.device());
                 let var = &sig2 + s * s; // [b,1]
-                let dist2 = (&xc - &mu_t).square().sum_dim_intlist(1, true, tch::Kind::Double);
+                let dist2 = (&xc - &mu_t)
+                    .square()
+                    .sum_dim_intlist(1, true, tch::Kind::Double);
                 let logp = -(dist2 / (&var * 2.0)) - var.log() * (d / 2.0) + w.ln();
                 logits.push(logp);
                 means.push((&xc * (s * s) + &sig2 * &mu_t) / (&sig2 + s * s));

@@ -45,11 +45,25 @@ mod tests {
         let x = Tensor::zeros([2, 1], (tch::Kind::Float, tch::Device::Cpu));
         let s = Tensor::ones([2], (tch::Kind::Float, tch::Device::Cpu));
         let l = Tensor::from_slice(&[1i64, 3]);
-        let g = Guided { inner: &AddLabel, scale: 2.0, null_label: 10 };
+        let g = Guided {
+            inner: &AddLabel,
+            scale: 2.0,
+            null_label: 10,
+        };
         // uncond = 10, cond = c: 10 + 2(c − 10) = 2c − 10.
         let out = g.denoise(&x, &s, &l);
-        assert_eq!(Vec::<f32>::try_from(out.flatten(0, -1)).unwrap(), vec![-8.0, -4.0]);
-        let g1 = Guided { inner: &AddLabel, scale: 1.0, null_label: 10 };
-        assert_eq!(Vec::<f32>::try_from(g1.denoise(&x, &s, &l).flatten(0, -1)).unwrap(), vec![1.0, 3.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(out.flatten(0, -1)).unwrap(),
+            vec![-8.0, -4.0]
+        );
+        let g1 = Guided {
+            inner: &AddLabel,
+            scale: 1.0,
+            null_label: 10,
+        };
+        assert_eq!(
+            Vec::<f32>::try_from(g1.denoise(&x, &s, &l).flatten(0, -1)).unwrap(),
+            vec![1.0, 3.0]
+        );
     }
 }

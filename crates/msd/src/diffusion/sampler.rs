@@ -111,7 +111,10 @@ mod tests {
 
     fn moments(x: &Tensor) -> (f64, f64) {
         let x = x.to_kind(Kind::Double);
-        (x.mean(Kind::Double).double_value(&[]), x.std(true).double_value(&[]))
+        (
+            x.mean(Kind::Double).double_value(&[]),
+            x.std(true).double_value(&[]),
+        )
     }
 
     // With n samples, the sample mean has std s/√n and the sample std has std ≈ s/√(2n).
@@ -122,10 +125,18 @@ mod tests {
         tch::manual_seed(7);
         let mu = 0.8;
         let s = 0.3;
-        let den = GaussianDenoiser { mean: Tensor::from_slice(&[mu]).to_kind(Kind::Float), std: s };
+        let den = GaussianDenoiser {
+            mean: Tensor::from_slice(&[mu]).to_kind(Kind::Float),
+            std: s,
+        };
         let z = Tensor::randn([40_000, 1], (Kind::Float, Device::Cpu));
         let labels = Tensor::zeros([40_000], (Kind::Int64, Device::Cpu));
-        let cfg = SamplerConfig { method, steps, s_churn: churn, ..Default::default() };
+        let cfg = SamplerConfig {
+            method,
+            steps,
+            s_churn: churn,
+            ..Default::default()
+        };
         let x = sample(&den, &z, &labels, &cfg);
         let (m, sd) = moments(&x);
         assert!((m - mu).abs() < 0.008, "{method:?} churn {churn}: mean {m}");
@@ -164,32 +175,63 @@ mod tests {
     #[test]
     fn heun18_and_euler18_follow_their_exact_recursions() {
         let s = 0.3;
-        let den = GaussianDenoiser { mean: Tensor::from_slice(&[0.0f32]), std: s };
+        let den = GaussianDenoiser {
+            mean: Tensor::from_slice(&[0.0f32]),
+            std: s,
+        };
         let z = Tensor::from_slice(&[1.0f32, -2.0]).reshape([2, 1]);
         let l = Tensor::zeros([2], (Kind::Int64, Device::Cpu));
         for method in [SamplerMethod::Heun, SamplerMethod::Euler] {
-            let cfg = SamplerConfig { method, ..Default::default() };
+            let cfg = SamplerConfig {
+                method,
+                ..Default::default()
+            };
             let k = discrete_factor(&cfg, s);
             let x: Vec<f32> = Vec::try_from(sample(&den, &z, &l, &cfg).flatten(0, -1)).unwrap();
-            assert!((x[0] as f64 - k).abs() < 1e-4 && (x[1] as f64 + 2.0 * k).abs() < 2e-4, "{method:?}: {x:?} vs {k}");
+            assert!(
+                (x[0] as f64 - k).abs() < 1e-4 && (x[1] as f64 + 2.0 * k).abs() < 2e-4,
+                "{method:?}: {x:?} vs {k}"
+            );
         }
         // The two integrators differ by far more than that (0.319 vs 0.251 here).
         let h = discrete_factor(&SamplerConfig::default(), s);
-        let e = discrete_factor(&SamplerConfig { method: SamplerMethod::Euler, ..Default::default() }, s);
+        let e = discrete_factor(
+            &SamplerConfig {
+                method: SamplerMethod::Euler,
+                ..Default::default()
+            },
+            s,
+        );
         assert!(h - e > 0.05);
     }
 
     #[test]
     fn two_d_gaussian_each_axis() {
         tch::manual_seed(3);
-        let den = GaussianDenoiser { mean: Tensor::from_slice(&[-1.0f32, 2.0]), std: 0.5 };
+        let den = GaussianDenoiser {
+            mean: Tensor::from_slice(&[-1.0f32, 2.0]),
+            std: 0.5,
+        };
         let z = Tensor::randn([20_000, 2], (Kind::Float, Device::Cpu));
         let l = Tensor::zeros([20_000], (Kind::Int64, Device::Cpu));
-        let x = sample(&den, &z, &l, &SamplerConfig { steps: 256, ..Default::default() });
+        let x = sample(
+            &den,
+            &z,
+            &l,
+            &SamplerConfig {
+                steps: 256,
+                ..Default::default()
+            },
+        );
         let m = x.mean_dim(0, false, Kind::Double);
         let sd = x.to_kind(Kind::Double).std_dim(0, true, false);
-        assert!((m.double_value(&[0]) + 1.0).abs() < 0.02 && (m.double_value(&[1]) - 2.0).abs() < 0.02);
-        assert!((sd.double_value(&[0]) - 0.5).abs() < 0.02 && (sd.double_value(&[1]) - 0.5).abs() < 0.02);
+        assert!(
+            (m.double_value(&[0]) + 1.0).abs() < 0.02 && (m.double_value(&[1]) - 2.0).abs() < 0.02
+        );
+        assert!(
+            (sd.double_value(&[0]) - 0.5).abs() < 0.02
+                && (sd.double_value(&[1]) - 0.5).abs() < 0.02
+        );
     }
 
     #[test]
@@ -224,6 +266,9 @@ mod tests {
         assert!(stray < 20, "{stray} samples outside their class's modes");
         assert_eq!(top, 4000);
         // 4000 draws with p = 0.25: std of the count is 27; allow 5σ.
-        assert!((left as i64 - 1000).abs() < 140, "left {left} right {right}");
+        assert!(
+            (left as i64 - 1000).abs() < 140,
+            "left {left} right {right}"
+        );
     }
 }

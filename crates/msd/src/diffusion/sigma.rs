@@ -134,7 +134,9 @@ mod tests {
         let s = g.sample(4096, 20, 980, Device::Cpu);
         let min = s.min().double_value(&[]);
         let max = s.max().double_value(&[]);
-        assert!(min >= g.sigma(20) as f32 as f64 - 1e-9 && max <= g.sigma(980) as f32 as f64 + 1e-6);
+        assert!(
+            min >= g.sigma(20) as f32 as f64 - 1e-9 && max <= g.sigma(980) as f32 as f64 + 1e-6
+        );
         assert!(min < g.sigma(40) && max > g.sigma(960));
     }
 

@@ -7,10 +7,17 @@ use tch::{Kind, Tensor};
 /// `c_noise`: `[B]` → `[B, 2·n_freq]`.
 pub fn fourier_features(c_noise: &Tensor, n_freq: i64, f_min: f64, f_max: f64) -> Tensor {
     let n = n_freq.max(1);
-    let ratio = if n > 1 { (f_max / f_min).powf(1.0 / (n - 1) as f64) } else { 1.0 };
-    let freqs: Vec<f32> = (0..n).map(|i| (f_min * ratio.powi(i as i32)) as f32).collect();
+    let ratio = if n > 1 {
+        (f_max / f_min).powf(1.0 / (n - 1) as f64)
+    } else {
+        1.0
+    };
+    let freqs: Vec<f32> = (0..n)
+        .map(|i| (f_min * ratio.powi(i as i32)) as f32)
+        .collect();
     let f = Tensor::from_slice(&freqs).to_device(c_noise.device());
-    let arg = c_noise.to_kind(Kind::Float).unsqueeze(1) * f.unsqueeze(0) * (2.0 * std::f64::consts::PI);
+    let arg =
+        c_noise.to_kind(Kind::Float).unsqueeze(1) * f.unsqueeze(0) * (2.0 * std::f64::consts::PI);
     Tensor::cat(&[arg.cos(), arg.sin()], 1)
 }
 

@@ -30,7 +30,13 @@ fn default_noise_freqs() -> i64 {
 impl MlpConfig {
     /// Checks value ranges; errors name the field.
     pub fn validate(&self) -> crate::Result<()> {
-        for (name, v) in [("net.dim", self.dim), ("net.num_classes", self.num_classes), ("net.width", self.width), ("net.depth", self.depth), ("net.noise_freqs", self.noise_freqs)] {
+        for (name, v) in [
+            ("net.dim", self.dim),
+            ("net.num_classes", self.num_classes),
+            ("net.width", self.width),
+            ("net.depth", self.depth),
+            ("net.noise_freqs", self.noise_freqs),
+        ] {
             if v < 1 {
                 return Err(crate::Error::config(name, format!("must be ≥ 1, got {v}")));
             }
@@ -67,7 +73,14 @@ impl Mlp {
             })
             .collect();
         let output = nn::linear(&p / "output", w, c.dim, Default::default());
-        Self { input, noise, label, hidden, output, noise_freqs: c.noise_freqs }
+        Self {
+            input,
+            noise,
+            label,
+            hidden,
+            output,
+            noise_freqs: c.noise_freqs,
+        }
     }
 }
 

@@ -26,11 +26,26 @@ pub trait Network: Send {
 }
 
 /// Any network this crate can build, tagged by `kind` in TOML/JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum NetConfig {
     Mlp(MlpConfig),
     Unet(UNetConfig),
+}
+
+impl<'de> Deserialize<'de> for NetConfig {
+    /// Tagged by `kind`; decoded by hand so that errors name the offending field (serde's
+    /// internally tagged enums lose the field path).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (kind, body) = crate::config::split_tag(d)?;
+        match kind.as_str() {
+            "mlp" => crate::config::decode_named(body).map(NetConfig::Mlp),
+            "unet" => crate::config::decode_named(body).map(NetConfig::Unet),
+            k => Err(serde::de::Error::custom(format!(
+                "unknown network kind `{k}` (expected mlp or unet)"
+            ))),
+        }
+    }
 }
 
 impl NetConfig {

@@ -24,7 +24,15 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, warmup_steps: 0, grad_clip: 1.0 }
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            grad_clip: 1.0,
+        }
     }
 }
 
@@ -49,7 +57,13 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Self { config, params, m, v, t: 0 }
+        Self {
+            config,
+            params,
+            m,
+            v,
+            t: 0,
+        }
     }
 
     /// Clears the gradients of all parameters.
@@ -94,7 +108,11 @@ impl AdamW {
             return norm;
         }
         let c = &self.config;
-        let scale = if c.grad_clip > 0.0 && norm > c.grad_clip { c.grad_clip / (norm + 1e-6) } else { 1.0 };
+        let scale = if c.grad_clip > 0.0 && norm > c.grad_clip {
+            c.grad_clip / (norm + 1e-6)
+        } else {
+            1.0
+        };
         let lr = self.current_lr();
         self.t += 1;
         let bc1 = 1.0 - c.beta1.powi(self.t as i32);
@@ -109,7 +127,9 @@ impl AdamW {
                 let m = &mut self.m[i];
                 let v = &mut self.v[i];
                 let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(g.square() * (1.0 - c.beta2)));
+                let _ = v
+                    .g_mul_scalar_(c.beta2)
+                    .g_add_(&(g.square() * (1.0 - c.beta2)));
                 let denom = (&*v / bc2).sqrt() + c.eps;
                 if c.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
@@ -135,14 +155,22 @@ impl AdamW {
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let tensors = checkpoint::read_tensors(path)?;
         let find = |k: &str| tensors.iter().find(|(n, _)| n == k).map(|(_, t)| t);
-        let bad = |msg: String| Error::Checkpoint { path: path.to_path_buf(), msg };
+        let bad = |msg: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
         tch::no_grad(|| {
             for (i, (n, p)) in self.params.iter().enumerate() {
                 for (slot, store) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                     let key = format!("{slot}.{n}");
-                    let t = find(&key).ok_or_else(|| bad(format!("optimizer state lacks `{key}`")))?;
+                    let t =
+                        find(&key).ok_or_else(|| bad(format!("optimizer state lacks `{key}`")))?;
                     if t.size() != p.size() {
-                        return Err(bad(format!("optimizer tensor `{key}` has shape {:?}, the parameter has {:?}", t.size(), p.size())));
+                        return Err(bad(format!(
+                            "optimizer tensor `{key}` has shape {:?}, the parameter has {:?}",
+                            t.size(),
+                            p.size()
+                        )));
                     }
                     store.copy_(t);
                 }
@@ -164,7 +192,15 @@ mod tests {
         // After one step, m̂ = g and v̂ = g², so the update is lr·g/(|g| + eps) = lr·sign(g).
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
-        let mut opt = AdamW::new(&vs, AdamWConfig { lr: 0.1, grad_clip: 0.0, weight_decay: 0.5, ..Default::default() });
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                lr: 0.1,
+                grad_clip: 0.0,
+                weight_decay: 0.5,
+                ..Default::default()
+            },
+        );
         let loss = (&w * Tensor::from_slice(&[2.0f32, -3.0, 0.5])).sum(Kind::Float);
         loss.backward();
         opt.step();
@@ -179,7 +215,14 @@ mod tests {
     fn minimises_a_quadratic_and_warmup_scales_lr() {
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2], nn::Init::Const(3.0));
-        let mut opt = AdamW::new(&vs, AdamWConfig { lr: 0.05, warmup_steps: 10, ..Default::default() });
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                lr: 0.05,
+                warmup_steps: 10,
+                ..Default::default()
+            },
+        );
         assert!((opt.current_lr() - 0.005).abs() < 1e-12);
         for _ in 0..400 {
             opt.zero_grad();
@@ -193,7 +236,13 @@ mod tests {
     fn clipping_bounds_the_update_and_reports_the_raw_norm() {
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[1], nn::Init::Const(0.0));
-        let mut opt = AdamW::new(&vs, AdamWConfig { grad_clip: 1.0, ..Default::default() });
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                grad_clip: 1.0,
+                ..Default::default()
+            },
+        );
         (&w * 100.0).sum(Kind::Float).backward();
         let n = opt.step();
         assert!((n - 100.0).abs() < 1e-4);

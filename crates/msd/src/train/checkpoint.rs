@@ -21,7 +21,9 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 fn fsync_and_rename(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(tmp, e))?;
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(tmp, e))?;
     std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
     if let Some(dir) = path.parent() {
         // Persist the rename itself; failure to open a directory is not fatal on every OS.
@@ -63,7 +65,12 @@ pub fn write_tensors_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Result
     }
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
         .collect();
     let tmp = tmp_path(path);
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| Error::format(&tmp, e.to_string()))?;
@@ -73,9 +80,13 @@ pub fn write_tensors_atomic(path: &Path, tensors: &[(String, Tensor)]) -> Result
 /// Reads every tensor of a safetensors file; a missing or corrupt file gives a clear error.
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
     }
-    Tensor::read_safetensors(path).map_err(|e| Error::format(path, format!("not a readable safetensors file ({e})")))
+    Tensor::read_safetensors(path)
+        .map_err(|e| Error::format(path, format!("not a readable safetensors file ({e})")))
 }
 
 /// Saves all variables of `vs` (sorted by name) atomically.
@@ -90,12 +101,18 @@ pub fn save_varstore(vs: &VarStore, path: &Path) -> Result<()> {
 pub fn load_varstore(vs: &mut VarStore, path: &Path) -> Result<()> {
     let file = read_tensors(path)?;
     let vars = vs.variables();
-    let bad = |msg: String| Error::Checkpoint { path: path.to_path_buf(), msg };
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for name in names {
         let Some((_, t)) = file.iter().find(|(n, _)| n == name) else {
-            return Err(bad(format!("missing tensor `{name}` that the config's network has (shape {:?})", vars[name].size())));
+            return Err(bad(format!(
+                "missing tensor `{name}` that the config's network has (shape {:?})",
+                vars[name].size()
+            )));
         };
         if t.size() != vars[name].size() {
             return Err(bad(format!(
@@ -106,7 +123,10 @@ pub fn load_varstore(vs: &mut VarStore, path: &Path) -> Result<()> {
         }
     }
     if let Some((n, t)) = file.iter().find(|(n, _)| !vars.contains_key(n)) {
-        return Err(bad(format!("unexpected tensor `{n}` (shape {:?}) that the config's network does not have", t.size())));
+        return Err(bad(format!(
+            "unexpected tensor `{n}` (shape {:?}) that the config's network does not have",
+            t.size()
+        )));
     }
     tch::no_grad(|| {
         for (name, mut v) in vars {
@@ -147,7 +167,10 @@ struct Latest {
 
 impl CheckpointDir {
     pub fn new(stage_dir: &Path) -> Self {
-        Self { root: stage_dir.join("checkpoints"), keep: 2 }
+        Self {
+            root: stage_dir.join("checkpoints"),
+            keep: 2,
+        }
     }
 
     /// The newest complete checkpoint's folder and state, if any.
@@ -160,26 +183,41 @@ impl CheckpointDir {
         let dir = self.root.join(l.dir);
         let state: TrainState = read_json(&dir.join("state.json"))?;
         if state.format_version != FORMAT_VERSION {
-            return Err(Error::format(dir.join("state.json"), format!("format version {} (this build reads {FORMAT_VERSION})", state.format_version)));
+            return Err(Error::format(
+                dir.join("state.json"),
+                format!(
+                    "format version {} (this build reads {FORMAT_VERSION})",
+                    state.format_version
+                ),
+            ));
         }
         Ok(Some((dir, state)))
     }
 
     /// Writes a checkpoint: `write` fills the new step folder; then `state.json`, then the
     /// `latest` pointer move atomically, then old folders are pruned.
-    pub fn save(&self, state: &TrainState, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    pub fn save(
+        &self,
+        state: &TrainState,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let name = format!("step-{:09}", state.step);
         let dir = self.root.join(&name);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         write(&dir)?;
         write_json_atomic(&dir.join("state.json"), state)?;
-        write_json_atomic(&self.root.join("latest.json"), &Latest { dir: name.clone() })?;
+        write_json_atomic(
+            &self.root.join("latest.json"),
+            &Latest { dir: name.clone() },
+        )?;
         self.prune(&name);
         Ok(dir)
     }
 
     fn prune(&self, current: &str) {
-        let Ok(rd) = std::fs::read_dir(&self.root) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
         let mut dirs: Vec<String> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -221,7 +259,10 @@ mod tests {
         let mut vs3 = VarStore::new(Device::Cpu);
         let _ = vs3.root().var("a", &[3, 3], nn::Init::Const(0.0));
         let e = load_varstore(&mut vs3, &p).unwrap_err().to_string();
-        assert!(e.contains("`a`") && e.contains("[2, 3]") && e.contains("[3, 3]"), "{e}");
+        assert!(
+            e.contains("`a`") && e.contains("[2, 3]") && e.contains("[3, 3]"),
+            "{e}"
+        );
 
         let mut vs4 = VarStore::new(Device::Cpu);
         let _ = vs4.root().var("b", &[2, 3], nn::Init::Const(0.0));
@@ -235,8 +276,13 @@ mod tests {
         let p = dir.path().join("bad.safetensors");
         std::fs::write(&p, b"not a safetensors file").unwrap();
         let e = read_tensors(&p).unwrap_err().to_string();
-        assert!(e.contains("bad.safetensors") && e.contains("safetensors"), "{e}");
-        let e = read_tensors(&dir.path().join("none.safetensors")).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.safetensors") && e.contains("safetensors"),
+            "{e}"
+        );
+        let e = read_tensors(&dir.path().join("none.safetensors"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("none.safetensors"), "{e}");
     }
 
@@ -246,8 +292,15 @@ mod tests {
         let c = CheckpointDir::new(dir.path());
         assert!(c.latest().unwrap().is_none());
         for step in [10, 20, 30] {
-            let st = TrainState { format_version: FORMAT_VERSION, step, seed: 1, config_hash: "h".into(), extra: serde_json::Value::Null };
-            c.save(&st, |d| write_bytes_atomic(&d.join("x"), b"1")).unwrap();
+            let st = TrainState {
+                format_version: FORMAT_VERSION,
+                step,
+                seed: 1,
+                config_hash: "h".into(),
+                extra: serde_json::Value::Null,
+            };
+            c.save(&st, |d| write_bytes_atomic(&d.join("x"), b"1"))
+                .unwrap();
         }
         let (d, st) = c.latest().unwrap().unwrap();
         assert_eq!(st.step, 30);

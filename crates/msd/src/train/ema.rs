@@ -27,6 +27,12 @@ mod tests {
         let _ = b.root().var("w", &[2], nn::Init::Const(1.0));
         ema_update(&a, &b, 0.9);
         let w = a.variables()["w"].shallow_clone();
-        assert!((w - Tensor::full([2], 0.1, (Kind::Float, Device::Cpu))).abs().max().double_value(&[]) < 1e-7);
+        assert!(
+            (w - Tensor::full([2], 0.1, (Kind::Float, Device::Cpu)))
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-7
+        );
     }
 }

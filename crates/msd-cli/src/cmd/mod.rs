@@ -1,0 +1,4 @@
+//! One module per subcommand.
+
+pub mod sample;
+pub mod train_teacher;

@@ -1,0 +1,185 @@
+//! `msd sample`: multi-step samples from a teacher, written as a picture (scatter plot for 2-D
+//! data) and optionally as raw values (`.csv` or `.npy`).
+
+use crate::{device, plot};
+use anyhow::{bail, Context, Result};
+use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig, SamplerMethod};
+use msd::model::EdmModel;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Teacher directory (holding model.json and model.safetensors).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Class to sample (repeatable or comma-separated; default: every class).
+    #[arg(long, value_delimiter = ',')]
+    pub class: Vec<i64>,
+    /// Samples per class.
+    #[arg(long, default_value_t = 1000)]
+    pub n: i64,
+    /// Sampler steps (Heun: 2·steps − 1 network evaluations).
+    #[arg(long, default_value_t = 18)]
+    pub steps: usize,
+    /// heun or euler.
+    #[arg(long, default_value = "heun")]
+    pub method: String,
+    /// Stochastic churn S_churn (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// Classifier-free guidance scale (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Picture to write (PNG).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the samples as .csv or .npy (with labels in the last CSV column).
+    #[arg(long)]
+    pub points: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let device = device::parse(&a.device)?;
+    if a.n < 1 {
+        bail!("--n must be ≥ 1");
+    }
+    let method = match a.method.as_str() {
+        "heun" => SamplerMethod::Heun,
+        "euler" => SamplerMethod::Euler,
+        m => bail!("--method: unknown sampler `{m}` (expected heun or euler)"),
+    };
+    if a.steps < 1 {
+        bail!("--steps must be ≥ 1");
+    }
+    let teacher = EdmModel::load_dir(&a.teacher, device)
+        .with_context(|| format!("--teacher {}", a.teacher.display()))?;
+    let classes: Vec<i64> = if a.class.is_empty() {
+        (0..teacher.num_classes()).collect()
+    } else {
+        a.class.clone()
+    };
+    teacher.check_labels(&classes).context("--class")?;
+    let cfg = SamplerConfig {
+        method,
+        steps: a.steps,
+        s_churn: a.churn,
+        guidance: a.guidance,
+        ..Default::default()
+    };
+    let labels: Vec<i64> = classes
+        .iter()
+        .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
+        .collect();
+    let x = draw(&teacher, &labels, &cfg, a.seed, device);
+    write_picture(&x, &labels, &a.out)?;
+    if let Some(p) = &a.points {
+        write_points(&x, &labels, p)?;
+        println!("points: {}", p.display());
+    }
+    println!(
+        "picture: {} ({} samples, {} NFE each)",
+        a.out.display(),
+        labels.len(),
+        cfg.nfe()
+    );
+    Ok(())
+}
+
+/// Samples `labels.len()` points with the given sampler (guided if `cfg.guidance` ≠ 1), seeded.
+pub fn draw(
+    model: &EdmModel,
+    labels: &[i64],
+    cfg: &SamplerConfig,
+    seed: u64,
+    device: Device,
+) -> Tensor {
+    tch::manual_seed(seed as i64);
+    let mut shape = vec![labels.len() as i64];
+    shape.extend(model.spec.net.sample_shape());
+    let z = Tensor::randn(shape.as_slice(), (Kind::Float, device));
+    let l = Tensor::from_slice(labels).to_device(device);
+    let guided = Guided {
+        inner: model as &dyn Denoiser,
+        scale: cfg.guidance,
+        null_label: model.num_classes(),
+    };
+    sample(&guided, &z, &l, cfg)
+}
+
+/// A picture of samples: a scatter plot (coloured by class) for 2-D data, a grid with one row
+/// per class for images.
+pub fn write_picture(x: &Tensor, labels: &[i64], out: &Path) -> Result<()> {
+    if x.dim() == 4 {
+        return crate::grid::write_class_grid(x, labels, out);
+    }
+    if x.dim() != 2 || x.size()[1] != 2 {
+        bail!(
+            "pictures of samples of shape {:?} are not supported yet",
+            &x.size()[1..]
+        );
+    }
+    let pts = to_points(x);
+    let mut panel = plot::Panel::new(512, msd::data::toy2d::BOX);
+    for (p, &c) in pts.iter().zip(labels) {
+        panel.scatter(std::slice::from_ref(p), plot::palette(c as usize));
+    }
+    if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    panel
+        .img
+        .save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// `[N, 2]` tensor → points.
+pub fn to_points(x: &Tensor) -> Vec<[f32; 2]> {
+    let v: Vec<f32> = Vec::try_from(x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+        .unwrap_or_default();
+    v.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+}
+
+/// Writes samples as CSV (values then label per row) or `.npy` (values only).
+pub fn write_points(x: &Tensor, labels: &[i64], path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => x
+            .to_device(Device::Cpu)
+            .write_npy(path)
+            .with_context(|| format!("writing {}", path.display()))?,
+        Some("csv") => {
+            let flat = x.to_device(Device::Cpu).flatten(1, -1);
+            let v: Vec<f32> = Vec::try_from(flat.flatten(0, -1))?;
+            let d = flat.size()[1] as usize;
+            let mut s = String::new();
+            for (row, l) in v.chunks_exact(d).zip(labels) {
+                for val in row {
+                    s.push_str(&format!("{val},"));
+                }
+                s.push_str(&format!("{l}\n"));
+            }
+            std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))?;
+        }
+        _ => bail!("--points {}: use a .csv or .npy file name", path.display()),
+    }
+    Ok(())
+}
+
+/// A preview picture of every class (used by training to show progress).
+pub fn preview(model: &EdmModel, cfg: &SamplerConfig, seed: u64, out: &Path) -> Result<()> {
+    let per = if model.spec.net.sample_shape().len() == 1 {
+        500
+    } else {
+        8
+    };
+    let labels: Vec<i64> = (0..model.num_classes())
+        .flat_map(|c| std::iter::repeat_n(c, per))
+        .collect();
+    let x = draw(model, &labels, cfg, seed, model.device());
+    write_picture(&x, &labels, out)
+}

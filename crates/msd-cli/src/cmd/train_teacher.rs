@@ -1,0 +1,86 @@
+//! `msd train-teacher`: trains (or resumes) the teacher of a run directory.
+
+use crate::{device, progress};
+use anyhow::{Context, Result};
+use msd::config::RunConfig;
+use msd::teacher::{train_teacher, Progress};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run config (TOML), e.g. configs/toy.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory; the teacher goes to OUT/teacher. Rerunning resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overrides the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let device = device::parse(&a.device)?;
+    let mut cfg = RunConfig::load(&a.config)?;
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    cfg.save(&a.out.join("config.toml"))?;
+    let base = a
+        .config
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let data = cfg.data.open(&base)?;
+    let dir = a.out.join("teacher");
+    let bar = progress::bar(cfg.teacher.steps, "teacher");
+    let samples_dir = dir.join("samples");
+    let sampler = cfg.sampler.clone();
+    let seed = cfg.seed;
+    let mut render_err = None;
+    let (model, summary) = train_teacher(
+        &cfg.model,
+        &cfg.teacher,
+        data.as_ref(),
+        &cfg.data.id(),
+        &dir,
+        cfg.seed,
+        device,
+        &mut |p| match p {
+            Progress::Start { step, .. } => bar.set_position(step),
+            Progress::Step {
+                step,
+                loss,
+                examples_per_s,
+                ..
+            } => {
+                bar.set_position(step);
+                bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
+            }
+            Progress::Checkpoint { step, ema } => {
+                let out = samples_dir.join(format!("step-{step:07}.png"));
+                if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
+                    render_err.get_or_insert(e);
+                }
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(e) = render_err {
+        tracing::warn!("could not render a preview: {e:#}");
+    }
+    println!(
+        "teacher: {} steps, final loss {:.4}, {:.0} s, {} parameters",
+        summary.steps,
+        summary.final_loss,
+        summary.train_seconds,
+        model.num_params()
+    );
+    println!("weights: {}", dir.join("model.safetensors").display());
+    println!("previews: {}", samples_dir.display());
+    Ok(())
+}
