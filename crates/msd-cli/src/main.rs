@@ -27,6 +27,10 @@ enum Command {
     TrainTeacher(cmd::train_teacher::Args),
     /// Draw samples from a teacher (multi-step) and write a picture and/or the raw values.
     Sample(cmd::sample::Args),
+    /// Train the feature network (a small CNN classifier) used by `msd eval`.
+    TrainClassifier(cmd::train_classifier::Args),
+    /// Evaluate a teacher: FD, KID, precision/recall, per-class accuracy; eval.json + eval.md.
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),
         Command::Sample(a) => cmd::sample::run(a),
+        Command::TrainClassifier(a) => cmd::train_classifier::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

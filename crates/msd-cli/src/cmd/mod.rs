@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod eval;
 pub mod sample;
 pub mod train_teacher;
+pub mod train_classifier;
