@@ -2,6 +2,7 @@
 //! flags, shows progress, and writes pictures and tables.
 
 mod cmd;
+mod curves;
 mod device;
 mod grid;
 mod plot;
@@ -31,6 +32,8 @@ enum Command {
     TrainClassifier(cmd::train_classifier::Args),
     /// Evaluate a teacher: FD, KID, precision/recall, per-class accuracy; eval.json + eval.md.
     Eval(cmd::eval::Args),
+    /// Time the UNet (forward, train step, Heun-18 vs one step) against its PyTorch twin.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => cmd::sample::run(a),
         Command::TrainClassifier(a) => cmd::train_classifier::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
