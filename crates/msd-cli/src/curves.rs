@@ -8,7 +8,8 @@ use std::path::Path;
 
 /// The `loss` values of every logged line of `stats` (lines without one are skipped).
 pub fn read_losses(stats: &Path) -> Result<Vec<f64>> {
-    let text = std::fs::read_to_string(stats).with_context(|| format!("reading {}", stats.display()))?;
+    let text =
+        std::fs::read_to_string(stats).with_context(|| format!("reading {}", stats.display()))?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -21,7 +22,8 @@ pub fn read_losses(stats: &Path) -> Result<Vec<f64>> {
 pub fn write_loss_curve(stats: &Path, out: &Path) -> Result<()> {
     let losses = read_losses(stats)?;
     let img = plot::line_chart(&[(losses, Rgb([31, 119, 180]))], &[], 480);
-    img.save(out).with_context(|| format!("writing {}", out.display()))
+    img.save(out)
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 #[cfg(test)]
@@ -32,7 +34,11 @@ mod tests {
     fn reads_losses_and_draws() {
         let d = tempfile::tempdir().unwrap();
         let s = d.path().join("stats.jsonl");
-        std::fs::write(&s, "{\"step\":1,\"loss\":2.0}\n{\"step\":2}\nnot json\n{\"step\":3,\"loss\":0.5}\n").unwrap();
+        std::fs::write(
+            &s,
+            "{\"step\":1,\"loss\":2.0}\n{\"step\":2}\nnot json\n{\"step\":3,\"loss\":0.5}\n",
+        )
+        .unwrap();
         assert_eq!(read_losses(&s).unwrap(), vec![2.0, 0.5]);
         let out = d.path().join("loss.png");
         write_loss_curve(&s, &out).unwrap();

@@ -10,7 +10,10 @@ use tch::{Device, Kind, Tensor};
 pub fn class_grid(x: &Tensor, labels: &[i64]) -> Result<RgbImage> {
     let s = x.size();
     if s.len() != 4 || (s[1] != 1 && s[1] != 3) || s[0] as usize != labels.len() {
-        bail!("a sample grid needs [N, 1 or 3, H, W] images and N labels, got {s:?} and {} labels", labels.len());
+        bail!(
+            "a sample grid needs [N, 1 or 3, H, W] images and N labels, got {s:?} and {} labels",
+            labels.len()
+        );
     }
     let (c, h, w) = (s[1] as usize, s[2] as u32, s[3] as u32);
     let mut rows: Vec<(i64, Vec<usize>)> = Vec::new();
@@ -22,9 +25,20 @@ pub fn class_grid(x: &Tensor, labels: &[i64]) -> Result<RgbImage> {
     }
     let cols = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(1) as u32;
     let g = 2u32;
-    let mut img = RgbImage::from_pixel(cols * (w + g) + g, rows.len() as u32 * (h + g) + g, Rgb([128, 128, 128]));
+    let mut img = RgbImage::from_pixel(
+        cols * (w + g) + g,
+        rows.len() as u32 * (h + g) + g,
+        Rgb([128, 128, 128]),
+    );
     let px: Vec<u8> = Vec::try_from(
-        ((x.to_device(Device::Cpu).to_kind(Kind::Float).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to_kind(Kind::Uint8).flatten(0, -1),
+        ((x.to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .clamp(-1.0, 1.0)
+            + 1.0)
+            * 127.5)
+            .round()
+            .to_kind(Kind::Uint8)
+            .flatten(0, -1),
     )?;
     let plane = (h * w) as usize;
     for (r, (_, idx)) in rows.iter().enumerate() {
@@ -34,8 +48,16 @@ pub fn class_grid(x: &Tensor, labels: &[i64]) -> Result<RgbImage> {
                 for xx in 0..w {
                     let p = (y * w + xx) as usize;
                     let v = |ch: usize| px[base + ch * plane + p];
-                    let rgb = if c == 1 { [v(0); 3] } else { [v(0), v(1), v(2)] };
-                    img.put_pixel(g + col as u32 * (w + g) + xx, g + r as u32 * (h + g) + y, Rgb(rgb));
+                    let rgb = if c == 1 {
+                        [v(0); 3]
+                    } else {
+                        [v(0), v(1), v(2)]
+                    };
+                    img.put_pixel(
+                        g + col as u32 * (w + g) + xx,
+                        g + r as u32 * (h + g) + y,
+                        Rgb(rgb),
+                    );
                 }
             }
         }
@@ -49,7 +71,8 @@ pub fn write_class_grid(x: &Tensor, labels: &[i64], out: &Path) -> Result<()> {
     if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    img.save(out).with_context(|| format!("writing {}", out.display()))
+    img.save(out)
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 #[cfg(test)]
@@ -60,7 +83,9 @@ mod tests {
     fn one_row_per_class_with_mapped_pixels() {
         // Two classes interleaved: class 5 images are white, class 2 images black.
         let labels = [5, 2, 5, 2, 5];
-        let x = Tensor::from_slice(&[1.0f32, -1.0, 1.0, -1.0, 1.0]).reshape([5, 1, 1, 1]).repeat([1, 1, 3, 4]);
+        let x = Tensor::from_slice(&[1.0f32, -1.0, 1.0, -1.0, 1.0])
+            .reshape([5, 1, 1, 1])
+            .repeat([1, 1, 3, 4]);
         let img = class_grid(&x, &labels).unwrap();
         // 3 columns of width 4 (+ gutters), 2 rows of height 3.
         assert_eq!((img.width(), img.height()), (3 * 6 + 2, 2 * 5 + 2));

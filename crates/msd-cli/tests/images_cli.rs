@@ -7,8 +7,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn msd(args: &[&str], cwd: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_msd")).args(["--threads", "1"]).args(args).current_dir(cwd).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_msd"))
+        .args(["--threads", "1"])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// 48 images of 8×8: class 0 bright on the left half, class 1 on the right.
@@ -20,7 +29,11 @@ fn write_data(dir: &Path) {
         for r in 0..8usize {
             for col in 0..8usize {
                 let bright = (col < 4) == (c == 0);
-                px.push(if bright { 200 + ((i + r) % 50) as u8 } else { ((i * 3 + col) % 30) as u8 });
+                px.push(if bright {
+                    200 + ((i + r) % 50) as u8
+                } else {
+                    ((i * 3 + col) % 30) as u8
+                });
             }
         }
         labels.push(c);
@@ -61,12 +74,30 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
     std::fs::write(p.join("tiny.toml"), CONFIG).unwrap();
     let data = "idx:img.idx,lab.idx,heldout=8";
 
-    let (ok, out, err) = msd(&["train-classifier", "--data", data, "--out", "clf", "--steps", "30", "--batch-size", "16"], p);
+    let (ok, out, err) = msd(
+        &[
+            "train-classifier",
+            "--data",
+            data,
+            "--out",
+            "clf",
+            "--steps",
+            "30",
+            "--batch-size",
+            "16",
+        ],
+        p,
+    );
     assert!(ok, "{err}");
     assert!(out.contains("held-out accuracy"), "{out}");
-    assert!(p.join("clf/classifier.json").exists() && p.join("clf/classifier.safetensors").exists());
+    assert!(
+        p.join("clf/classifier.json").exists() && p.join("clf/classifier.safetensors").exists()
+    );
 
-    let (ok, out, err) = msd(&["train-teacher", "--config", "tiny.toml", "--out", "run"], p);
+    let (ok, out, err) = msd(
+        &["train-teacher", "--config", "tiny.toml", "--out", "run"],
+        p,
+    );
     assert!(ok, "{err}");
     assert!(out.contains("4 steps"), "{out}");
     let grid = image::open(p.join("run/teacher/samples/step-0000004.png")).unwrap();
@@ -74,11 +105,40 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
     assert_eq!((grid.width(), grid.height()), (8 * 10 + 2, 2 * 10 + 2));
     assert!(p.join("run/teacher/loss.png").exists());
 
-    let (ok, out, err) = msd(&["eval", "--teacher", "run/teacher", "--steps", "2", "--n", "20", "--classifier", "clf", "--data", data, "--batch", "8"], p);
+    let (ok, out, err) = msd(
+        &[
+            "eval",
+            "--teacher",
+            "run/teacher",
+            "--steps",
+            "2",
+            "--n",
+            "20",
+            "--classifier",
+            "clf",
+            "--data",
+            data,
+            "--batch",
+            "8",
+        ],
+        p,
+    );
     assert!(ok, "{err}");
     assert!(out.contains("class accuracy"), "{out}");
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p.join("run/eval/eval.json")).unwrap()).unwrap();
-    for k in ["n", "fd", "kid", "precision", "recall", "class_accuracy", "per_class_accuracy", "floor_fd", "feature_net"] {
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("run/eval/eval.json")).unwrap())
+            .unwrap();
+    for k in [
+        "n",
+        "fd",
+        "kid",
+        "precision",
+        "recall",
+        "class_accuracy",
+        "per_class_accuracy",
+        "floor_fd",
+        "feature_net",
+    ] {
         assert!(j.get(k).is_some(), "eval.json lacks {k}: {j}");
     }
     assert_eq!(j["n"], 20);
@@ -87,7 +147,12 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
     assert!(j["feature_net"]["heldout_accuracy"].as_f64().unwrap() > 0.5);
     assert!(j["floor_fd"].as_f64().unwrap() >= 0.0);
     let md = std::fs::read_to_string(p.join("run/eval/eval.md")).unwrap();
-    assert!(md.contains("Feature network") && md.contains("Hardware") && md.contains("| teacher samples | 20 |"), "{md}");
+    assert!(
+        md.contains("Feature network")
+            && md.contains("Hardware")
+            && md.contains("| teacher samples | 20 |"),
+        "{md}"
+    );
     assert!(p.join("run/eval/samples.png").exists());
 }
 
@@ -96,12 +161,30 @@ fn bad_data_and_missing_teacher_are_clean_errors() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     for (args, needle) in [
-        (vec!["train-classifier", "--data", "png:x", "--out", "c"], "--data"),
-        (vec!["train-classifier", "--data", "idx:nope.idx,lab.idx", "--out", "c"], "nope.idx"),
-        (vec!["eval", "--teacher", "missing-teacher"], "missing-teacher"),
+        (
+            vec!["train-classifier", "--data", "png:x", "--out", "c"],
+            "--data",
+        ),
+        (
+            vec![
+                "train-classifier",
+                "--data",
+                "idx:nope.idx,lab.idx",
+                "--out",
+                "c",
+            ],
+            "nope.idx",
+        ),
+        (
+            vec!["eval", "--teacher", "missing-teacher"],
+            "missing-teacher",
+        ),
     ] {
         let (ok, _, err) = msd(&args, p);
-        assert!(!ok && err.starts_with("error:") && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            !ok && err.starts_with("error:") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
         assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
     }
 }

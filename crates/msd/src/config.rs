@@ -185,7 +185,9 @@ impl DataConfig {
     /// Opens the dataset; relative paths are resolved against `base`.
     pub fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
         match self {
-            DataConfig::Idx { .. } | DataConfig::Folder { .. } => Ok(Box::new(self.open_images(base)?)),
+            DataConfig::Idx { .. } | DataConfig::Folder { .. } => {
+                Ok(Box::new(self.open_images(base)?))
+            }
             DataConfig::Toy2d {
                 classes,
                 modes,

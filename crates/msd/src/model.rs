@@ -115,11 +115,25 @@ impl EdmModel {
     /// D(x; σ, c) together with the network's encoder bottleneck (computed on c_in·x), for
     /// networks that have one (the UNet); `None` otherwise. Shapes as [`Self::denoise_t`], plus
     /// the bottleneck `[B, ...]` of [`crate::nets::UNetConfig::bottleneck_shape`].
-    pub fn denoise_with_bottleneck(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor, train: bool) -> Option<(Tensor, Tensor)> {
+    pub fn denoise_with_bottleneck(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        labels: &Tensor,
+        train: bool,
+    ) -> Option<(Tensor, Tensor)> {
         let sigma = sigma.to_kind(Kind::Float);
         let (c_skip, c_out, c_in, c_noise) = self.spec.precond.coefficients_t(&sigma);
-        let (f, b) = self.net.forward_with_bottleneck(&(x * broadcast_to(&c_in, x)), &c_noise, labels, train)?;
-        Some((broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f, b))
+        let (f, b) = self.net.forward_with_bottleneck(
+            &(x * broadcast_to(&c_in, x)),
+            &c_noise,
+            labels,
+            train,
+        )?;
+        Some((
+            broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f,
+            b,
+        ))
     }
 
     /// One-step generation G(z, c) = D(σ_max·z; σ_max, c). `z`: `[B, ...]` → `[B, ...]`.

@@ -63,7 +63,8 @@ fn time_ours(model: &EdmModel, batch: i64, reps: usize) -> Value {
         s.extend(&shape);
         Tensor::randn(s.as_slice(), opts)
     };
-    let labels = |b: i64| Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(model.num_classes());
+    let labels =
+        |b: i64| Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(model.num_classes());
     let (x1, l1, s1) = (input(1), labels(1), Tensor::ones([1], opts));
     let (xb, lb, sb) = (input(batch), labels(batch), Tensor::ones([batch], opts));
     let fwd1 = median_ms(reps, || {
@@ -99,7 +100,10 @@ fn time_ours(model: &EdmModel, batch: i64, reps: usize) -> Value {
 pub fn run(a: Args) -> Result<()> {
     let cfg = RunConfig::load(&a.config)?;
     let NetConfig::Unet(unet) = &cfg.model.net else {
-        bail!("{}: msd bench times a UNet; this config has another network", a.config.display());
+        bail!(
+            "{}: msd bench times a UNet; this config has another network",
+            a.config.display()
+        );
     };
     let threads = tch::get_num_threads();
     tch::manual_seed(0);
@@ -108,24 +112,49 @@ pub fn run(a: Args) -> Result<()> {
     let mut report = json!({ "config": a.config, "batch": a.batch, "threads": threads, "reps": a.reps,
                              "hardware": crate::cmd::eval::hardware(), "ours": ours });
     if !a.no_peer {
-        let py = a.python.clone().or_else(|| std::env::var("MSD_TORCH_PYTHON").ok()).unwrap_or_else(|| "python3".into());
+        let py = a
+            .python
+            .clone()
+            .or_else(|| std::env::var("MSD_TORCH_PYTHON").ok())
+            .unwrap_or_else(|| "python3".into());
         let out = std::process::Command::new(&py)
             .arg("scripts/bench_unet.py")
             .arg("--config")
             .arg(serde_json::to_string(unet)?)
             .args(["--sigma-data", &cfg.model.precond.sigma_data.to_string()])
-            .args(["--batch", &a.batch.to_string(), "--reps", &a.reps.to_string(), "--threads", &threads.to_string()])
+            .args([
+                "--batch",
+                &a.batch.to_string(),
+                "--reps",
+                &a.reps.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
             .output()
             .with_context(|| format!("running {py} scripts/bench_unet.py"))?;
         if !out.status.success() {
-            bail!("scripts/bench_unet.py failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "scripts/bench_unet.py failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
-        let peer: Value = serde_json::from_slice(&out.stdout).context("parsing the output of scripts/bench_unet.py")?;
+        let peer: Value = serde_json::from_slice(&out.stdout)
+            .context("parsing the output of scripts/bench_unet.py")?;
         if peer["params"] != ours["params"] {
-            bail!("parameter counts differ: ours {} vs PyTorch {}", ours["params"], peer["params"]);
+            bail!(
+                "parameter counts differ: ours {} vs PyTorch {}",
+                ours["params"],
+                peer["params"]
+            );
         }
         let mut ratios = serde_json::Map::new();
-        for k in ["forward_b1_ms", "forward_b_ms", "train_step_b_ms", "heun18_b_ms", "one_step_b_ms"] {
+        for k in [
+            "forward_b1_ms",
+            "forward_b_ms",
+            "train_step_b_ms",
+            "heun18_b_ms",
+            "one_step_b_ms",
+        ] {
             if let (Some(o), Some(p)) = (ours[k].as_f64(), peer[k].as_f64()) {
                 ratios.insert(k.trim_end_matches("_ms").to_string(), json!(o / p));
             }
@@ -136,8 +165,16 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     msd::train::checkpoint::write_json_atomic(&a.out.join("bench.json"), &report)?;
     let b = a.batch;
-    println!("UNet {} parameters, {threads} threads, {}, median of {} runs", ours["params"], report["hardware"].as_str().unwrap_or(""), a.reps);
-    println!("{:<28} {:>10} {:>10} {:>8}", "", "msd (ms)", "torch (ms)", "ratio");
+    println!(
+        "UNet {} parameters, {threads} threads, {}, median of {} runs",
+        ours["params"],
+        report["hardware"].as_str().unwrap_or(""),
+        a.reps
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>8}",
+        "", "msd (ms)", "torch (ms)", "ratio"
+    );
     for (k, name) in [
         ("forward_b1_ms", "forward, batch 1".to_string()),
         ("forward_b_ms", format!("forward, batch {b}")),
@@ -152,7 +189,8 @@ pub fn run(a: Args) -> Result<()> {
     let o = &report["ours"];
     println!(
         "Heun-18 / one-step (msd): {:.1}×",
-        o["heun18_b_ms"].as_f64().unwrap_or(f64::NAN) / o["one_step_b_ms"].as_f64().unwrap_or(f64::NAN)
+        o["heun18_b_ms"].as_f64().unwrap_or(f64::NAN)
+            / o["one_step_b_ms"].as_f64().unwrap_or(f64::NAN)
     );
     println!("report: {}", a.out.join("bench.json").display());
     Ok(())

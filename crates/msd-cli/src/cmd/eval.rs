@@ -9,7 +9,10 @@ use anyhow::{bail, Context, Result};
 use msd::config::DataConfig;
 use msd::data::TrainingData;
 use msd::diffusion::{Denoiser, Guided, SamplerConfig};
-use msd::eval::{balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, MetricsConfig, Reference};
+use msd::eval::{
+    balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, MetricsConfig,
+    Reference,
+};
 use msd::model::EdmModel;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -53,14 +56,22 @@ pub struct Args {
 pub fn hardware() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{model}, {} torch threads", tch::get_num_threads())
 }
 
 fn beside(teacher: &Path, name: &str) -> PathBuf {
     let t = teacher.components().as_path();
-    t.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(name)
+    t.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(name)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -68,10 +79,15 @@ pub fn run(a: Args) -> Result<()> {
     if a.n < 4 || a.steps < 1 {
         bail!("--n must be ≥ 4 and --steps ≥ 1");
     }
-    let teacher = EdmModel::load_dir(&a.teacher, device).with_context(|| format!("--teacher {}", a.teacher.display()))?;
+    let teacher = EdmModel::load_dir(&a.teacher, device)
+        .with_context(|| format!("--teacher {}", a.teacher.display()))?;
     let dc = DataConfig::parse_spec(&a.data)?;
-    let data = dc.open_images(Path::new(".")).with_context(|| format!("--data {}", a.data))?;
-    if data.num_classes() != teacher.num_classes() || data.sample_shape() != teacher.spec.net.sample_shape() {
+    let data = dc
+        .open_images(Path::new("."))
+        .with_context(|| format!("--data {}", a.data))?;
+    if data.num_classes() != teacher.num_classes()
+        || data.sample_shape() != teacher.spec.net.sample_shape()
+    {
         bail!(
             "--data has {} classes of shape {:?} but the teacher makes {} classes of shape {:?}",
             data.num_classes(),
@@ -80,38 +96,79 @@ pub fn run(a: Args) -> Result<()> {
             teacher.spec.net.sample_shape()
         );
     }
-    let clf_dir = a.classifier.clone().unwrap_or_else(|| beside(&a.teacher, "classifier"));
+    let clf_dir = a
+        .classifier
+        .clone()
+        .unwrap_or_else(|| beside(&a.teacher, "classifier"));
     if !clf_dir.join("classifier.json").exists() {
         if a.classifier.is_some() {
-            bail!("--classifier {}: no classifier.json there (train one with `msd train-classifier`)", clf_dir.display());
+            bail!(
+                "--classifier {}: no classifier.json there (train one with `msd train-classifier`)",
+                clf_dir.display()
+            );
         }
-        println!("no feature network at {}; training one first", clf_dir.display());
+        println!(
+            "no feature network at {}; training one first",
+            clf_dir.display()
+        );
         train_into(&a.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
     }
-    let (clf, rec) = Classifier::load_dir(&clf_dir, device).with_context(|| format!("--classifier {}", clf_dir.display()))?;
+    let (clf, rec) = Classifier::load_dir(&clf_dir, device)
+        .with_context(|| format!("--classifier {}", clf_dir.display()))?;
     if rec.data_id != dc.id() {
-        tracing::warn!("the feature network was trained on {} but the evaluation data are {}", rec.data_id, dc.id());
+        tracing::warn!(
+            "the feature network was trained on {} but the evaluation data are {}",
+            rec.data_id,
+            dc.id()
+        );
     }
     let out = a.out.clone().unwrap_or_else(|| beside(&a.teacher, "eval"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let mc = MetricsConfig::default();
     let reference = Reference::new(&clf, data.train_images())?;
-    let floor = image_metrics(&clf, &reference, data.heldout_images(), data.heldout_labels(), &mc)?;
+    let floor = image_metrics(
+        &clf,
+        &reference,
+        data.heldout_images(),
+        data.heldout_labels(),
+        &mc,
+    )?;
 
-    let cfg = SamplerConfig { steps: a.steps, guidance: a.guidance, ..Default::default() };
+    let cfg = SamplerConfig {
+        steps: a.steps,
+        guidance: a.guidance,
+        ..Default::default()
+    };
     let labels = balanced_labels(a.n, teacher.num_classes());
-    let guided = Guided { inner: &teacher as &dyn Denoiser, scale: a.guidance, null_label: teacher.num_classes() };
+    let guided = Guided {
+        inner: &teacher as &dyn Denoiser,
+        scale: a.guidance,
+        null_label: teacher.num_classes(),
+    };
     let bar = progress::bar(a.n as u64, "sampling");
     let t0 = Instant::now();
-    let x = generate(&guided, &teacher.spec.net.sample_shape(), &labels, &cfg, a.seed, a.batch, device, &mut |d| bar.set_position(d as u64));
+    let x = generate(
+        &guided,
+        &teacher.spec.net.sample_shape(),
+        &labels,
+        &cfg,
+        a.seed,
+        a.batch,
+        device,
+        &mut |d| bar.set_position(d as u64),
+    );
     let gen_seconds = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let m = image_metrics(&clf, &reference, &x, &labels, &mc)?;
 
     let per_grid = 10.min(a.n / teacher.num_classes() as usize).max(1);
     let take = (per_grid * teacher.num_classes() as usize).min(a.n) as i64;
-    grid::write_class_grid(&x.narrow(0, 0, take), &labels[..take as usize], &out.join("samples.png"))?;
+    grid::write_class_grid(
+        &x.narrow(0, 0, take),
+        &labels[..take as usize],
+        &out.join("samples.png"),
+    )?;
 
     let hw = hardware();
     let batches = a.n.div_ceil(a.batch);
@@ -156,7 +213,13 @@ pub fn run(a: Args) -> Result<()> {
     for (name, r) in [("teacher samples", &m), ("held-out real (floor)", &floor)] {
         md.push_str(&format!(
             "| {name} | {} | {:.3} | {:.4} ± {:.4} | {:.3} | {:.3} | {:.2}% |\n",
-            r.n, r.fd, r.kid, r.kid_std, r.precision, r.recall, 100.0 * r.class_accuracy
+            r.n,
+            r.fd,
+            r.kid,
+            r.kid_std,
+            r.precision,
+            r.recall,
+            100.0 * r.class_accuracy
         ));
     }
     md.push_str("\nPer-class accuracy of the teacher's samples:\n\n| class |");
@@ -175,6 +238,10 @@ pub fn run(a: Args) -> Result<()> {
         "teacher: FD {:.3} (floor {:.3}), KID {:.4}, precision {:.3}, recall {:.3}, class accuracy {:.2}% on {} samples",
         m.fd, floor.fd, m.kid, m.precision, m.recall, 100.0 * m.class_accuracy, m.n
     );
-    println!("report: {} and eval.md; grid: {}", out.join("eval.json").display(), out.join("samples.png").display());
+    println!(
+        "report: {} and eval.md; grid: {}",
+        out.join("eval.json").display(),
+        out.join("samples.png").display()
+    );
     Ok(())
 }

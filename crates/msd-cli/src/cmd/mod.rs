@@ -3,5 +3,5 @@
 pub mod bench;
 pub mod eval;
 pub mod sample;
-pub mod train_teacher;
 pub mod train_classifier;
+pub mod train_teacher;

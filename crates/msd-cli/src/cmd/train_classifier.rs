@@ -9,7 +9,8 @@ use msd::eval::{train_classifier, ClassifierConfig, ClassifierTrainConfig};
 use std::path::{Path, PathBuf};
 
 /// The shipped dataset, relative to the repository root.
-pub const DEFAULT_DATA: &str = "idx:data/mnist10k/images-idx3-ubyte.gz,data/mnist10k/labels-idx1-ubyte.gz";
+pub const DEFAULT_DATA: &str =
+    "idx:data/mnist10k/images-idx3-ubyte.gz,data/mnist10k/labels-idx1-ubyte.gz";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,9 +31,16 @@ pub struct Args {
 }
 
 /// Trains a classifier on `data` into `out` and returns its held-out accuracy.
-pub fn train_into(data_spec: &str, out: &Path, train: &ClassifierTrainConfig, device: tch::Device) -> Result<f64> {
+pub fn train_into(
+    data_spec: &str,
+    out: &Path,
+    train: &ClassifierTrainConfig,
+    device: tch::Device,
+) -> Result<f64> {
     let dc = DataConfig::parse_spec(data_spec)?;
-    let data = dc.open_images(Path::new(".")).with_context(|| format!("--data {data_spec}"))?;
+    let data = dc
+        .open_images(Path::new("."))
+        .with_context(|| format!("--data {data_spec}"))?;
     let cfg = ClassifierConfig::new(data.sample_shape()[0], data.num_classes());
     let bar = progress::bar(train.steps, "classifier");
     let (clf, rec) = train_classifier(&data, &dc.id(), &cfg, train, device, &mut |s, loss| {
@@ -53,7 +61,12 @@ pub fn train_into(data_spec: &str, out: &Path, train: &ClassifierTrainConfig, de
 
 pub fn run(a: Args) -> Result<()> {
     let device = device::parse(&a.device)?;
-    let train = ClassifierTrainConfig { steps: a.steps, batch_size: a.batch_size, seed: a.seed, ..Default::default() };
+    let train = ClassifierTrainConfig {
+        steps: a.steps,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        ..Default::default()
+    };
     train_into(&a.data, &a.out, &train, device)?;
     Ok(())
 }

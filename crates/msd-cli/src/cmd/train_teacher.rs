@@ -62,7 +62,10 @@ pub fn run(a: Args) -> Result<()> {
                 bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
             }
             Progress::Checkpoint { step, ema } => {
-                let _ = crate::curves::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"));
+                let _ = crate::curves::write_loss_curve(
+                    &dir.join("stats.jsonl"),
+                    &dir.join("loss.png"),
+                );
                 let out = samples_dir.join(format!("step-{step:07}.png"));
                 if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
                     render_err.get_or_insert(e);

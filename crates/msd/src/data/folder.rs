@@ -18,7 +18,10 @@ pub struct FolderImages {
 
 fn is_image(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
         Some("png" | "jpg" | "jpeg")
     )
 }
@@ -35,24 +38,47 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Reads every class sub-folder of `dir`.
 pub fn read_folder(dir: &Path, channels: usize, size: usize) -> Result<FolderImages> {
     if channels != 1 && channels != 3 {
-        return Err(Error::config("data.channels", format!("must be 1 or 3, got {channels}")));
+        return Err(Error::config(
+            "data.channels",
+            format!("must be 1 or 3, got {channels}"),
+        ));
     }
     if size == 0 {
         return Err(Error::config("data.size", "must be ≥ 1"));
     }
-    let classes: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
+    let classes: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
     if classes.is_empty() {
-        return Err(Error::format(dir, "no class sub-folders (expected one sub-folder of images per class)"));
+        return Err(Error::format(
+            dir,
+            "no class sub-folders (expected one sub-folder of images per class)",
+        ));
     }
-    let mut out = FolderImages { class_names: Vec::new(), n: 0, channels, size, pixels: Vec::new(), labels: Vec::new() };
+    let mut out = FolderImages {
+        class_names: Vec::new(),
+        n: 0,
+        channels,
+        size,
+        pixels: Vec::new(),
+        labels: Vec::new(),
+    };
     let s = size as u32;
     for (label, cdir) in classes.iter().enumerate() {
-        let files: Vec<PathBuf> = sorted_entries(cdir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect();
+        let files: Vec<PathBuf> = sorted_entries(cdir)?
+            .into_iter()
+            .filter(|p| p.is_file() && is_image(p))
+            .collect();
         if files.is_empty() {
-            return Err(Error::format(cdir, "empty class folder: no PNG or JPEG files"));
+            return Err(Error::format(
+                cdir,
+                "empty class folder: no PNG or JPEG files",
+            ));
         }
         for f in files {
-            let img = image::open(&f).map_err(|e| Error::format(&f, format!("cannot decode image ({e})")))?;
+            let img = image::open(&f)
+                .map_err(|e| Error::format(&f, format!("cannot decode image ({e})")))?;
             let img = if img.width() != s || img.height() != s {
                 img.resize_exact(s, s, image::imageops::FilterType::Triangle)
             } else {
@@ -71,7 +97,11 @@ pub fn read_folder(dir: &Path, channels: usize, size: usize) -> Result<FolderIma
             out.labels.push(label as i64);
             out.n += 1;
         }
-        out.class_names.push(cdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        out.class_names.push(
+            cdir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
     }
     Ok(out)
 }
@@ -85,7 +115,9 @@ mod tests {
         for (c, v) in [("a", 10u8), ("b", 200u8)] {
             std::fs::create_dir_all(dir.join(c)).unwrap();
             for i in 0..2 {
-                RgbImage::from_pixel(8, 6, Rgb([v, v / 2, 0])).save(dir.join(c).join(format!("{i}.png"))).unwrap();
+                RgbImage::from_pixel(8, 6, Rgb([v, v / 2, 0]))
+                    .save(dir.join(c).join(format!("{i}.png")))
+                    .unwrap();
             }
         }
         std::fs::write(dir.join("a").join("notes.txt"), "ignored").unwrap();
@@ -113,12 +145,23 @@ mod tests {
         make(d.path());
         std::fs::create_dir_all(d.path().join("c_empty")).unwrap();
         let e = read_folder(d.path(), 1, 4).unwrap_err().to_string();
-        assert!(e.contains("c_empty") && e.contains("empty class folder"), "{e}");
+        assert!(
+            e.contains("c_empty") && e.contains("empty class folder"),
+            "{e}"
+        );
         std::fs::write(d.path().join("c_empty").join("broken.png"), b"not a png").unwrap();
         let e = read_folder(d.path(), 1, 4).unwrap_err().to_string();
-        assert!(e.contains("broken.png") && e.contains("cannot decode"), "{e}");
-        let e = read_folder(&d.path().join("a"), 1, 4).unwrap_err().to_string();
+        assert!(
+            e.contains("broken.png") && e.contains("cannot decode"),
+            "{e}"
+        );
+        let e = read_folder(&d.path().join("a"), 1, 4)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no class sub-folders"), "{e}");
-        assert!(read_folder(d.path(), 2, 4).unwrap_err().to_string().contains("data.channels"));
+        assert!(read_folder(d.path(), 2, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("data.channels"));
     }
 }

@@ -34,7 +34,13 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 fn header(path: &Path, bytes: &[u8], ndim: u8, what: &str) -> Result<Vec<usize>> {
     let want = [0u8, 0, 0x08, ndim];
     if bytes.len() < 4 {
-        return Err(Error::format(path, format!("truncated: {} bytes, too short for an IDX header", bytes.len())));
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated: {} bytes, too short for an IDX header",
+                bytes.len()
+            ),
+        ));
     }
     if bytes[..4] != want {
         let got = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -46,23 +52,50 @@ fn header(path: &Path, bytes: &[u8], ndim: u8, what: &str) -> Result<Vec<usize>>
     }
     let head = 4 + 4 * ndim as usize;
     if bytes.len() < head {
-        return Err(Error::format(path, format!("truncated: the IDX header needs {head} bytes, the file has {}", bytes.len())));
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated: the IDX header needs {head} bytes, the file has {}",
+                bytes.len()
+            ),
+        ));
     }
     Ok((0..ndim as usize)
-        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
+        .map(|i| {
+            u32::from_be_bytes([
+                bytes[4 + 4 * i],
+                bytes[5 + 4 * i],
+                bytes[6 + 4 * i],
+                bytes[7 + 4 * i],
+            ]) as usize
+        })
         .collect())
 }
 
-fn body<'a>(path: &Path, bytes: &'a [u8], head: usize, len: usize, dims: &[usize]) -> Result<&'a [u8]> {
+fn body<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    head: usize,
+    len: usize,
+    dims: &[usize],
+) -> Result<&'a [u8]> {
     let have = bytes.len() - head;
     if have < len {
         return Err(Error::format(
             path,
-            format!("truncated: the header promises {dims:?} = {len} data bytes but only {have} follow"),
+            format!(
+                "truncated: the header promises {dims:?} = {len} data bytes but only {have} follow"
+            ),
         ));
     }
     if have > len {
-        return Err(Error::format(path, format!("{} bytes of trailing data after the {dims:?} declared in the header", have - len)));
+        return Err(Error::format(
+            path,
+            format!(
+                "{} bytes of trailing data after the {dims:?} declared in the header",
+                have - len
+            ),
+        ));
     }
     Ok(&bytes[head..head + len])
 }
@@ -73,14 +106,22 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
     let dims = header(path, &bytes, 3, "image (N×H×W)")?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if n == 0 || rows == 0 || cols == 0 {
-        return Err(Error::format(path, format!("empty image set: dimensions {dims:?}")));
+        return Err(Error::format(
+            path,
+            format!("empty image set: dimensions {dims:?}"),
+        ));
     }
     let len = n
         .checked_mul(rows)
         .and_then(|v| v.checked_mul(cols))
         .ok_or_else(|| Error::format(path, format!("dimensions {dims:?} overflow")))?;
     let pixels = body(path, &bytes, 16, len, &dims)?.to_vec();
-    Ok(IdxImages { n, rows, cols, pixels })
+    Ok(IdxImages {
+        n,
+        rows,
+        cols,
+        pixels,
+    })
 }
 
 /// Reads an IDX1 label file (N bytes), gzipped or not.
@@ -97,7 +138,12 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<(IdxImages, Vec<u8>)> {
     if im.n != lb.len() {
         return Err(Error::format(
             labels,
-            format!("count mismatch: {} labels but {} has {} images", lb.len(), images.display(), im.n),
+            format!(
+                "count mismatch: {} labels but {} has {} images",
+                lb.len(),
+                images.display(),
+                im.n
+            ),
         ));
     }
     Ok((im, lb))
@@ -144,7 +190,13 @@ mod tests {
         let px: Vec<u8> = (0..3 * 2 * 4).map(|i| i as u8).collect();
         let img = encode_images(3, 2, 4, &px);
         let lab = encode_labels(&[7, 0, 9]);
-        for (i, l) in [(write(d.path(), "i", &img), write(d.path(), "l", &lab)), (write(d.path(), "i.gz", &gz(&img)), write(d.path(), "l.gz", &gz(&lab)))] {
+        for (i, l) in [
+            (write(d.path(), "i", &img), write(d.path(), "l", &lab)),
+            (
+                write(d.path(), "i.gz", &gz(&img)),
+                write(d.path(), "l.gz", &gz(&lab)),
+            ),
+        ] {
             let (im, lb) = read_pair(&i, &l).unwrap();
             assert_eq!((im.n, im.rows, im.cols), (3, 2, 4));
             assert_eq!(im.pixels, px);
@@ -160,7 +212,10 @@ mod tests {
         // Wrong magic: a label file given as images.
         let l = write(d.path(), "labels.idx", &lab);
         let e = read_images(&l).unwrap_err().to_string();
-        assert!(e.contains("labels.idx") && e.contains("wrong magic") && e.contains("0x00000801"), "{e}");
+        assert!(
+            e.contains("labels.idx") && e.contains("wrong magic") && e.contains("0x00000801"),
+            "{e}"
+        );
         // Truncated pixel data, plain and gzipped.
         let t = write(d.path(), "short.idx", &img[..img.len() - 1]);
         let e = read_images(&t).unwrap_err().to_string();
@@ -171,12 +226,21 @@ mod tests {
         assert!(e.contains("short.gz") && e.contains("truncated"), "{e}");
         // Truncated header.
         let t = write(d.path(), "head.idx", &img[..6]);
-        assert!(read_images(&t).unwrap_err().to_string().contains("truncated"));
+        assert!(read_images(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         // Count mismatch.
         let i = write(d.path(), "img.idx", &img);
         let l2 = write(d.path(), "two.idx", &encode_labels(&[1, 2]));
         let e = read_pair(&i, &l2).unwrap_err().to_string();
-        assert!(e.contains("two.idx") && e.contains("count mismatch") && e.contains("2 labels") && e.contains("3 images"), "{e}");
+        assert!(
+            e.contains("two.idx")
+                && e.contains("count mismatch")
+                && e.contains("2 labels")
+                && e.contains("3 images"),
+            "{e}"
+        );
         // Missing file.
         let e = read_labels(&d.path().join("nope")).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");

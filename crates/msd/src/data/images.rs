@@ -28,7 +28,11 @@ pub struct SplitConfig {
 
 impl Default for SplitConfig {
     fn default() -> Self {
-        Self { heldout: 1000, split_seed: 1000, pad: 0 }
+        Self {
+            heldout: 1000,
+            split_seed: 1000,
+            pad: 0,
+        }
     }
 }
 
@@ -73,13 +77,24 @@ impl ImageDataset {
         let max = labels.iter().copied().max().unwrap_or(-1);
         let num_classes = num_classes.unwrap_or(max + 1);
         if max >= num_classes {
-            return Err(Error::Invalid(format!("{origin}: label {max} is outside 0..{num_classes}")));
+            return Err(Error::Invalid(format!(
+                "{origin}: label {max} is outside 0..{num_classes}"
+            )));
         }
         if split.heldout >= n {
-            return Err(Error::config("data.heldout", format!("{} held-out images leave none of the {n} images of {origin} to train on", split.heldout)));
+            return Err(Error::config(
+                "data.heldout",
+                format!(
+                    "{} held-out images leave none of the {n} images of {origin} to train on",
+                    split.heldout
+                ),
+            ));
         }
         if split.pad < 0 {
-            return Err(Error::config("data.pad", format!("must be ≥ 0, got {}", split.pad)));
+            return Err(Error::config(
+                "data.pad",
+                format!("must be ≥ 0, got {}", split.pad),
+            ));
         }
         let all = Tensor::from_slice(pixels)
             .reshape([n as i64, c as i64, h as i64, w as i64])
@@ -145,9 +160,16 @@ impl ImageDataset {
 
     /// Random training images with their labels (any class): `([n, C, H, W], [n])` on `device`.
     pub fn random_train(&self, n: usize, rng: &mut ChaCha8Rng, device: Device) -> (Tensor, Tensor) {
-        let idx: Vec<i64> = (0..n).map(|_| rng.gen_range(0..self.train_y.len() as i64)).collect();
+        let idx: Vec<i64> = (0..n)
+            .map(|_| rng.gen_range(0..self.train_y.len() as i64))
+            .collect();
         let y: Vec<i64> = idx.iter().map(|&i| self.train_y[i as usize]).collect();
-        (self.train_x.index_select(0, &Tensor::from_slice(&idx)).to_device(device), Tensor::from_slice(&y).to_device(device))
+        (
+            self.train_x
+                .index_select(0, &Tensor::from_slice(&idx))
+                .to_device(device),
+            Tensor::from_slice(&y).to_device(device),
+        )
     }
 }
 
@@ -161,13 +183,21 @@ impl TrainingData for ImageDataset {
     }
 
     /// Labels uniform over `classes`, then an image drawn uniformly within each label's class.
-    fn batch(&self, n: usize, classes: &[i64], rng: &mut ChaCha8Rng, device: Device) -> Result<(Tensor, Tensor)> {
+    fn batch(
+        &self,
+        n: usize,
+        classes: &[i64],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+    ) -> Result<(Tensor, Tensor)> {
         if classes.is_empty() {
             return Err(Error::Invalid("batch: empty class filter".into()));
         }
         for &c in classes {
             if c < 0 || c >= self.num_classes || self.by_class[c as usize].is_empty() {
-                return Err(Error::Invalid(format!("batch: class {c} has no training images")));
+                return Err(Error::Invalid(format!(
+                    "batch: class {c} has no training images"
+                )));
             }
         }
         let labels = uniform_labels(n, classes, rng);
@@ -178,7 +208,10 @@ impl TrainingData for ImageDataset {
                 members[rng.gen_range(0..members.len())]
             })
             .collect();
-        let x = self.train_x.index_select(0, &Tensor::from_slice(&idx)).to_device(device);
+        let x = self
+            .train_x
+            .index_select(0, &Tensor::from_slice(&idx))
+            .to_device(device);
         Ok((x, Tensor::from_slice(&labels).to_device(device)))
     }
 }
@@ -191,12 +224,26 @@ mod tests {
         // Image i has every pixel equal to i (so its identity survives the split), label i % 3.
         let px: Vec<u8> = (0..n).flat_map(|i| vec![i as u8; 4]).collect();
         let labels: Vec<i64> = (0..n as i64).map(|i| i % 3).collect();
-        ImageDataset::from_bytes(&px, [n, 1, 2, 2], &labels, None, &SplitConfig { heldout, split_seed: 5, pad }, "toy").unwrap()
+        ImageDataset::from_bytes(
+            &px,
+            [n, 1, 2, 2],
+            &labels,
+            None,
+            &SplitConfig {
+                heldout,
+                split_seed: 5,
+                pad,
+            },
+            "toy",
+        )
+        .unwrap()
     }
 
     fn ids(x: &Tensor) -> Vec<i64> {
         let v: Vec<f32> = Vec::try_from(x.select(1, 0).select(1, 0).select(1, 0)).unwrap();
-        v.iter().map(|p| ((p + 1.0) * 127.5).round() as i64).collect()
+        v.iter()
+            .map(|p| ((p + 1.0) * 127.5).round() as i64)
+            .collect()
     }
 
     #[test]
@@ -212,7 +259,19 @@ mod tests {
         for (i, l) in ha.iter().zip(a.heldout_labels()) {
             assert_eq!(i % 3, *l);
         }
-        let other = ImageDataset::from_bytes(&(0..50u8).flat_map(|i| vec![i; 4]).collect::<Vec<_>>(), [50, 1, 2, 2], &(0..50).map(|i| i % 3).collect::<Vec<_>>(), None, &SplitConfig { heldout: 10, split_seed: 6, pad: 0 }, "t").unwrap();
+        let other = ImageDataset::from_bytes(
+            &(0..50u8).flat_map(|i| vec![i; 4]).collect::<Vec<_>>(),
+            [50, 1, 2, 2],
+            &(0..50).map(|i| i % 3).collect::<Vec<_>>(),
+            None,
+            &SplitConfig {
+                heldout: 10,
+                split_seed: 6,
+                pad: 0,
+            },
+            "t",
+        )
+        .unwrap();
         assert_ne!(ha, ids(other.heldout_images()));
         let max = a.train_images().max().double_value(&[]);
         assert!((max - (49.0 / 127.5 - 1.0)).abs() < 1e-6);
@@ -248,7 +307,18 @@ mod tests {
     #[test]
     fn too_large_a_heldout_is_refused() {
         let px = vec![0u8; 8];
-        let e = ImageDataset::from_bytes(&px, [2, 1, 2, 2], &[0, 1], None, &SplitConfig { heldout: 2, ..Default::default() }, "x").unwrap_err();
+        let e = ImageDataset::from_bytes(
+            &px,
+            [2, 1, 2, 2],
+            &[0, 1],
+            None,
+            &SplitConfig {
+                heldout: 2,
+                ..Default::default()
+            },
+            "x",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("data.heldout"), "{e}");
     }
 }

@@ -46,16 +46,28 @@ fn d_dropout() -> f64 {
 impl ClassifierConfig {
     /// The default architecture for `in_channels` and `num_classes`.
     pub fn new(in_channels: i64, num_classes: i64) -> Self {
-        Self { in_channels, num_classes, channels: d_channels(), features: d_features(), dropout: d_dropout() }
+        Self {
+            in_channels,
+            num_classes,
+            channels: d_channels(),
+            features: d_features(),
+            dropout: d_dropout(),
+        }
     }
 
     /// Checks value ranges; errors name the field.
     pub fn validate(&self) -> Result<()> {
         if self.in_channels < 1 || self.num_classes < 2 || self.features < 1 {
-            return Err(Error::config("classifier", "in_channels ≥ 1, num_classes ≥ 2 and features ≥ 1 are required"));
+            return Err(Error::config(
+                "classifier",
+                "in_channels ≥ 1, num_classes ≥ 2 and features ≥ 1 are required",
+            ));
         }
         if self.channels.is_empty() || self.channels.iter().any(|&c| c < 1) {
-            return Err(Error::config("classifier.channels", format!("needs ≥ 1 stage, each ≥ 1, got {:?}", self.channels)));
+            return Err(Error::config(
+                "classifier.channels",
+                format!("needs ≥ 1 stage, each ≥ 1, got {:?}", self.channels),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config("classifier.dropout", "must be in [0, 1)"));
@@ -79,7 +91,13 @@ pub struct ClassifierTrainConfig {
 
 impl Default for ClassifierTrainConfig {
     fn default() -> Self {
-        Self { steps: 1000, batch_size: 128, lr: 2e-3, seed: 0, max_shift: 2 }
+        Self {
+            steps: 1000,
+            batch_size: 128,
+            lr: 2e-3,
+            seed: 0,
+            max_shift: 2,
+        }
     }
 }
 
@@ -113,7 +131,10 @@ impl Classifier {
     pub fn new(config: &ClassifierConfig, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let p = vs.root();
-        let cc = nn::ConvConfig { padding: 1, ..Default::default() };
+        let cc = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
         let mut cin = config.in_channels;
         let convs = config
             .channels
@@ -121,23 +142,46 @@ impl Classifier {
             .enumerate()
             .map(|(i, &c)| {
                 let q = &p / format!("stage{i}");
-                let pair = (nn::conv2d(&q / "conv0", cin, c, 3, cc), nn::conv2d(&q / "conv1", c, c, 3, cc));
+                let pair = (
+                    nn::conv2d(&q / "conv0", cin, c, 3, cc),
+                    nn::conv2d(&q / "conv1", c, c, 3, cc),
+                );
                 cin = c;
                 pair
             })
             .collect();
         let fc = nn::linear(&p / "fc", cin * 16, config.features, Default::default());
-        let head = nn::linear(&p / "head", config.features, config.num_classes, Default::default());
-        Self { vs, config: config.clone(), convs, fc, head }
+        let head = nn::linear(
+            &p / "head",
+            config.features,
+            config.num_classes,
+            Default::default(),
+        );
+        Self {
+            vs,
+            config: config.clone(),
+            convs,
+            fc,
+            head,
+        }
     }
 
     /// `x`: `[B, C, H, W]` in [−1, 1] → (features `[B, F]`, logits `[B, num_classes]`).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
         let mut h = x.shallow_clone();
         for (a, b) in &self.convs {
-            h = b.forward(&a.forward(&h).relu()).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            h = b.forward(&a.forward(&h).relu()).relu().max_pool2d(
+                [2, 2],
+                [2, 2],
+                [0, 0],
+                [1, 1],
+                false,
+            );
         }
-        let f = self.fc.forward(&h.adaptive_avg_pool2d([4, 4]).flatten(1, -1)).relu();
+        let f = self
+            .fc
+            .forward(&h.adaptive_avg_pool2d([4, 4]).flatten(1, -1))
+            .relu();
         let logits = self.head.forward(&f.dropout(self.config.dropout, train));
         (f, logits)
     }
@@ -147,14 +191,20 @@ impl Classifier {
     pub fn embed(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let s = x.size();
         if s.len() != 4 || s[1] != self.config.in_channels {
-            return Err(Error::Invalid(format!("classifier expects [N, {}, H, W] images, got {s:?}", self.config.in_channels)));
+            return Err(Error::Invalid(format!(
+                "classifier expects [N, {}, H, W] images, got {s:?}",
+                self.config.in_channels
+            )));
         }
         let dev = self.vs.device();
         let (mut fs, mut ls) = (Vec::new(), Vec::new());
         tch::no_grad(|| {
             for start in (0..s[0]).step_by(EVAL_BATCH as usize) {
                 let len = EVAL_BATCH.min(s[0] - start);
-                let (f, l) = self.forward_t(&x.narrow(0, start, len).to_device(dev).to_kind(Kind::Float), false);
+                let (f, l) = self.forward_t(
+                    &x.narrow(0, start, len).to_device(dev).to_kind(Kind::Float),
+                    false,
+                );
                 fs.push(f.to_device(Device::Cpu));
                 ls.push(l.to_device(Device::Cpu));
             }
@@ -197,8 +247,24 @@ pub fn class_accuracy(pred: &[i64], labels: &[i64], num_classes: i64) -> (f64, V
         }
     }
     let n: usize = tot.iter().sum();
-    let overall = if n == 0 { f64::NAN } else { hit.iter().sum::<usize>() as f64 / n as f64 };
-    (overall, hit.iter().zip(&tot).map(|(&h, &t)| if t == 0 { f64::NAN } else { h as f64 / t as f64 }).collect())
+    let overall = if n == 0 {
+        f64::NAN
+    } else {
+        hit.iter().sum::<usize>() as f64 / n as f64
+    };
+    (
+        overall,
+        hit.iter()
+            .zip(&tot)
+            .map(|(&h, &t)| {
+                if t == 0 {
+                    f64::NAN
+                } else {
+                    h as f64 / t as f64
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Shifts every image of `x`: `[B, C, H, W]` by its own random offset in `[−s, s]²` (the border
@@ -230,30 +296,50 @@ pub fn train_classifier(
 ) -> Result<(Classifier, ClassifierRecord)> {
     config.validate()?;
     if config.num_classes != data.num_classes() || config.in_channels != data.sample_shape()[0] {
-        return Err(Error::config("classifier", "in_channels / num_classes differ from the data"));
+        return Err(Error::config(
+            "classifier",
+            "in_channels / num_classes differ from the data",
+        ));
     }
     if train.steps == 0 || train.batch_size == 0 {
-        return Err(Error::config("classifier.steps / batch_size", "must be ≥ 1"));
+        return Err(Error::config(
+            "classifier.steps / batch_size",
+            "must be ≥ 1",
+        ));
     }
     let t0 = Instant::now();
     let _ = step_rng(train.seed, u64::MAX, 7); // seeds the initialisation
     let clf = Classifier::new(config, device);
     let warmup = (train.steps / 20).max(1);
-    let mut opt = AdamW::new(&clf.vs, AdamWConfig { lr: train.lr, weight_decay: 1e-4, warmup_steps: warmup, grad_clip: 5.0, ..Default::default() });
+    let mut opt = AdamW::new(
+        &clf.vs,
+        AdamWConfig {
+            lr: train.lr,
+            weight_decay: 1e-4,
+            warmup_steps: warmup,
+            grad_clip: 5.0,
+            ..Default::default()
+        },
+    );
     for step in 0..train.steps {
         let mut rng = step_rng(train.seed, step, 1);
         let (x, y) = data.random_train(train.batch_size, &mut rng, Device::Cpu);
         let x = random_shift(&x, train.max_shift, &mut rng).to_device(device);
         let (_, logits) = clf.forward_t(&x, true);
         let loss = logits.cross_entropy_for_logits(&y.to_device(device));
-        opt.config.lr = train.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / train.steps as f64).cos());
+        opt.config.lr = train.lr
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * step as f64 / train.steps as f64).cos());
         opt.zero_grad();
         loss.backward();
         opt.step();
         if (step + 1) % 50 == 0 {
             let lv = loss.double_value(&[]);
             if !lv.is_finite() {
-                return Err(Error::NonFinite { what: "classifier loss".into(), step });
+                return Err(Error::NonFinite {
+                    what: "classifier loss".into(),
+                    step,
+                });
             }
             on(step + 1, lv);
         }
@@ -285,21 +371,50 @@ mod tests {
             for _r in 0..8 {
                 for col in 0..8 {
                     let bright = (col < 4) == (c == 0);
-                    px.push(if bright { 200 + (i * 7 + col) as u8 % 50 } else { (i * 13 + col) as u8 % 40 });
+                    px.push(if bright {
+                        200 + (i * 7 + col) as u8 % 50
+                    } else {
+                        (i * 13 + col) as u8 % 40
+                    });
                 }
             }
             labels.push(c);
         }
-        ImageDataset::from_bytes(&px, [n, 1, 8, 8], &labels, None, &SplitConfig { heldout: 40, split_seed: 0, pad: 0 }, "halves").unwrap()
+        ImageDataset::from_bytes(
+            &px,
+            [n, 1, 8, 8],
+            &labels,
+            None,
+            &SplitConfig {
+                heldout: 40,
+                split_seed: 0,
+                pad: 0,
+            },
+            "halves",
+        )
+        .unwrap()
     }
 
     #[test]
     fn learns_a_separable_task_and_roundtrips() {
         let data = halves(200);
-        let cfg = ClassifierConfig { channels: vec![4], features: 8, ..ClassifierConfig::new(1, 2) };
-        let tc = ClassifierTrainConfig { steps: 60, batch_size: 32, lr: 5e-3, seed: 1, max_shift: 1 };
+        let cfg = ClassifierConfig {
+            channels: vec![4],
+            features: 8,
+            ..ClassifierConfig::new(1, 2)
+        };
+        let tc = ClassifierTrainConfig {
+            steps: 60,
+            batch_size: 32,
+            lr: 5e-3,
+            seed: 1,
+            max_shift: 1,
+        };
         let mut calls = 0;
-        let (clf, rec) = train_classifier(&data, "halves", &cfg, &tc, Device::Cpu, &mut |_, _| calls += 1).unwrap();
+        let (clf, rec) = train_classifier(&data, "halves", &cfg, &tc, Device::Cpu, &mut |_, _| {
+            calls += 1
+        })
+        .unwrap();
         assert_eq!(calls, 1);
         assert!(rec.heldout_accuracy > 0.95, "{}", rec.heldout_accuracy);
         assert_eq!(rec.heldout_n, 40);
@@ -312,9 +427,20 @@ mod tests {
         let (f, l) = back.embed(x).unwrap();
         assert_eq!((f.size(), l.size()), (vec![40, 8], vec![40, 2]));
         // A classifier of another shape is refused with the tensor named.
-        let other = Classifier::new(&ClassifierConfig { channels: vec![5], ..cfg.clone() }, Device::Cpu);
-        other.save_dir(d.path(), &ClassifierRecord { config: cfg, ..rec }).unwrap();
-        let e = Classifier::load_dir(d.path(), Device::Cpu).err().unwrap().to_string();
+        let other = Classifier::new(
+            &ClassifierConfig {
+                channels: vec![5],
+                ..cfg.clone()
+            },
+            Device::Cpu,
+        );
+        other
+            .save_dir(d.path(), &ClassifierRecord { config: cfg, ..rec })
+            .unwrap();
+        let e = Classifier::load_dir(d.path(), Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("fc.weight") && e.contains("shape"), "{e}");
     }
 

@@ -24,7 +24,9 @@ impl FeatureStats {
     pub fn from_features(features: &Tensor) -> Result<Self> {
         let s = features.size();
         if s.len() != 2 || s[0] < 2 {
-            return Err(Error::Invalid(format!("feature statistics need a [N ≥ 2, D] tensor, got {s:?}")));
+            return Err(Error::Invalid(format!(
+                "feature statistics need a [N ≥ 2, D] tensor, got {s:?}"
+            )));
         }
         let f = features.to_kind(Kind::Double).to_device(tch::Device::Cpu);
         let mean = f.mean_dim(0, false, Kind::Double);
@@ -45,20 +47,35 @@ pub fn sqrtm_psd(a: &Tensor) -> Result<Tensor> {
 /// Fréchet distance between two feature summaries of the same dimension.
 pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     if a.mean.size() != b.mean.size() {
-        return Err(Error::Invalid(format!("feature dimensions differ: {:?} vs {:?}", a.mean.size(), b.mean.size())));
+        return Err(Error::Invalid(format!(
+            "feature dimensions differ: {:?} vs {:?}",
+            a.mean.size(),
+            b.mean.size()
+        )));
     }
-    let diff = (&a.mean - &b.mean).square().sum(Kind::Double).double_value(&[]);
+    let diff = (&a.mean - &b.mean)
+        .square()
+        .sum(Kind::Double)
+        .double_value(&[]);
     let s1 = sqrtm_psd(&a.cov)?;
     let m = s1.matmul(&b.cov).matmul(&s1);
     let m = (&m + m.transpose(0, 1)) * 0.5;
-    let tr_sqrt = m.f_linalg_eigvalsh("L")?.clamp_min(0.0).sqrt().sum(Kind::Double).double_value(&[]);
+    let tr_sqrt = m
+        .f_linalg_eigvalsh("L")?
+        .clamp_min(0.0)
+        .sqrt()
+        .sum(Kind::Double)
+        .double_value(&[]);
     let tr = a.cov.trace().double_value(&[]) + b.cov.trace().double_value(&[]);
     Ok((diff + tr - 2.0 * tr_sqrt).max(0.0))
 }
 
 /// Fréchet distance between two feature sets `[N₁, D]` and `[N₂, D]`.
 pub fn frechet_distance_features(a: &Tensor, b: &Tensor) -> Result<f64> {
-    frechet_distance(&FeatureStats::from_features(a)?, &FeatureStats::from_features(b)?)
+    frechet_distance(
+        &FeatureStats::from_features(a)?,
+        &FeatureStats::from_features(b)?,
+    )
 }
 
 #[cfg(test)]
@@ -69,14 +86,37 @@ mod tests {
     #[test]
     fn closed_form_for_known_gaussians() {
         // Diagonal covariances: FD = |μ₁ − μ₂|² + Σ (√a − √b)².
-        let s1 = FeatureStats { n: 0, mean: Tensor::from_slice(&[0.0f64, 1.0, 2.0]), cov: Tensor::from_slice(&[1.0f64, 4.0, 9.0]).diag(0) };
-        let s2 = FeatureStats { n: 0, mean: Tensor::from_slice(&[1.0f64, 1.0, 0.0]), cov: Tensor::from_slice(&[4.0f64, 1.0, 9.0]).diag(0) };
+        let s1 = FeatureStats {
+            n: 0,
+            mean: Tensor::from_slice(&[0.0f64, 1.0, 2.0]),
+            cov: Tensor::from_slice(&[1.0f64, 4.0, 9.0]).diag(0),
+        };
+        let s2 = FeatureStats {
+            n: 0,
+            mean: Tensor::from_slice(&[1.0f64, 1.0, 0.0]),
+            cov: Tensor::from_slice(&[4.0f64, 1.0, 9.0]).diag(0),
+        };
         let want = (1.0 + 0.0 + 4.0) + (1.0 + 1.0 + 0.0);
         assert!((frechet_distance(&s1, &s2).unwrap() - want).abs() < 1e-9);
         // Same covariance rotated into a non-diagonal basis: FD is unchanged.
         let th = 0.7f64;
-        let r = Tensor::from_slice(&[th.cos(), -th.sin(), 0.0, th.sin(), th.cos(), 0.0, 0.0, 0.0, 1.0]).reshape([3, 3]);
-        let rot = |s: &FeatureStats| FeatureStats { n: 0, mean: r.matmul(&s.mean), cov: r.matmul(&s.cov).matmul(&r.transpose(0, 1)) };
+        let r = Tensor::from_slice(&[
+            th.cos(),
+            -th.sin(),
+            0.0,
+            th.sin(),
+            th.cos(),
+            0.0,
+            0.0,
+            0.0,
+            1.0,
+        ])
+        .reshape([3, 3]);
+        let rot = |s: &FeatureStats| FeatureStats {
+            n: 0,
+            mean: r.matmul(&s.mean),
+            cov: r.matmul(&s.cov).matmul(&r.transpose(0, 1)),
+        };
         assert!((frechet_distance(&rot(&s1), &rot(&s2)).unwrap() - want).abs() < 1e-9);
         assert!(frechet_distance(&s1, &s1).unwrap().abs() < 1e-9);
     }
@@ -90,6 +130,9 @@ mod tests {
         // Truth: 4·0.25 + 4·(1 − 2)² = 5.
         let fd = frechet_distance_features(&a, &b).unwrap();
         assert!((fd - 5.0).abs() < 0.15, "{fd}");
-        assert!(frechet_distance_features(&a, &Tensor::zeros([1, 4], (Kind::Double, Device::Cpu))).is_err());
+        assert!(
+            frechet_distance_features(&a, &Tensor::zeros([1, 4], (Kind::Double, Device::Cpu)))
+                .is_err()
+        );
     }
 }

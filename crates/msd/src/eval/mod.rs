@@ -7,8 +7,13 @@ pub mod kid;
 pub mod prdc;
 pub mod report;
 
-pub use classifier::{class_accuracy, train_classifier, Classifier, ClassifierConfig, ClassifierRecord, ClassifierTrainConfig};
+pub use classifier::{
+    class_accuracy, train_classifier, Classifier, ClassifierConfig, ClassifierRecord,
+    ClassifierTrainConfig,
+};
 pub use fd::{frechet_distance, frechet_distance_features, FeatureStats};
 pub use kid::kid;
 pub use prdc::precision_recall;
-pub use report::{balanced_labels, generate, image_metrics, ImageMetrics, MetricsConfig, Reference};
+pub use report::{
+    balanced_labels, generate, image_metrics, ImageMetrics, MetricsConfig, Reference,
+};

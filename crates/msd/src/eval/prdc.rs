@@ -11,7 +11,10 @@ const BLOCK: i64 = 1024;
 /// Squared Euclidean distances between the rows of `a`: `[n, D]` and `b`: `[m, D]` → `[n, m]`.
 fn sq_dist(a: &Tensor, b: &Tensor) -> Tensor {
     let aa = a.square().sum_dim_intlist(1, true, Kind::Float);
-    let bb = b.square().sum_dim_intlist(1, true, Kind::Float).transpose(0, 1);
+    let bb = b
+        .square()
+        .sum_dim_intlist(1, true, Kind::Float)
+        .transpose(0, 1);
     (aa + bb - a.matmul(&b.transpose(0, 1)) * 2.0).clamp_min(0.0)
 }
 
@@ -46,10 +49,15 @@ fn coverage(query: &Tensor, manifold: &Tensor, radii: &Tensor) -> f64 {
 pub fn precision_recall(real: &Tensor, fake: &Tensor, k: i64) -> Result<(f64, f64)> {
     let (sr, sf) = (real.size(), fake.size());
     if sr.len() != 2 || sf.len() != 2 || sr[1] != sf[1] {
-        return Err(Error::Invalid(format!("precision/recall need two [N, D] feature sets of the same D, got {sr:?} and {sf:?}")));
+        return Err(Error::Invalid(format!(
+            "precision/recall need two [N, D] feature sets of the same D, got {sr:?} and {sf:?}"
+        )));
     }
     if k < 1 || sr[0] <= k || sf[0] <= k {
-        return Err(Error::Invalid(format!("precision/recall with k = {k} need more than k points in each set ({} real, {} fake)", sr[0], sf[0])));
+        return Err(Error::Invalid(format!(
+            "precision/recall with k = {k} need more than k points in each set ({} real, {} fake)",
+            sr[0], sf[0]
+        )));
     }
     let real = real.to_kind(Kind::Float);
     let fake = fake.to_kind(Kind::Float);

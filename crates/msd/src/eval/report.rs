@@ -26,7 +26,12 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { kid_subsets: 100, kid_subset_size: 1000, k: 3, seed: 0 }
+        Self {
+            kid_subsets: 100,
+            kid_subset_size: 1000,
+            k: 3,
+            seed: 0,
+        }
     }
 }
 
@@ -63,13 +68,25 @@ impl Reference {
 }
 
 /// Metrics of `images`: `[N, C, H, W]` generated (or held out) for `labels` against `reference`.
-pub fn image_metrics(clf: &Classifier, reference: &Reference, images: &Tensor, labels: &[i64], cfg: &MetricsConfig) -> Result<ImageMetrics> {
+pub fn image_metrics(
+    clf: &Classifier,
+    reference: &Reference,
+    images: &Tensor,
+    labels: &[i64],
+    cfg: &MetricsConfig,
+) -> Result<ImageMetrics> {
     let (f, logits) = clf.embed(images)?;
     let pred: Vec<i64> = Vec::try_from(logits.argmax(1, false))?;
     let (acc, per) = class_accuracy(&pred, labels, clf.config.num_classes);
     let fd = frechet_distance(&FeatureStats::from_features(&f)?, &reference.stats)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let (k, ks) = kid(&f, &reference.features, cfg.kid_subsets, cfg.kid_subset_size, &mut rng)?;
+    let (k, ks) = kid(
+        &f,
+        &reference.features,
+        cfg.kid_subsets,
+        cfg.kid_subset_size,
+        &mut rng,
+    )?;
     let (p, r) = precision_recall(&reference.features, &f, cfg.k)?;
     Ok(ImageMetrics {
         n: labels.len(),
@@ -141,35 +158,101 @@ mod tests {
             }
             labels.push(c);
         }
-        let data = ImageDataset::from_bytes(&px, [n, 1, 8, 8], &labels, None, &SplitConfig { heldout: 60, split_seed: 0, pad: 0 }, "t").unwrap();
-        let cfg = ClassifierConfig { channels: vec![4], features: 8, ..ClassifierConfig::new(1, 2) };
-        let tc = ClassifierTrainConfig { steps: 60, batch_size: 32, lr: 5e-3, seed: 1, max_shift: 0 };
-        let (clf, _) = train_classifier(&data, "t", &cfg, &tc, Device::Cpu, &mut |_, _| {}).unwrap();
+        let data = ImageDataset::from_bytes(
+            &px,
+            [n, 1, 8, 8],
+            &labels,
+            None,
+            &SplitConfig {
+                heldout: 60,
+                split_seed: 0,
+                pad: 0,
+            },
+            "t",
+        )
+        .unwrap();
+        let cfg = ClassifierConfig {
+            channels: vec![4],
+            features: 8,
+            ..ClassifierConfig::new(1, 2)
+        };
+        let tc = ClassifierTrainConfig {
+            steps: 60,
+            batch_size: 32,
+            lr: 5e-3,
+            seed: 1,
+            max_shift: 0,
+        };
+        let (clf, _) =
+            train_classifier(&data, "t", &cfg, &tc, Device::Cpu, &mut |_, _| {}).unwrap();
         let reference = Reference::new(&clf, data.train_images()).unwrap();
-        let mc = MetricsConfig { kid_subsets: 10, kid_subset_size: 50, k: 3, seed: 0 };
-        let good = image_metrics(&clf, &reference, data.heldout_images(), data.heldout_labels(), &mc).unwrap();
+        let mc = MetricsConfig {
+            kid_subsets: 10,
+            kid_subset_size: 50,
+            k: 3,
+            seed: 0,
+        };
+        let good = image_metrics(
+            &clf,
+            &reference,
+            data.heldout_images(),
+            data.heldout_labels(),
+            &mc,
+        )
+        .unwrap();
         assert_eq!(good.n, 60);
-        assert!(good.class_accuracy > 0.95 && good.precision > 0.8, "{good:?}");
+        assert!(
+            good.class_accuracy > 0.95 && good.precision > 0.8,
+            "{good:?}"
+        );
         // Asking for the other class: the accuracy collapses; blank images are far away.
         let flipped: Vec<i64> = data.heldout_labels().iter().map(|l| 1 - l).collect();
         let bad = image_metrics(&clf, &reference, data.heldout_images(), &flipped, &mc).unwrap();
         assert!(bad.class_accuracy < 0.05);
-        let blank = Tensor::full([60, 1, 8, 8], -1.0, (Kind::Float, Device::Cpu)) + Tensor::randn([60, 1, 8, 8], (Kind::Float, Device::Cpu)) * 0.01;
+        let blank = Tensor::full([60, 1, 8, 8], -1.0, (Kind::Float, Device::Cpu))
+            + Tensor::randn([60, 1, 8, 8], (Kind::Float, Device::Cpu)) * 0.01;
         let far = image_metrics(&clf, &reference, &blank, data.heldout_labels(), &mc).unwrap();
-        assert!(far.fd > 10.0 * good.fd.max(1e-3) && far.kid > good.kid, "{far:?} vs {good:?}");
+        assert!(
+            far.fd > 10.0 * good.fd.max(1e-3) && far.kid > good.kid,
+            "{far:?} vs {good:?}"
+        );
         assert_eq!(data.num_classes(), 2);
     }
 
     #[test]
     fn generation_is_balanced_and_seeded() {
         use crate::diffusion::denoiser::GaussianDenoiser;
-        let den = GaussianDenoiser { mean: Tensor::zeros([1, 2, 2], (Kind::Float, Device::Cpu)), std: 0.5 };
+        let den = GaussianDenoiser {
+            mean: Tensor::zeros([1, 2, 2], (Kind::Float, Device::Cpu)),
+            std: 0.5,
+        };
         let labels = balanced_labels(7, 3);
         assert_eq!(labels, vec![0, 1, 2, 0, 1, 2, 0]);
-        let cfg = SamplerConfig { steps: 4, ..Default::default() };
+        let cfg = SamplerConfig {
+            steps: 4,
+            ..Default::default()
+        };
         let mut seen = Vec::new();
-        let a = generate(&den, &[1, 2, 2], &labels, &cfg, 9, 3, Device::Cpu, &mut |d| seen.push(d));
-        let b = generate(&den, &[1, 2, 2], &labels, &cfg, 9, 3, Device::Cpu, &mut |_| {});
+        let a = generate(
+            &den,
+            &[1, 2, 2],
+            &labels,
+            &cfg,
+            9,
+            3,
+            Device::Cpu,
+            &mut |d| seen.push(d),
+        );
+        let b = generate(
+            &den,
+            &[1, 2, 2],
+            &labels,
+            &cfg,
+            9,
+            3,
+            Device::Cpu,
+            &mut |_| {},
+        );
         assert_eq!(a.size(), vec![7, 1, 2, 2]);
         assert_eq!(seen, vec![3, 6, 7]);
         assert_eq!((a - b).abs().max().double_value(&[]), 0.0);

@@ -20,7 +20,13 @@ pub trait Network: Send {
 
     /// The output together with the encoder bottleneck, for networks that have one (the UNet:
     /// see [`UNet::forward_with_bottleneck`] for the shapes); `None` otherwise.
-    fn forward_with_bottleneck(&self, _x: &Tensor, _c_noise: &Tensor, _labels: &Tensor, _train: bool) -> Option<(Tensor, Tensor)> {
+    fn forward_with_bottleneck(
+        &self,
+        _x: &Tensor,
+        _c_noise: &Tensor,
+        _labels: &Tensor,
+        _train: bool,
+    ) -> Option<(Tensor, Tensor)> {
         None
     }
 }

@@ -89,24 +89,40 @@ impl UNetConfig {
             }
         }
         if self.channel_mult.is_empty() || self.channel_mult.iter().any(|&m| m < 1) {
-            return Err(Error::config("net.channel_mult", format!("needs ≥ 1 level, each ≥ 1, got {:?}", self.channel_mult)));
+            return Err(Error::config(
+                "net.channel_mult",
+                format!("needs ≥ 1 level, each ≥ 1, got {:?}", self.channel_mult),
+            ));
         }
         let div = 1i64 << (self.channel_mult.len() - 1);
         if self.resolution % div != 0 {
             return Err(Error::config(
                 "net.resolution",
-                format!("{} is not divisible by 2^(levels − 1) = {div} for {} levels", self.resolution, self.channel_mult.len()),
+                format!(
+                    "{} is not divisible by 2^(levels − 1) = {div} for {} levels",
+                    self.resolution,
+                    self.channel_mult.len()
+                ),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config("net.dropout", format!("must be in [0, 1), got {}", self.dropout)));
+            return Err(Error::config(
+                "net.dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            ));
         }
         for (l, m) in self.channel_mult.iter().enumerate() {
             let res = self.resolution >> l;
             let ch = self.base_channels * m;
             let last = l + 1 == self.channel_mult.len();
             if (self.attn_resolutions.contains(&res) || last) && ch % self.heads != 0 {
-                return Err(Error::config("net.heads", format!("{} heads do not divide {ch} channels at resolution {res}", self.heads)));
+                return Err(Error::config(
+                    "net.heads",
+                    format!(
+                        "{} heads do not divide {ch} channels at resolution {res}",
+                        self.heads
+                    ),
+                ));
             }
         }
         Ok(())
@@ -138,11 +154,28 @@ struct ResBlock {
 }
 
 fn conv(p: nn::Path, i: i64, o: i64, k: i64) -> nn::Conv2D {
-    nn::conv2d(p, i, o, k, nn::ConvConfig { padding: k / 2, ..Default::default() })
+    nn::conv2d(
+        p,
+        i,
+        o,
+        k,
+        nn::ConvConfig {
+            padding: k / 2,
+            ..Default::default()
+        },
+    )
 }
 
 fn gn(p: nn::Path, c: i64) -> nn::GroupNorm {
-    nn::group_norm(p, norm_groups(c), c, nn::GroupNormConfig { eps: 1e-5, ..Default::default() })
+    nn::group_norm(
+        p,
+        norm_groups(c),
+        c,
+        nn::GroupNormConfig {
+            eps: 1e-5,
+            ..Default::default()
+        },
+    )
 }
 
 const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -186,7 +219,12 @@ struct Attention {
 
 impl Attention {
     fn new(p: nn::Path, c: i64, heads: i64) -> Self {
-        Self { norm: gn(&p / "norm", c), qkv: conv(&p / "qkv", c, 3 * c, 1), proj: conv(&p / "proj", c, c, 1), heads }
+        Self {
+            norm: gn(&p / "norm", c),
+            qkv: conv(&p / "qkv", c, 3 * c, 1),
+            proj: conv(&p / "proj", c, c, 1),
+            heads,
+        }
     }
 
     /// `x`: `[B, C, H, W]` → `[B, C, H, W]`.
@@ -194,7 +232,10 @@ impl Attention {
         let s = x.size();
         let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
         let d = c / self.heads;
-        let qkv = self.qkv.forward(&self.norm.forward(x)).reshape([b * self.heads, d, 3, h * w]);
+        let qkv = self
+            .qkv
+            .forward(&self.norm.forward(x))
+            .reshape([b * self.heads, d, 3, h * w]);
         let qkv = qkv.unbind(2);
         let (q, k, v) = (&qkv[0], &qkv[1], &qkv[2]);
         // [N, L, d] × [N, d, L] → [N, L_q, L_k]
@@ -207,8 +248,8 @@ impl Attention {
 
 #[derive(Debug)]
 enum Layer {
-    Res(ResBlock),
-    Attn(Attention),
+    Res(Box<ResBlock>),
+    Attn(Box<Attention>),
     Down(nn::Conv2D),
     Up(nn::Conv2D),
 }
@@ -258,24 +299,62 @@ impl UNet {
             let res = c.resolution >> l;
             let out = c.base_channels * m;
             for b in 0..c.blocks_per_level {
-                enc.push((Layer::Res(ResBlock::new(&e / format!("l{l}_block{b}"), ch, out, emb, c.dropout)), !c.attn_resolutions.contains(&res)));
+                enc.push((
+                    Layer::Res(Box::new(ResBlock::new(
+                        &e / format!("l{l}_block{b}"),
+                        ch,
+                        out,
+                        emb,
+                        c.dropout,
+                    ))),
+                    !c.attn_resolutions.contains(&res),
+                ));
                 ch = out;
                 if c.attn_resolutions.contains(&res) {
-                    enc.push((Layer::Attn(Attention::new(&e / format!("l{l}_attn{b}"), ch, c.heads)), true));
+                    enc.push((
+                        Layer::Attn(Box::new(Attention::new(
+                            &e / format!("l{l}_attn{b}"),
+                            ch,
+                            c.heads,
+                        ))),
+                        true,
+                    ));
                 }
                 skips.push(ch);
             }
             if l + 1 < levels {
-                let down = nn::conv2d(&e / format!("l{l}_down"), ch, ch, 3, nn::ConvConfig { stride: 2, padding: 1, ..Default::default() });
+                let down = nn::conv2d(
+                    &e / format!("l{l}_down"),
+                    ch,
+                    ch,
+                    3,
+                    nn::ConvConfig {
+                        stride: 2,
+                        padding: 1,
+                        ..Default::default()
+                    },
+                );
                 enc.push((Layer::Down(down), true));
                 skips.push(ch);
             }
         }
         let m = &p / "mid";
         let mid = vec![
-            Layer::Res(ResBlock::new(&m / "block0", ch, ch, emb, c.dropout)),
-            Layer::Attn(Attention::new(&m / "attn", ch, c.heads)),
-            Layer::Res(ResBlock::new(&m / "block1", ch, ch, emb, c.dropout)),
+            Layer::Res(Box::new(ResBlock::new(
+                &m / "block0",
+                ch,
+                ch,
+                emb,
+                c.dropout,
+            ))),
+            Layer::Attn(Box::new(Attention::new(&m / "attn", ch, c.heads))),
+            Layer::Res(Box::new(ResBlock::new(
+                &m / "block1",
+                ch,
+                ch,
+                emb,
+                c.dropout,
+            ))),
         ];
         let mut dec = Vec::new();
         let d = &p / "dec";
@@ -284,17 +363,38 @@ impl UNet {
             let out = c.base_channels * mlt;
             for b in 0..=c.blocks_per_level {
                 let skip = skips.pop().unwrap_or(0);
-                dec.push((Layer::Res(ResBlock::new(&d / format!("l{l}_block{b}"), ch + skip, out, emb, c.dropout)), true));
+                dec.push((
+                    Layer::Res(Box::new(ResBlock::new(
+                        &d / format!("l{l}_block{b}"),
+                        ch + skip,
+                        out,
+                        emb,
+                        c.dropout,
+                    ))),
+                    true,
+                ));
                 ch = out;
                 if c.attn_resolutions.contains(&res) {
-                    dec.push((Layer::Attn(Attention::new(&d / format!("l{l}_attn{b}"), ch, c.heads)), false));
+                    dec.push((
+                        Layer::Attn(Box::new(Attention::new(
+                            &d / format!("l{l}_attn{b}"),
+                            ch,
+                            c.heads,
+                        ))),
+                        false,
+                    ));
                 }
             }
             if l > 0 {
                 dec.push((Layer::Up(conv(&d / format!("l{l}_up"), ch, ch, 3)), false));
             }
         }
-        let zero = nn::ConvConfig { padding: 1, ws_init: nn::Init::Const(0.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
+        let zero = nn::ConvConfig {
+            padding: 1,
+            ws_init: nn::Init::Const(0.0),
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
         Self {
             noise0: nn::linear(&p / "noise0", 2 * c.noise_freqs, emb, Default::default()),
             noise1: nn::linear(&p / "noise1", emb, emb, Default::default()),
@@ -312,9 +412,17 @@ impl UNet {
     /// The output and the encoder bottleneck (the output of the middle blocks).
     /// `x`: `[B, C, R, R]`, `c_noise`: `[B]`, `labels`: `[B]` int64 in `0..=num_classes` →
     /// (`[B, C, R, R]`, `[B, base·mult[L−1], R/2^(L−1), R/2^(L−1)]`).
-    pub fn forward_with_bottleneck(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> (Tensor, Tensor) {
+    pub fn forward_with_bottleneck(
+        &self,
+        x: &Tensor,
+        c_noise: &Tensor,
+        labels: &Tensor,
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let ff = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0);
-        let emb = (self.noise1.forward(&self.noise0.forward(&ff).silu()) + self.label.forward(labels)).silu();
+        let emb = (self.noise1.forward(&self.noise0.forward(&ff).silu())
+            + self.label.forward(labels))
+        .silu();
         let mut h = self.conv_in.forward(x);
         let mut skips = vec![h.shallow_clone()];
         for (layer, keep) in &self.enc {
@@ -334,7 +442,10 @@ impl UNet {
             }
             h = layer.forward(&h, &emb, train);
         }
-        (self.conv_out.forward(&self.norm_out.forward(&h).silu()), bottleneck)
+        (
+            self.conv_out.forward(&self.norm_out.forward(&h).silu()),
+            bottleneck,
+        )
     }
 }
 
@@ -344,8 +455,16 @@ impl Network for UNet {
         self.forward_with_bottleneck(x, c_noise, labels, train).0
     }
 
-    fn forward_with_bottleneck(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> Option<(Tensor, Tensor)> {
-        Some(UNet::forward_with_bottleneck(self, x, c_noise, labels, train))
+    fn forward_with_bottleneck(
+        &self,
+        x: &Tensor,
+        c_noise: &Tensor,
+        labels: &Tensor,
+        train: bool,
+    ) -> Option<(Tensor, Tensor)> {
+        Some(UNet::forward_with_bottleneck(
+            self, x, c_noise, labels, train,
+        ))
     }
 }
 
@@ -393,7 +512,12 @@ mod tests {
         c.validate().unwrap();
         let (vs, net) = build(&c);
         let x = Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu));
-        let (y, b) = net.forward_with_bottleneck(&x, &Tensor::zeros([3], (Kind::Float, Device::Cpu)), &Tensor::from_slice(&[0i64, 1, 3]), false);
+        let (y, b) = net.forward_with_bottleneck(
+            &x,
+            &Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+            &Tensor::from_slice(&[0i64, 1, 3]),
+            false,
+        );
         assert_eq!(y.size(), vec![3, 1, 8, 8]);
         assert_eq!(b.size()[1..], c.bottleneck_shape()[..]);
         assert_eq!(b.size(), vec![3, 16, 4, 4]);
@@ -409,11 +533,19 @@ mod tests {
         let (vs, net) = build(&tiny());
         randomise_output(&vs);
         let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let y = net.forward_t(&x, &Tensor::from_slice(&[0.1f32, -0.5]), &Tensor::from_slice(&[1i64, 2]), true);
+        let y = net.forward_t(
+            &x,
+            &Tensor::from_slice(&[0.1f32, -0.5]),
+            &Tensor::from_slice(&[1i64, 2]),
+            true,
+        );
         y.square().sum(Kind::Float).backward();
         for (n, v) in vs.variables() {
             let g = v.grad();
-            assert!(g.defined() && g.abs().sum(Kind::Double).double_value(&[]) > 0.0, "no gradient for {n}");
+            assert!(
+                g.defined() && g.abs().sum(Kind::Double).double_value(&[]) > 0.0,
+                "no gradient for {n}"
+            );
         }
         assert!(x.grad().abs().sum(Kind::Double).double_value(&[]) > 0.0);
     }
@@ -423,12 +555,27 @@ mod tests {
         let (vs, net) = build(&tiny());
         randomise_output(&vs);
         let x = Tensor::randn([1, 1, 8, 8], (Kind::Float, Device::Cpu)).repeat([2, 1, 1, 1]);
-        let y = net.forward_t(&x, &Tensor::from_slice(&[0.3f32, 0.3]), &Tensor::from_slice(&[0i64, 2]), false);
+        let y = net.forward_t(
+            &x,
+            &Tensor::from_slice(&[0.3f32, 0.3]),
+            &Tensor::from_slice(&[0i64, 2]),
+            false,
+        );
         assert!((y.get(0) - y.get(1)).abs().max().double_value(&[]) > 1e-4);
-        let y2 = net.forward_t(&x, &Tensor::from_slice(&[0.3f32, -1.0]), &Tensor::from_slice(&[0i64, 0]), false);
+        let y2 = net.forward_t(
+            &x,
+            &Tensor::from_slice(&[0.3f32, -1.0]),
+            &Tensor::from_slice(&[0i64, 0]),
+            false,
+        );
         assert!((y2.get(0) - y2.get(1)).abs().max().double_value(&[]) > 1e-4);
         // Same inputs, same outputs (eval mode is deterministic).
-        let y3 = net.forward_t(&x, &Tensor::from_slice(&[0.3f32, 0.3]), &Tensor::from_slice(&[0i64, 2]), false);
+        let y3 = net.forward_t(
+            &x,
+            &Tensor::from_slice(&[0.3f32, 0.3]),
+            &Tensor::from_slice(&[0i64, 2]),
+            false,
+        );
         assert_eq!((y3 - y).abs().max().double_value(&[]), 0.0);
     }
 
@@ -437,12 +584,20 @@ mod tests {
         let mut c = tiny();
         c.resolution = 10;
         c.channel_mult = vec![1, 1, 1];
-        assert!(c.validate().unwrap_err().to_string().contains("net.resolution"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("net.resolution"));
         let mut c = tiny();
         c.heads = 3;
         assert!(c.validate().unwrap_err().to_string().contains("net.heads"));
         let mut c = tiny();
         c.channel_mult = vec![];
-        assert!(c.validate().unwrap_err().to_string().contains("net.channel_mult"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("net.channel_mult"));
     }
 }
