@@ -191,6 +191,28 @@ mod tests {
     }
 
     #[test]
+    fn opens_a_folder_relative_to_base() {
+        let d = tempfile::tempdir().unwrap();
+        for (c, v) in [("zero", 0u8), ("one", 255u8)] {
+            std::fs::create_dir_all(d.path().join("imgs").join(c)).unwrap();
+            for i in 0..3 {
+                image::GrayImage::from_pixel(6, 6, image::Luma([v]))
+                    .save(d.path().join("imgs").join(c).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let ds = DataConfig::parse_spec("folder:imgs,size=4,heldout=2")
+            .unwrap()
+            .open_images(d.path())
+            .unwrap();
+        assert_eq!((ds.num_classes(), ds.sample_shape()), (2, vec![1, 4, 4]));
+        assert_eq!(ds.train_labels().len() + ds.heldout_labels().len(), 6);
+        // Classes are the sorted folder names: "one" (white) is class 0.
+        let i = ds.train_labels().iter().position(|&l| l == 0).unwrap();
+        assert_eq!(ds.train_images().get(i as i64).max().double_value(&[]), 1.0);
+    }
+
+    #[test]
     fn opens_idx_relative_to_base() {
         let d = tempfile::tempdir().unwrap();
         let px: Vec<u8> = (0..20 * 9).map(|i| (i % 251) as u8).collect();
