@@ -26,8 +26,16 @@ struct Cli {
 enum Command {
     /// Train (or resume) a teacher from a config into OUT/teacher.
     TrainTeacher(cmd::train_teacher::Args),
-    /// Draw samples from a teacher (multi-step) and write a picture and/or the raw values.
+    /// Draw samples from a teacher (multi-step) or a bundle (one step) as a picture and/or values.
     Sample(cmd::sample::Args),
+    /// Split the classes of a run among K students (partition.json).
+    Partition(cmd::partition::Args),
+    /// Distil students of a run (each an independent, resumable job).
+    Distill(cmd::distill::Args),
+    /// Assemble and validate a run's bundle.json.
+    Bundle(cmd::bundle::Args),
+    /// The 2-D toy experiment: distance to the teacher as the number of students grows.
+    Toy(cmd::toy::Args),
     /// Train the feature network (a small CNN classifier) used by `msd eval`.
     TrainClassifier(cmd::train_classifier::Args),
     /// Evaluate a teacher: FD, KID, precision/recall, per-class accuracy; eval.json + eval.md.
@@ -51,6 +59,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),
         Command::Sample(a) => cmd::sample::run(a),
+        Command::Partition(a) => cmd::partition::run(a),
+        Command::Distill(a) => cmd::distill::run(a),
+        Command::Bundle(a) => cmd::bundle::run(a),
+        Command::Toy(a) => cmd::toy::run(a),
         Command::TrainClassifier(a) => cmd::train_classifier::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -4,6 +4,7 @@
 
 use crate::data::{toy2d::Toy2d, TrainingData};
 use crate::diffusion::SamplerConfig;
+use crate::distill::DistillConfig;
 use crate::model::ModelSpec;
 use crate::teacher::TeacherTrainConfig;
 use crate::{Error, Result};
@@ -218,6 +219,8 @@ pub struct RunConfig {
     pub teacher: TeacherTrainConfig,
     #[serde(default)]
     pub sampler: SamplerConfig,
+    #[serde(default)]
+    pub distill: DistillConfig,
 }
 
 impl RunConfig {
@@ -226,6 +229,7 @@ impl RunConfig {
         let c: RunConfig = toml::from_str(text)
             .map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
         c.model.net.validate()?;
+        c.distill.validate()?;
         Ok(c)
     }
 

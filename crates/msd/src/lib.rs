@@ -7,13 +7,17 @@
 //! Layout: [`diffusion`] (EDM core), [`nets`] (networks), [`model`] (preconditioned models),
 //! [`data`] (datasets), [`train`] (optimiser, checkpoints), [`teacher`] (teacher training).
 
+pub mod bundle;
 pub mod config;
 pub mod data;
 pub mod diffusion;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod model;
 pub mod nets;
+pub mod partition;
+pub mod run;
 pub mod teacher;
 pub mod train;
 

@@ -138,7 +138,13 @@ impl EdmModel {
 
     /// One-step generation G(z, c) = D(σ_max·z; σ_max, c). `z`: `[B, ...]` → `[B, ...]`.
     pub fn generate(&self, z: &Tensor, labels: &Tensor, sigma_max: f64) -> Tensor {
-        crate::diffusion::sampler::one_step(self, z, labels, sigma_max)
+        self.generate_t(z, labels, sigma_max, false)
+    }
+
+    /// [`EdmModel::generate`] with the train-mode switch (dropout) exposed.
+    pub fn generate_t(&self, z: &Tensor, labels: &Tensor, sigma_max: f64, train: bool) -> Tensor {
+        let s = Tensor::full([z.size()[0]], sigma_max, (Kind::Float, z.device()));
+        self.denoise_t(&(z * sigma_max), &s, labels, train)
     }
 
     /// Checks that every label is a real class of this model.

@@ -1,18 +1,24 @@
-//! `msd sample`: multi-step samples from a teacher, written as a picture (scatter plot for 2-D
-//! data) and optionally as raw values (`.csv` or `.npy`).
+//! `msd sample`: samples from a teacher (multi-step) or from a bundle of students (one network
+//! evaluation per sample, routed by class), written as a picture (scatter plot for 2-D data) and
+//! optionally as raw values (`.csv` or `.npy`).
 
 use crate::{device, plot};
 use anyhow::{bail, Context, Result};
+use msd::bundle::Bundle;
 use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig, SamplerMethod};
 use msd::model::EdmModel;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["teacher", "bundle"])))]
 pub struct Args {
     /// Teacher directory (holding model.json and model.safetensors).
     #[arg(long)]
-    pub teacher: PathBuf,
+    pub teacher: Option<PathBuf>,
+    /// Bundle of one-step students (bundle.json); --steps/--method/--churn/--guidance do not apply.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
     /// Class to sample (repeatable or comma-separated; default: every class).
     #[arg(long, value_delimiter = ',')]
     pub class: Vec<i64>,
@@ -56,8 +62,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.steps < 1 {
         bail!("--steps must be ≥ 1");
     }
-    let teacher = EdmModel::load_dir(&a.teacher, device)
-        .with_context(|| format!("--teacher {}", a.teacher.display()))?;
+    if let Some(b) = &a.bundle {
+        return run_bundle(&a, b, device);
+    }
+    let tdir = a.teacher.clone().unwrap_or_default();
+    let teacher = EdmModel::load_dir(&tdir, device)
+        .with_context(|| format!("--teacher {}", tdir.display()))?;
     let classes: Vec<i64> = if a.class.is_empty() {
         (0..teacher.num_classes()).collect()
     } else {
@@ -86,6 +96,38 @@ pub fn run(a: Args) -> Result<()> {
         a.out.display(),
         labels.len(),
         cfg.nfe()
+    );
+    Ok(())
+}
+
+fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
+    let bundle =
+        Bundle::load(path, device).with_context(|| format!("--bundle {}", path.display()))?;
+    let n_classes = bundle.manifest.partition.num_conditions as i64;
+    let classes: Vec<i64> = if a.class.is_empty() {
+        (0..n_classes).collect()
+    } else {
+        a.class.clone()
+    };
+    let labels: Vec<i64> = classes
+        .iter()
+        .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
+        .collect();
+    let z = bundle.noise(labels.len(), a.seed, device);
+    let (x, owners) = bundle.generate(&labels, &z).context("--class")?;
+    write_picture(&x, &labels, &a.out)?;
+    if let Some(p) = &a.points {
+        write_points(&x, &labels, p)?;
+        println!("points: {}", p.display());
+    }
+    let mut used: Vec<usize> = owners.clone();
+    used.sort();
+    used.dedup();
+    println!(
+        "picture: {} ({} samples, 1 NFE each, students {:?})",
+        a.out.display(),
+        labels.len(),
+        used
     );
     Ok(())
 }

@@ -1,0 +1,52 @@
+//! `msd partition`: splits the classes of a run among K students and writes `partition.json`.
+
+use crate::device;
+use anyhow::{bail, Result};
+use msd::partition::Strategy;
+use msd::run::{ensure_partition, RunDir};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run directory (with config.toml and teacher/).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Number of students (default: the config's distill.students).
+    #[arg(long)]
+    pub students: Option<usize>,
+    /// contiguous, random or kmeans (default: the config's distill.partition).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Replace an existing partition.json.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let run = RunDir::new(&a.run);
+    let cfg = run.load_config()?;
+    let k = a.students.unwrap_or(cfg.distill.students);
+    let strategy: Strategy = match &a.strategy {
+        Some(s) => s.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?,
+        None => cfg.distill.partition,
+    };
+    let path = run.partition_path();
+    if path.exists() {
+        if !a.force {
+            bail!(
+                "{} exists; pass --force to replace it (students trained on it become invalid)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let teacher = run.load_teacher(device::parse(&a.device)?)?;
+    let p = ensure_partition(&path, &teacher, k, strategy, cfg.seed, &cfg.sampler)?;
+    for s in 0..p.students {
+        println!("student {s}: classes {:?}", p.classes_of(s));
+    }
+    println!("partition: {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! End to end through the binary: train-teacher → partition → distill (one student per job) →
+//! bundle → sample --bundle, and `msd toy --quick` (report schema and finiteness, not the trend).
+
+use std::path::Path;
+use std::process::Command;
+
+fn msd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_msd"))
+        .args(["--threads", "2"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (ok, out, err) = msd(args);
+    assert!(ok, "{args:?} failed: {err}");
+    out
+}
+
+const TINY: &str = r#"
+seed = 1
+[data]
+kind = "toy2d"
+[model.net]
+kind = "mlp"
+dim = 2
+num_classes = 8
+width = 32
+depth = 2
+[teacher]
+steps = 60
+batch_size = 64
+checkpoint_every = 30
+[distill]
+students = 2
+iterations = 20
+batch_size = 32
+regression_pairs_per_class = 4
+checkpoint_every = 10
+log_every = 5
+"#;
+
+#[test]
+fn teacher_to_bundle_to_routed_samples() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let run = d.path().join("run");
+    let r = run.to_str().unwrap();
+    ok(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        r,
+    ]);
+    let out = ok(&["partition", "--run", r]);
+    assert!(
+        out.contains("student 0: classes [0, 1, 2, 3]")
+            && out.contains("student 1: classes [4, 5, 6, 7]"),
+        "{out}"
+    );
+    // Students are independent jobs; the bundle appears once both exist.
+    ok(&["distill", "--run", r, "--student", "1"]);
+    assert!(run.join("students/1/dm/model.safetensors").exists());
+    assert!(
+        !run.join("students/0").exists(),
+        "training student 1 must not touch student 0"
+    );
+    assert!(!run.join("bundle.json").exists());
+    ok(&["distill", "--run", r, "--student", "0"]);
+    assert!(run.join("bundle.json").exists());
+    let stats = std::fs::read_to_string(run.join("students/0/dm/stats.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(stats.lines().next().unwrap()).unwrap();
+    for key in [
+        "vsd_loss",
+        "fake_loss",
+        "regression_loss",
+        "generator_grad_norm",
+        "fake_grad_norm",
+        "images_per_s",
+    ] {
+        assert!(
+            first[key].as_f64().is_some_and(f64::is_finite),
+            "stats lack a finite {key}: {first}"
+        );
+    }
+    // Rerunning a finished student reuses it.
+    let before = std::fs::metadata(run.join("students/0/dm/model.safetensors"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    ok(&["distill", "--run", r, "--student", "0"]);
+    assert_eq!(
+        before,
+        std::fs::metadata(run.join("students/0/dm/model.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+
+    let out = ok(&["bundle", "--run", r]);
+    assert!(out.contains("validated"), "{out}");
+    let png = d.path().join("b.png");
+    let b = run.join("bundle.json");
+    let out = ok(&[
+        "sample",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--class",
+        "6",
+        "--n",
+        "10",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("students [1]"),
+        "class 6 must be served by student 1: {out}"
+    );
+    let out = ok(&[
+        "sample",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--class",
+        "0,7",
+        "--n",
+        "10",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.contains("students [0, 1]"), "{out}");
+    let (good, _, err) = msd(&[
+        "sample",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--class",
+        "8",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        !good && err.contains("unknown class 8") && !err.contains("panicked"),
+        "{err}"
+    );
+    let (good, _, err) = msd(&["distill", "--run", r, "--student", "5"]);
+    assert!(!good && err.contains("--student 5"), "{err}");
+}
+
+fn finite(v: &serde_json::Value, path: &str) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {v}"));
+    assert!(x.is_finite(), "{path} = {x}");
+    x
+}
+
+#[test]
+fn toy_quick_writes_a_complete_report() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("toy");
+    ok(&[
+        "toy",
+        "--quick",
+        "--students",
+        "1,2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("toy_report.json")).unwrap())
+            .unwrap();
+    assert!(r["seed"].as_u64().is_some());
+    let floor = finite(&r["noise_floor_l1"], "noise_floor_l1");
+    assert!((0.0..=2.0).contains(&floor));
+    finite(&r["teacher"]["l1_to_data"], "teacher.l1_to_data");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (run, k) in runs.iter().zip([1, 2]) {
+        assert_eq!(run["students"], k);
+        for key in ["l1_to_teacher", "l1_to_data", "train_seconds"] {
+            finite(&run[key], key);
+        }
+        assert!(run["params_per_student"].as_i64().unwrap() > 0);
+        let per = run["per_class_l1_to_teacher"].as_array().unwrap();
+        assert_eq!(per.len(), 8);
+        per.iter()
+            .for_each(|x| assert!((0.0..=2.0).contains(&finite(x, "per_class"))));
+    }
+    assert!(Path::new(&out.join("toy.png")).exists() && out.join("toy_report.md").exists());
+}

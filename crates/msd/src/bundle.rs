@@ -1,0 +1,229 @@
+//! A multi-student bundle: the partition, K one-step students and (optionally) a reference to the
+//! teacher, described by `bundle.json`. Loading validates everything; generation routes each
+//! condition to its owner and runs **one network evaluation per sample**: a mixed batch is split
+//! by student, each sub-batch evaluated once, and outputs returned in request order.
+
+use crate::model::{EdmModel, ModelSpec};
+use crate::partition::Partition;
+use crate::train::checkpoint::{self, FORMAT_VERSION};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// One student as listed in `bundle.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StudentEntry {
+    pub id: usize,
+    /// Directory holding `model.json` + `model.safetensors`, relative to the bundle file.
+    pub dir: String,
+    /// The classes it owns (redundant with the partition; checked on load).
+    pub classes: Vec<i64>,
+    pub params: i64,
+    pub spec: ModelSpec,
+}
+
+/// The content of `bundle.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BundleManifest {
+    pub format_version: u32,
+    pub partition: Partition,
+    /// Teacher directory relative to the bundle file, if known.
+    pub teacher: Option<String>,
+    /// The σ at which students are evaluated as generators.
+    pub sigma_max: f64,
+    pub students: Vec<StudentEntry>,
+}
+
+/// A loaded bundle: all students resident on one device.
+pub struct Bundle {
+    pub manifest: BundleManifest,
+    pub path: PathBuf,
+    pub students: Vec<EdmModel>,
+}
+
+fn rel(from: &Path, to: &Path) -> String {
+    // Paths inside the run directory are written relative to it; anything else stays absolute.
+    match to.strip_prefix(from) {
+        Ok(r) => r.to_string_lossy().into_owned(),
+        Err(_) => std::fs::canonicalize(to)
+            .unwrap_or_else(|_| to.to_path_buf())
+            .to_string_lossy()
+            .into_owned(),
+    }
+}
+
+impl Bundle {
+    /// Writes `bundle_path` for `partition` and the student directories (index = student id),
+    /// after loading each student to check it; returns the manifest.
+    pub fn assemble(
+        bundle_path: &Path,
+        partition: &Partition,
+        student_dirs: &[PathBuf],
+        teacher: Option<&Path>,
+        sigma_max: f64,
+    ) -> Result<BundleManifest> {
+        partition.validate()?;
+        let bad = |msg: String| Error::Bundle {
+            path: bundle_path.to_path_buf(),
+            msg,
+        };
+        if student_dirs.len() != partition.students {
+            return Err(bad(format!(
+                "the partition has {} students but {} student directories were given",
+                partition.students,
+                student_dirs.len()
+            )));
+        }
+        let base = bundle_path.parent().unwrap_or(Path::new("."));
+        let mut students = Vec::new();
+        for (k, dir) in student_dirs.iter().enumerate() {
+            if !dir.join("model.safetensors").exists() {
+                return Err(bad(format!(
+                    "student {k} is missing: no {}",
+                    dir.join("model.safetensors").display()
+                )));
+            }
+            let m = EdmModel::load_dir(dir, Device::Cpu)
+                .map_err(|e| bad(format!("student {k}: {e}")))?;
+            if m.num_classes() != partition.num_conditions as i64 {
+                return Err(bad(format!(
+                    "student {k} has {} classes, the partition {}",
+                    m.num_classes(),
+                    partition.num_conditions
+                )));
+            }
+            students.push(StudentEntry {
+                id: k,
+                dir: rel(base, dir),
+                classes: partition.classes_of(k),
+                params: m.num_params(),
+                spec: m.spec.clone(),
+            });
+        }
+        let manifest = BundleManifest {
+            format_version: FORMAT_VERSION,
+            partition: partition.clone(),
+            teacher: teacher.map(|t| rel(base, t)),
+            sigma_max,
+            students,
+        };
+        checkpoint::write_json_atomic(bundle_path, &manifest)?;
+        Ok(manifest)
+    }
+
+    /// Loads and validates a bundle: format version, partition, one entry per student with the
+    /// classes the partition gives it, and every student's weights against its config.
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let manifest: BundleManifest = checkpoint::read_json(path)?;
+        let bad = |msg: String| Error::Bundle {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                manifest.format_version
+            )));
+        }
+        manifest
+            .partition
+            .validate()
+            .map_err(|e| bad(e.to_string()))?;
+        if manifest.students.len() != manifest.partition.students {
+            return Err(bad(format!(
+                "lists {} students but the partition has {}",
+                manifest.students.len(),
+                manifest.partition.students
+            )));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut students = Vec::new();
+        for (k, e) in manifest.students.iter().enumerate() {
+            if e.id != k {
+                return Err(bad(format!("student entry {k} has id {}", e.id)));
+            }
+            if e.classes != manifest.partition.classes_of(k) {
+                return Err(bad(format!(
+                    "student {k} lists classes {:?} but the partition gives it {:?}",
+                    e.classes,
+                    manifest.partition.classes_of(k)
+                )));
+            }
+            let dir = base.join(&e.dir);
+            let m = EdmModel::load_dir(&dir, device)
+                .map_err(|err| bad(format!("student {k}: {err}")))?;
+            if m.spec != e.spec {
+                return Err(bad(format!(
+                    "student {k}: {} does not match the config recorded in the bundle",
+                    dir.join("model.json").display()
+                )));
+            }
+            students.push(m);
+        }
+        Ok(Self {
+            manifest,
+            path: path.to_path_buf(),
+            students,
+        })
+    }
+
+    /// The teacher directory, if the bundle references one.
+    pub fn teacher_dir(&self) -> Option<PathBuf> {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        self.manifest.teacher.as_ref().map(|t| base.join(t))
+    }
+
+    /// The student that owns `class`.
+    pub fn route(&self, class: i64) -> Result<usize> {
+        self.manifest.partition.route(class)
+    }
+
+    /// Shape of one sample.
+    pub fn sample_shape(&self) -> Vec<i64> {
+        self.students[0].spec.net.sample_shape()
+    }
+
+    /// Generates one sample per label from noise `z` (`[N, ...]`): each student evaluates its
+    /// sub-batch once. Returns the samples `[N, ...]` in request order and, per sample, the
+    /// student that produced it.
+    pub fn generate(&self, labels: &[i64], z: &Tensor) -> Result<(Tensor, Vec<usize>)> {
+        let owners = labels
+            .iter()
+            .map(|&c| self.route(c))
+            .collect::<Result<Vec<_>>>()?;
+        let device = z.device();
+        let out = z.zeros_like();
+        tch::no_grad(|| {
+            for (k, student) in self.students.iter().enumerate() {
+                let rows: Vec<i64> = (0..labels.len())
+                    .filter(|&i| owners[i] == k)
+                    .map(|i| i as i64)
+                    .collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                let idx = Tensor::from_slice(&rows).to_device(device);
+                let sub_labels = Tensor::from_slice(
+                    &rows.iter().map(|&i| labels[i as usize]).collect::<Vec<_>>(),
+                )
+                .to_device(device);
+                let x = student.generate(
+                    &z.index_select(0, &idx),
+                    &sub_labels,
+                    self.manifest.sigma_max,
+                );
+                let _ = out.shallow_clone().index_copy_(0, &idx, &x);
+            }
+        });
+        Ok((out, owners))
+    }
+
+    /// Seeded noise for `n` samples of this bundle's shape.
+    pub fn noise(&self, n: usize, seed: u64, device: Device) -> Tensor {
+        tch::manual_seed(seed as i64);
+        let mut shape = vec![n as i64];
+        shape.extend(self.sample_shape());
+        Tensor::randn(shape.as_slice(), (Kind::Float, device))
+    }
+}

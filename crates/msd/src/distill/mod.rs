@@ -1,0 +1,8 @@
+//! Distillation of a teacher into one-step students: the DM losses ([`dm`]), the shared
+//! regression pairs ([`pairs`]), and the per-student stage trainer ([`trainer`]).
+
+pub mod dm;
+pub mod pairs;
+pub mod trainer;
+
+pub use trainer::{distill_student, DistillConfig, StudentJob};

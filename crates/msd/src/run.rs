@@ -1,0 +1,183 @@
+//! A run directory and what lives in it: `config.toml`, `teacher/`, `partition.json`,
+//! `pairs.safetensors`, `students/<k>/<stage>/`, `bundle.json`. Helpers create the shared
+//! artifacts on first use (atomically), so K student jobs can start independently.
+
+use crate::bundle::Bundle;
+use crate::config::RunConfig;
+use crate::diffusion::{sample, SamplerConfig};
+use crate::distill::pairs::RegressionPairs;
+use crate::distill::DistillConfig;
+use crate::model::EdmModel;
+use crate::partition::{Partition, Strategy};
+use crate::teacher::TrainSummary;
+use crate::train::checkpoint;
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Paths of one run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn teacher_dir(&self) -> PathBuf {
+        self.root.join("teacher")
+    }
+    pub fn partition_path(&self) -> PathBuf {
+        self.root.join("partition.json")
+    }
+    pub fn pairs_path(&self) -> PathBuf {
+        self.root.join("pairs.safetensors")
+    }
+    pub fn student_dir(&self, k: usize, stage: &str) -> PathBuf {
+        self.root.join("students").join(k.to_string()).join(stage)
+    }
+    pub fn bundle_path(&self) -> PathBuf {
+        self.root.join("bundle.json")
+    }
+
+    /// The resolved config stored in the run directory.
+    pub fn load_config(&self) -> Result<RunConfig> {
+        let p = self.config_path();
+        if !p.exists() {
+            return Err(Error::io(
+                &p,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no run config here; run `msd train-teacher --out` on this directory first",
+                ),
+            ));
+        }
+        RunConfig::load(&p)
+    }
+
+    /// The trained teacher.
+    pub fn load_teacher(&self, device: Device) -> Result<EdmModel> {
+        EdmModel::load_dir(&self.teacher_dir(), device)
+    }
+}
+
+/// The teacher's identity for config hashes: its training hash, or "external".
+pub fn teacher_id(teacher_dir: &Path) -> String {
+    checkpoint::read_json::<TrainSummary>(&teacher_dir.join("train.json"))
+        .map(|s| s.config_hash)
+        .unwrap_or_else(|_| "external".into())
+}
+
+/// Per-class embeddings for k-means partitions: the mean of `per_class` teacher samples of
+/// each class (flattened).
+pub fn class_embeddings(
+    teacher: &EdmModel,
+    per_class: usize,
+    sampler: &SamplerConfig,
+    seed: u64,
+) -> Vec<Vec<f64>> {
+    tch::manual_seed(seed as i64);
+    (0..teacher.num_classes())
+        .map(|c| {
+            let mut shape = vec![per_class as i64];
+            shape.extend(teacher.spec.net.sample_shape());
+            let z = Tensor::randn(shape.as_slice(), (Kind::Float, teacher.device()));
+            let l = Tensor::full([per_class as i64], c, (Kind::Int64, teacher.device()));
+            let x =
+                sample(teacher, &z, &l, sampler)
+                    .flatten(1, -1)
+                    .mean_dim(0, false, Kind::Double);
+            Vec::<f64>::try_from(x.to_device(Device::Cpu)).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Loads `path` if it exists (checking K and the class count), else builds the partition with
+/// `strategy` and saves it.
+pub fn ensure_partition(
+    path: &Path,
+    teacher: &EdmModel,
+    students: usize,
+    strategy: Strategy,
+    seed: u64,
+    sampler: &SamplerConfig,
+) -> Result<Partition> {
+    let c = teacher.num_classes() as usize;
+    if path.exists() {
+        let p = Partition::load(path)?;
+        if p.students != students || p.num_conditions != c || p.strategy != strategy {
+            return Err(Error::format(
+                path,
+                format!(
+                    "holds a {:?} partition of {} conditions into {} students, but the config asks for {strategy:?} into {students} of {c}; delete it to rebuild",
+                    p.strategy, p.num_conditions, p.students
+                ),
+            ));
+        }
+        return Ok(p);
+    }
+    let emb = if strategy == Strategy::Kmeans {
+        Some(class_embeddings(teacher, 64, sampler, seed))
+    } else {
+        None
+    };
+    let p = Partition::build(strategy, c, students, seed, emb.as_deref())?;
+    p.save(path)?;
+    Ok(p)
+}
+
+/// Loads or generates the shared regression pairs (none when the regression weight is 0).
+pub fn ensure_pairs(
+    path: &Path,
+    teacher: &EdmModel,
+    cfg: &DistillConfig,
+    sampler: &SamplerConfig,
+    seed: u64,
+) -> Result<Option<RegressionPairs>> {
+    if cfg.regression_weight <= 0.0 || cfg.regression_pairs_per_class == 0 {
+        return Ok(None);
+    }
+    if path.exists() {
+        let p = RegressionPairs::load(path, teacher.device())?;
+        if p.len() as usize == cfg.regression_pairs_per_class * teacher.num_classes() as usize {
+            return Ok(Some(p));
+        }
+    }
+    let det = SamplerConfig {
+        s_churn: 0.0,
+        ..sampler.clone()
+    };
+    let p = RegressionPairs::generate(
+        teacher,
+        cfg.regression_pairs_per_class,
+        &det,
+        seed ^ 0xA11_FA125,
+        4096,
+    );
+    p.save(path)?;
+    Ok(Some(p))
+}
+
+/// Assembles `bundle.json` of a run from its students' final stage directories.
+pub fn assemble_bundle(
+    run: &RunDir,
+    partition: &Partition,
+    stage: &str,
+    sigma_max: f64,
+) -> Result<crate::bundle::BundleManifest> {
+    let dirs: Vec<PathBuf> = (0..partition.students)
+        .map(|k| run.student_dir(k, stage))
+        .collect();
+    let teacher = run.teacher_dir();
+    Bundle::assemble(
+        &run.bundle_path(),
+        partition,
+        &dirs,
+        teacher.exists().then_some(teacher.as_path()),
+        sigma_max,
+    )
+}
