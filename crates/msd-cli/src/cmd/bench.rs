@@ -31,12 +31,38 @@ pub struct Args {
     /// Python with torch (default: $MSD_TORCH_PYTHON, set by scripts/with-torch.sh).
     #[arg(long)]
     pub python: Option<String>,
+    /// Alternating rounds (ours, PyTorch, ours, ...); each figure is the best median over the
+    /// rounds, which evens out load that changes during the run on a shared machine.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
     /// Skip the PyTorch peer.
     #[arg(long)]
     pub no_peer: bool,
     /// Where to write bench.json.
     #[arg(long, default_value = "runs/bench")]
     pub out: PathBuf,
+}
+
+const KEYS: [&str; 5] = [
+    "forward_b1_ms",
+    "forward_b_ms",
+    "train_step_b_ms",
+    "heun18_b_ms",
+    "one_step_b_ms",
+];
+
+/// Keeps, for every timing key, the smaller of `best` and `new`.
+fn keep_min(best: &mut Option<Value>, new: Value) {
+    match best {
+        None => *best = Some(new),
+        Some(b) => {
+            for k in KEYS {
+                if let (Some(o), Some(n)) = (b[k].as_f64(), new[k].as_f64()) {
+                    b[k] = json!(o.min(n));
+                }
+            }
+        }
+    }
 }
 
 /// Median wall time in milliseconds of `reps` runs of `f` after 2 warm-up runs.
@@ -97,6 +123,39 @@ fn time_ours(model: &EdmModel, batch: i64, reps: usize) -> Value {
             "heun18_b_ms": heun, "one_step_b_ms": one })
 }
 
+/// Runs `scripts/bench_unet.py` once and parses its JSON.
+fn run_peer(
+    py: &str,
+    unet: &msd::nets::UNetConfig,
+    sigma_data: f64,
+    batch: i64,
+    reps: usize,
+    threads: i32,
+) -> Result<Value> {
+    let out = std::process::Command::new(py)
+        .arg("scripts/bench_unet.py")
+        .arg("--config")
+        .arg(serde_json::to_string(unet)?)
+        .args(["--sigma-data", &sigma_data.to_string()])
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--reps",
+            &reps.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {py} scripts/bench_unet.py"))?;
+    if !out.status.success() {
+        bail!(
+            "scripts/bench_unet.py failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the output of scripts/bench_unet.py")
+}
+
 pub fn run(a: Args) -> Result<()> {
     let cfg = RunConfig::load(&a.config)?;
     let NetConfig::Unet(unet) = &cfg.model.net else {
@@ -108,38 +167,32 @@ pub fn run(a: Args) -> Result<()> {
     let threads = tch::get_num_threads();
     tch::manual_seed(0);
     let model = EdmModel::from_spec(&cfg.model, Device::Cpu);
-    let ours = time_ours(&model, a.batch, a.reps);
-    let mut report = json!({ "config": a.config, "batch": a.batch, "threads": threads, "reps": a.reps,
-                             "hardware": crate::cmd::eval::hardware(), "ours": ours });
-    if !a.no_peer {
-        let py = a
-            .python
-            .clone()
-            .or_else(|| std::env::var("MSD_TORCH_PYTHON").ok())
-            .unwrap_or_else(|| "python3".into());
-        let out = std::process::Command::new(&py)
-            .arg("scripts/bench_unet.py")
-            .arg("--config")
-            .arg(serde_json::to_string(unet)?)
-            .args(["--sigma-data", &cfg.model.precond.sigma_data.to_string()])
-            .args([
-                "--batch",
-                &a.batch.to_string(),
-                "--reps",
-                &a.reps.to_string(),
-                "--threads",
-                &threads.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("running {py} scripts/bench_unet.py"))?;
-        if !out.status.success() {
-            bail!(
-                "scripts/bench_unet.py failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+    let py = a
+        .python
+        .clone()
+        .or_else(|| std::env::var("MSD_TORCH_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let (mut ours, mut peer) = (None, None);
+    for _ in 0..a.rounds.max(1) {
+        keep_min(&mut ours, time_ours(&model, a.batch, a.reps));
+        if !a.no_peer {
+            keep_min(
+                &mut peer,
+                run_peer(
+                    &py,
+                    unet,
+                    cfg.model.precond.sigma_data,
+                    a.batch,
+                    a.reps,
+                    threads,
+                )?,
             );
         }
-        let peer: Value = serde_json::from_slice(&out.stdout)
-            .context("parsing the output of scripts/bench_unet.py")?;
+    }
+    let ours = ours.unwrap_or_default();
+    let mut report = json!({ "config": a.config, "batch": a.batch, "threads": threads, "reps": a.reps, "rounds": a.rounds.max(1),
+                             "hardware": crate::cmd::eval::hardware(), "ours": ours });
+    if let Some(peer) = peer {
         if peer["params"] != ours["params"] {
             bail!(
                 "parameter counts differ: ours {} vs PyTorch {}",
@@ -148,13 +201,7 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
         let mut ratios = serde_json::Map::new();
-        for k in [
-            "forward_b1_ms",
-            "forward_b_ms",
-            "train_step_b_ms",
-            "heun18_b_ms",
-            "one_step_b_ms",
-        ] {
+        for k in KEYS {
             if let (Some(o), Some(p)) = (ours[k].as_f64(), peer[k].as_f64()) {
                 ratios.insert(k.trim_end_matches("_ms").to_string(), json!(o / p));
             }
