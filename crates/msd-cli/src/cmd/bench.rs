@@ -213,9 +213,10 @@ pub fn run(a: Args) -> Result<()> {
     msd::train::checkpoint::write_json_atomic(&a.out.join("bench.json"), &report)?;
     let b = a.batch;
     println!(
-        "UNet {} parameters, {threads} threads, {}, median of {} runs",
+        "UNet {} parameters, {threads} threads, {}, best of {} alternating rounds of median-of-{} runs",
         ours["params"],
         report["hardware"].as_str().unwrap_or(""),
+        a.rounds.max(1),
         a.reps
     );
     println!(
