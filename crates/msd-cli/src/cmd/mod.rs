@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod bundle;
 pub mod distill;
+pub mod eval;
 pub mod partition;
 pub mod sample;
 pub mod toy;
+pub mod train_classifier;
 pub mod train_teacher;
