@@ -11,6 +11,7 @@ use msd::bundle::Bundle;
 use msd::config::RunConfig;
 use msd::data::toy2d::{Toy2d, BOX};
 use msd::diffusion::sample;
+use msd::distill::trainer::Stage;
 use msd::distill::StudentJob;
 use msd::eval::{hist_l1, Hist2d};
 use msd::model::EdmModel;
@@ -229,6 +230,10 @@ pub fn run(a: Args) -> Result<()> {
                 seed: cfg.seed,
                 teacher_id: &tid,
                 generator_init: None,
+                stage: Stage::Dm,
+                real_data: None,
+                data_id: "toy",
+                resume_from: None,
             };
             let (g, sum) = train_one(&cfg.distill, &job, &format!("K={k} s{s}"))?;
             secs += sum.train_seconds;

@@ -29,13 +29,15 @@ pub fn run(a: Args) -> Result<()> {
         cfg.seed = s;
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    cfg.save(&a.out.join("config.toml"))?;
+    // The run directory's copy of the config names the data relative to itself.
     let base = a
         .config
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    let data = cfg.data.open(&base)?;
+    cfg.data.rebase(&base, &a.out)?;
+    cfg.save(&a.out.join("config.toml"))?;
+    let data = cfg.data.open(&a.out)?;
     let dir = a.out.join("teacher");
     let bar = progress::bar(cfg.teacher.steps, "teacher");
     let samples_dir = dir.join("samples");
