@@ -16,7 +16,7 @@ use crate::nets::disc_head::{DiscHead, DiscHeadConfig};
 use crate::nets::NetConfig;
 use crate::partition::{Partition, Strategy};
 use crate::teacher::TeacherTrainConfig;
-use crate::teacher::TrainSummary;
+use crate::teacher::{finish, finished, TrainSummary};
 use crate::train::checkpoint::{self, config_hash, FORMAT_VERSION};
 use crate::train::{
     ema_update, step_rng, step_seed, AdamW, AdamWConfig, CheckpointDir, StatsLog, TrainState,
@@ -300,40 +300,26 @@ pub fn distill_student(
         .generator_init
         .map(|(_, id)| id)
         .unwrap_or("teacher-or-random");
-    let stage_name = if adm { "adm" } else { "dm" };
-    let hash = if adm {
-        // Tied to the DM run it starts from.
+    // ADM is tied to the DM run it starts from and to its real data.
+    let adm_id = adm.then(|| {
         let from = job
             .resume_from
             .and_then(|p| CheckpointDir::new(p).latest().ok().flatten())
             .map(|(_, s)| s.config_hash);
-        config_hash(&(
-            cfg,
-            &job.partition.owner,
-            job.student,
-            job.seed,
-            job.teacher_id,
-            job.pairs.is_some(),
-            init_id,
-            stage_name,
-            job.data_id,
-            from,
-        ))
-    } else {
-        config_hash(&(
-            cfg,
-            &job.partition.owner,
-            job.student,
-            job.seed,
-            job.teacher_id,
-            job.pairs.is_some(),
-            init_id,
-        ))
-    };
-    if let Ok(s) = checkpoint::read_json::<TrainSummary>(&dir.join("train.json")) {
-        if s.config_hash == hash && dir.join("model.safetensors").exists() {
-            return Ok((EdmModel::load_dir(dir, job.teacher.device())?, s));
-        }
+        (job.data_id, from)
+    });
+    let hash = config_hash(&(
+        cfg,
+        &job.partition.owner,
+        job.student,
+        job.seed,
+        job.teacher_id,
+        job.pairs.is_some(),
+        init_id,
+        adm_id,
+    ));
+    if let Some(done) = finished(dir, &hash, job.teacher.device())? {
+        return Ok(done);
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let device = job.teacher.device();
@@ -361,7 +347,7 @@ pub fn distill_student(
     ema.vs.freeze();
     let mut fake = copy_of(job.teacher)?;
     // The discriminator head (ADM only) lives in its own store, stepped with the fake score.
-    let head_vs = nn::VarStore::new(device);
+    let mut head_vs = nn::VarStore::new(device);
     let head = if adm {
         let shape = fake.bottleneck_shape().ok_or_else(|| {
             Error::config(
@@ -398,56 +384,18 @@ pub fn distill_student(
     let mut h_opt = AdamW::new(&head_vs, f_cfg);
     let ckpts = CheckpointDir::new(dir);
     let (mut start, mut secs_before) = (0, 0.0);
-    if let Some((cdir, state)) = ckpts.latest()? {
-        if state.config_hash != hash {
-            return Err(Error::Invalid(format!(
-                "{} holds a student made with another config, partition, seed or teacher (hash {} vs {hash}); use another run directory or delete it",
-                dir.display(),
-                state.config_hash
-            )));
-        }
+    if let Some((cdir, state)) = ckpts.resume(&hash)? {
         generator.load_weights(&cdir.join("generator.safetensors"))?;
         ema.load_weights(&cdir.join("ema.safetensors"))?;
         fake.load_weights(&cdir.join("fake.safetensors"))?;
         g_opt.load(&cdir.join("generator_optim.safetensors"))?;
         f_opt.load(&cdir.join("fake_optim.safetensors"))?;
         if adm {
-            let mut hv = head_vs;
-            checkpoint::load_varstore(&mut hv, &cdir.join("head.safetensors"))?;
+            checkpoint::load_varstore(&mut head_vs, &cdir.join("head.safetensors"))?;
             h_opt.load(&cdir.join("head_optim.safetensors"))?;
-            return run_loop(
-                cfg,
-                job,
-                on,
-                Models {
-                    generator,
-                    ema,
-                    fake,
-                    head,
-                    head_vs: hv,
-                },
-                Opts {
-                    g: g_opt,
-                    f: f_opt,
-                    h: h_opt,
-                },
-                state.step,
-                state
-                    .extra
-                    .get("train_seconds")
-                    .and_then(|v| v.as_f64())
-                    .unwrap_or(0.0),
-                iterations,
-                hash,
-                classes,
-            );
         }
         start = state.step;
-        secs_before = state
-            .extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
+        secs_before = state.train_seconds();
     } else if adm {
         // Fresh ADM stage: resume the networks (not the optimisers) from the DM stage.
         let from = job.resume_from.ok_or_else(|| {
@@ -709,7 +657,7 @@ fn run_loop(
                 step: done,
                 seed: job.seed,
                 config_hash: hash.clone(),
-                extra: serde_json::json!({ "train_seconds": secs_before + t0.elapsed().as_secs_f64(), "fake_loss": fl }),
+                extra: serde_json::json!({ "train_seconds": secs_before + t0.elapsed().as_secs_f64(), "loss": fl }),
             };
             ckpts.save(&state, |d| {
                 checkpoint::save_varstore(&generator.vs, &d.join("generator.safetensors"))?;
@@ -725,30 +673,6 @@ fn run_loop(
             })?;
         }
     }
-    let (_, state) = ckpts
-        .latest()?
-        .ok_or_else(|| Error::Invalid("no checkpoint after distillation".into()))?;
-    let summary = TrainSummary {
-        steps: iterations,
-        final_loss: if last_fake.is_nan() {
-            state
-                .extra
-                .get("fake_loss")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(f64::NAN)
-        } else {
-            last_fake
-        },
-        train_seconds: state
-            .extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0),
-        params: ema.num_params(),
-        seed: job.seed,
-        config_hash: hash,
-    };
-    ema.save_dir(dir)?;
-    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    let summary = finish(dir, &ckpts, &ema, iterations, last_fake, job.seed, hash)?;
     Ok((ema, summary))
 }
