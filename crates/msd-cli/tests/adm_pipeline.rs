@@ -132,4 +132,36 @@ fn dm_then_adm_on_a_tiny_unet() {
         p,
     );
     assert!(ok && out.contains("students [1]"), "{out} {err}");
+    // The bundle's evaluation: pooled metrics and a per-student breakdown.
+    let (ok, out, err) = msd(
+        &[
+            "eval",
+            "--bundle",
+            "runs/t/bundle.json",
+            "--n",
+            "16",
+            "--batch",
+            "8",
+            "--data",
+            "idx:data/img.idx,data/lab.idx,heldout=4",
+        ],
+        p,
+    );
+    assert!(ok, "{out} {err}");
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("runs/t/eval/eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(e["n"], 16);
+    assert_eq!(e["nfe"], 1);
+    assert_eq!(e["per_student"].as_array().unwrap().len(), 2);
+    assert_eq!(e["per_class_accuracy"].as_array().unwrap().len(), 4);
+    assert!(
+        e["fd"].as_f64().is_some_and(f64::is_finite)
+            && e["floor_fd"].as_f64().is_some_and(f64::is_finite)
+    );
+    let md = std::fs::read_to_string(p.join("runs/t/eval/eval.md")).unwrap();
+    assert!(
+        md.contains("Per student") && md.contains("Feature network"),
+        "{md}"
+    );
 }

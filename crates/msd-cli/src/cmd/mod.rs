@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bundle;
 pub mod distill;
 pub mod eval;
+pub mod eval_bundle;
 pub mod partition;
 pub mod sample;
 pub mod toy;

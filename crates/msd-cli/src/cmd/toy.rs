@@ -91,19 +91,6 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-/// The CPU model name and thread count, for reports.
-pub fn hardware() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpu}, {} torch threads", tch::get_num_threads())
-}
-
 /// Teacher samples of one class, `[n, 2]`.
 fn teacher_samples(teacher: &EdmModel, cfg: &RunConfig, class: i64, n: usize, seed: u64) -> Tensor {
     tch::manual_seed(seed as i64);
@@ -299,7 +286,7 @@ pub fn run(a: Args) -> Result<()> {
         },
         runs,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        hardware: hardware(),
+        hardware: crate::cmd::eval::hardware(),
     };
     msd::train::checkpoint::write_json_atomic(&a.out.join("toy_report.json"), &report)?;
     std::fs::write(a.out.join("toy_report.md"), markdown(&report))?;
