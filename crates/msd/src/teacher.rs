@@ -75,6 +75,49 @@ pub struct TrainSummary {
     pub config_hash: String,
 }
 
+/// The config hash that ties a teacher directory to what made it.
+pub fn teacher_hash(
+    spec: &ModelSpec,
+    cfg: &TeacherTrainConfig,
+    seed: u64,
+    data_id: &str,
+) -> String {
+    config_hash(&(spec, cfg, seed, data_id))
+}
+
+/// Adopts an already trained teacher (`src`: `model.json` + `model.safetensors`) as the teacher
+/// of `dir` for this config: its network must be the config's; weights are checked on load.
+/// Writes `dir/model.*` and a `train.json` carrying this config's hash, so `train_teacher` with
+/// the same config reuses it. Returns the summary (steps and time from `src/train.json` if any).
+pub fn import_teacher(
+    src: &Path,
+    spec: &ModelSpec,
+    cfg: &TeacherTrainConfig,
+    seed: u64,
+    data_id: &str,
+    dir: &Path,
+) -> Result<TrainSummary> {
+    let m = EdmModel::load_dir(src, Device::Cpu)?;
+    if &m.spec != spec {
+        return Err(Error::format(
+            src.join("model.json"),
+            "its network or preconditioning differs from the config's [model]",
+        ));
+    }
+    let prev = checkpoint::read_json::<TrainSummary>(&src.join("train.json")).ok();
+    let summary = TrainSummary {
+        steps: prev.as_ref().map(|p| p.steps).unwrap_or(0),
+        final_loss: prev.as_ref().map(|p| p.final_loss).unwrap_or(f64::NAN),
+        train_seconds: prev.as_ref().map(|p| p.train_seconds).unwrap_or(0.0),
+        params: m.num_params(),
+        seed,
+        config_hash: teacher_hash(spec, cfg, seed, data_id),
+    };
+    m.save_dir(dir)?;
+    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    Ok(summary)
+}
+
 /// The finished model of a stage directory, if it was made with config hash `hash`.
 pub(crate) fn finished(
     dir: &Path,
@@ -226,7 +269,7 @@ pub fn train_denoiser(
     }
     // A teacher's hash stays (spec, cfg, seed, data); TSM adds what else defines it.
     let hash = match job.target_teacher {
-        None => config_hash(&(spec, cfg, seed, job.data_id)),
+        None => teacher_hash(spec, cfg, seed, job.data_id),
         Some((_, tid)) => config_hash(&(
             spec,
             cfg,

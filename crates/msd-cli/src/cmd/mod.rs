@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
+pub mod import_teacher;
 pub mod partition;
 pub mod sample;
 pub mod toy;

@@ -76,7 +76,11 @@ pub fn run(a: Args) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    crate::curves::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"))?;
+    // An imported teacher has no training log of its own here.
+    let stats = dir.join("stats.jsonl");
+    if stats.exists() {
+        crate::curves::write_loss_curve(&stats, &dir.join("loss.png"))?;
+    }
     if let Some(e) = render_err {
         tracing::warn!("could not render a preview: {e:#}");
     }
@@ -89,6 +93,8 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("weights: {}", dir.join("model.safetensors").display());
     println!("previews: {}", samples_dir.display());
-    println!("loss curve: {}", dir.join("loss.png").display());
+    if stats.exists() {
+        println!("loss curve: {}", dir.join("loss.png").display());
+    }
     Ok(())
 }
