@@ -22,3 +22,11 @@ pub mod teacher;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// libtorch's random generator is process-global and unit tests run on parallel threads: tests
+/// whose numbers depend on it hold this lock so each sees only its own seeded stream.
+#[cfg(test)]
+pub(crate) fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -174,6 +174,7 @@ mod tests {
 
     #[test]
     fn heun18_and_euler18_follow_their_exact_recursions() {
+        let _rng = crate::rng_guard();
         let s = 0.3;
         let den = GaussianDenoiser {
             mean: Tensor::from_slice(&[0.0f32]),
@@ -207,6 +208,7 @@ mod tests {
 
     #[test]
     fn two_d_gaussian_each_axis() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(3);
         let den = GaussianDenoiser {
             mean: Tensor::from_slice(&[-1.0f32, 2.0]),
@@ -236,6 +238,7 @@ mod tests {
 
     #[test]
     fn heun18_mixture_lands_in_the_right_modes_in_proportion() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(11);
         // Class 0: modes at (-2, 0) w 0.25 and (2, 0) w 0.75; class 1: one mode at (0, 3).
         let mix = MixtureDenoiser {

@@ -129,6 +129,7 @@ mod tests {
 
     #[test]
     fn grid_sampling_stays_in_index_range() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(0);
         let g = KarrasGrid::new(1000, 0.002, 80.0, 7.0);
         let s = g.sample(4096, 20, 980, Device::Cpu);
@@ -142,6 +143,7 @@ mod tests {
 
     #[test]
     fn lognormal_moments() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(1);
         let d = SigmaDistribution::default();
         let s = d.sample(200_000, Device::Cpu).log();

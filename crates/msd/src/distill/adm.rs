@@ -90,6 +90,7 @@ mod tests {
 
     #[test]
     fn head_learns_to_separate_and_generator_gradient_fools_it() {
+        let _rng = crate::rng_guard();
         let (fake, vs, head) = tiny();
         let l = Tensor::zeros([32], (Kind::Int64, Device::Cpu));
         let sigma = Tensor::full([32], 0.2, (Kind::Float, Device::Cpu));

@@ -123,6 +123,7 @@ mod tests {
 
     #[test]
     fn sample_statistics_approach_the_truth() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(0);
         let n = 20_000;
         let a = Tensor::randn([n, 4], (Kind::Double, Device::Cpu));

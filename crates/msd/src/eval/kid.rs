@@ -65,6 +65,7 @@ mod tests {
 
     #[test]
     fn zero_for_the_same_distribution_positive_for_a_shift() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(1);
         let opts = (Kind::Float, Device::Cpu);
         let a = Tensor::randn([2000, 8], opts);

@@ -73,6 +73,7 @@ mod tests {
 
     #[test]
     fn identical_sets_are_fully_covered() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(2);
         let a = Tensor::randn([300, 5], (Kind::Float, Device::Cpu));
         let (p, r) = precision_recall(&a, &a, 3).unwrap();
@@ -81,6 +82,7 @@ mod tests {
 
     #[test]
     fn collapsed_fakes_have_precision_but_no_recall_and_far_fakes_neither() {
+        let _rng = crate::rng_guard();
         tch::manual_seed(3);
         let o = (Kind::Float, Device::Cpu);
         let real = Tensor::randn([1000, 2], o);

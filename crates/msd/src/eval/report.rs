@@ -143,6 +143,7 @@ mod tests {
 
     #[test]
     fn real_heldout_scores_well_and_wrong_labels_score_badly() {
+        let _rng = crate::rng_guard();
         // Two classes: left-bright vs right-bright 8×8 images with noise.
         let n = 240;
         let mut px = Vec::new();

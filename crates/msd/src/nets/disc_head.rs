@@ -65,6 +65,7 @@ mod tests {
 
     #[test]
     fn one_logit_per_sample_for_several_bottleneck_sizes() {
+        let _rng = crate::rng_guard();
         for s in [2, 3, 4, 7, 8] {
             let vs = nn::VarStore::new(Device::Cpu);
             let h = DiscHead::new(vs.root(), &[16, s, s], &DiscHeadConfig::default());

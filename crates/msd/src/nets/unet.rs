@@ -508,6 +508,7 @@ mod tests {
 
     #[test]
     fn shapes_and_param_count() {
+        let _rng = crate::rng_guard();
         let c = tiny();
         c.validate().unwrap();
         let (vs, net) = build(&c);
@@ -530,6 +531,7 @@ mod tests {
 
     #[test]
     fn gradient_reaches_every_parameter_and_the_input() {
+        let _rng = crate::rng_guard();
         let (vs, net) = build(&tiny());
         randomise_output(&vs);
         let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
@@ -552,6 +554,7 @@ mod tests {
 
     #[test]
     fn label_and_noise_level_change_the_output() {
+        let _rng = crate::rng_guard();
         let (vs, net) = build(&tiny());
         randomise_output(&vs);
         let x = Tensor::randn([1, 1, 8, 8], (Kind::Float, Device::Cpu)).repeat([2, 1, 1, 1]);
@@ -581,6 +584,7 @@ mod tests {
 
     #[test]
     fn invalid_configs_name_the_field() {
+        let _rng = crate::rng_guard();
         let mut c = tiny();
         c.resolution = 10;
         c.channel_mult = vec![1, 1, 1];

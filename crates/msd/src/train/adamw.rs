@@ -189,6 +189,7 @@ mod tests {
 
     #[test]
     fn first_step_matches_hand_computation() {
+        let _rng = crate::rng_guard();
         // After one step, m̂ = g and v̂ = g², so the update is lr·g/(|g| + eps) = lr·sign(g).
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
@@ -213,6 +214,7 @@ mod tests {
 
     #[test]
     fn minimises_a_quadratic_and_warmup_scales_lr() {
+        let _rng = crate::rng_guard();
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2], nn::Init::Const(3.0));
         let mut opt = AdamW::new(
@@ -234,6 +236,7 @@ mod tests {
 
     #[test]
     fn clipping_bounds_the_update_and_reports_the_raw_norm() {
+        let _rng = crate::rng_guard();
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[1], nn::Init::Const(0.0));
         let mut opt = AdamW::new(
