@@ -34,6 +34,10 @@ enum Command {
     Bundle(cmd::bundle::Args),
     /// The 2-D toy experiment: distance to the teacher as the number of students grows.
     Toy(cmd::toy::Args),
+    /// Serve a bundle over HTTP: router, per-student batching, web page, metrics.
+    Serve(cmd::serve::Args),
+    /// Load benchmark of `serve`: samples/s over HTTP against the raw batched generator.
+    ServeBench(cmd::serve_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Command::Distill(a) => cmd::distill::run(a),
         Command::Bundle(a) => cmd::bundle::run(a),
         Command::Toy(a) => cmd::toy::run(a),
+        Command::Serve(a) => cmd::serve::run(a, cli.threads),
+        Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,5 +4,7 @@ pub mod bundle;
 pub mod distill;
 pub mod partition;
 pub mod sample;
+pub mod serve;
+pub mod serve_bench;
 pub mod toy;
 pub mod train_teacher;

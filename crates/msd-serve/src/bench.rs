@@ -1,0 +1,194 @@
+//! The load benchmark: samples per second served over HTTP on loopback at increasing
+//! concurrency, with p50/p99 request latency, against the raw batched generator (the students
+//! called directly, in batches of the server's `max_batch`) measured in the same run.
+
+use crate::noise::noise;
+use msd::model::EdmModel;
+use msd::partition::Partition;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// Raw generator throughput.
+#[derive(Clone, Debug)]
+pub struct RawResult {
+    pub batch: usize,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+/// One concurrency level of the HTTP load.
+#[derive(Clone, Debug)]
+pub struct LevelResult {
+    pub concurrency: usize,
+    pub requests: usize,
+    pub ok: usize,
+    /// Answers other than 200 (e.g. 503 when queues are full).
+    pub errors: usize,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Calls the students directly: batches of `batch` samples, students in turn, `total` samples
+/// in all after one warm-up batch each; the noise is drawn beforehand, the outputs are copied
+/// back to host memory as the server does.
+pub fn raw_throughput(
+    students: &[EdmModel],
+    partition: &Partition,
+    sigma_max: f64,
+    batch: usize,
+    total: usize,
+) -> RawResult {
+    let shape = students[0].spec.net.sample_shape();
+    let mut full = vec![batch as i64];
+    full.extend(&shape);
+    let z = noise(batch, &shape, 0);
+    let labels: Vec<Vec<i64>> = (0..students.len())
+        .map(|k| {
+            let own = partition.classes_of(k);
+            (0..batch).map(|i| own[i % own.len()]).collect()
+        })
+        .collect();
+    let run = |k: usize| {
+        let device = students[k].device();
+        let zt = Tensor::from_slice(&z).view(full.as_slice()).to_device(device);
+        let lt = Tensor::from_slice(&labels[k]).to_device(device);
+        let x = students[k]
+            .generate(&zt, &lt, sigma_max)
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view(-1);
+        Vec::<f32>::try_from(&x).map(|v| v.len()).unwrap_or(0)
+    };
+    tch::no_grad(|| {
+        for k in 0..students.len() {
+            run(k);
+        }
+        let batches = total.div_ceil(batch).max(1);
+        let t0 = Instant::now();
+        for b in 0..batches {
+            run(b % students.len());
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        RawResult {
+            batch,
+            samples: batches * batch,
+            seconds,
+            samples_per_s: (batches * batch) as f64 / seconds,
+        }
+    })
+}
+
+/// What the HTTP load sends.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Requests per concurrency level.
+    pub requests: usize,
+    /// Samples per request.
+    pub n: usize,
+    /// `"npy"` or `"png"`.
+    pub format: String,
+    pub num_classes: usize,
+    /// Gives up on a level after this long.
+    pub timeout: Duration,
+}
+
+/// Sends `opts.requests` requests from `concurrency` clients that each wait for their answer
+/// before sending the next; request i asks for class i mod C with seed i.
+pub async fn load_level(addr: SocketAddr, concurrency: usize, opts: &LoadOptions) -> LevelResult {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(opts.timeout)
+        .build()
+        .unwrap_or_default();
+    let url = format!("http://{addr}/v1/generate");
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, url, next, opts) = (client.clone(), url.clone(), next.clone(), opts.clone());
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= opts.requests || t0.elapsed() > opts.timeout {
+                    break;
+                }
+                let body = format!(
+                    r#"{{"class": {}, "n": {}, "seed": {i}, "format": "{}"}}"#,
+                    i % opts.num_classes.max(1),
+                    opts.n,
+                    opts.format
+                );
+                let t = Instant::now();
+                let ok = match client.post(&url).body(body).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((l, e)) = r {
+            lat.extend(l);
+            errors += e;
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat[((lat.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let ok = lat.len();
+    LevelResult {
+        concurrency,
+        requests: ok + errors,
+        ok,
+        errors,
+        samples: ok * opts.n,
+        seconds,
+        samples_per_s: (ok * opts.n) as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
+}
+
+/// A markdown table of the levels with their ratio to the raw throughput.
+pub fn table(raw: &RawResult, levels: &[LevelResult]) -> String {
+    let mut s = String::from(
+        "| concurrency | requests (ok / err) | samples/s | p50 ms | p99 ms | ratio to raw |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for l in levels {
+        s.push_str(&format!(
+            "| {} | {} / {} | {:.0} | {:.2} | {:.2} | {:.1}% |\n",
+            l.concurrency,
+            l.ok,
+            l.errors,
+            l.samples_per_s,
+            l.p50_ms,
+            l.p99_ms,
+            100.0 * l.samples_per_s / raw.samples_per_s
+        ));
+    }
+    s
+}
