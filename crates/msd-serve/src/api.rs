@@ -122,7 +122,10 @@ impl GenerateRequest {
         }
         let total = raw.n.saturating_mul(classes.len() as u64);
         if raw.n == 0 {
-            return Err(ApiError::invalid("n_out_of_range", "field `n` must be at least 1"));
+            return Err(ApiError::invalid(
+                "n_out_of_range",
+                "field `n` must be at least 1",
+            ));
         }
         if total > max_n as u64 {
             let what = if classes.len() > 1 {
@@ -189,7 +192,10 @@ mod tests {
     #[test]
     fn good_requests() {
         let r = parse(r#"{"class": 3}"#).unwrap();
-        assert_eq!((r.classes, r.n, r.seed, r.format), (vec![3], 1, 0, Format::Png));
+        assert_eq!(
+            (r.classes, r.n, r.seed, r.format),
+            (vec![3], 1, 0, Format::Png)
+        );
         let r = parse(r#"{"class": [1, 7], "n": 8, "seed": 9, "format": "npy"}"#).unwrap();
         assert_eq!(r.labels(), [vec![1; 8], vec![7; 8]].concat());
         assert_eq!(r.format, Format::Npy);
@@ -203,14 +209,22 @@ mod tests {
             (r#"{"class": "3"}"#, 400, "class id"),
             (r#"{"class": 1.5}"#, 400, "class id"),
             (r#"{"class": 1, "n": -1}"#, 400, "invalid value"),
-            (r#"{"class": 1, "colour": 2}"#, 400, "unknown field `colour`"),
+            (
+                r#"{"class": 1, "colour": 2}"#,
+                400,
+                "unknown field `colour`",
+            ),
             (r#"{"class": 8}"#, 422, "unknown class 8"),
             (r#"{"class": -1}"#, 422, "unknown class -1"),
             (r#"{"class": []}"#, 422, "empty"),
             (r#"{"class": 1, "n": 0}"#, 422, "at least 1"),
             (r#"{"class": 1, "n": 17}"#, 422, "limit of 16"),
             (r#"{"class": [1, 2], "n": 9}"#, 422, "18 samples"),
-            (r#"{"class": 1, "format": "gif"}"#, 422, "unknown format \"gif\""),
+            (
+                r#"{"class": 1, "format": "gif"}"#,
+                422,
+                "unknown format \"gif\"",
+            ),
         ];
         for (body, status, needle) in cases {
             let e = parse(body).unwrap_err();

@@ -8,7 +8,7 @@
 use crate::metrics::Metrics;
 use msd::model::EdmModel;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,7 +84,10 @@ impl Batcher {
     /// Queues a job without waiting; refuses it when the queue is full.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
         let label = self.id.to_string();
-        let depth = self.metrics.queue_depth.with_label_values(&[label.as_str()]);
+        let depth = self
+            .metrics
+            .queue_depth
+            .with_label_values(&[label.as_str()]);
         depth.inc();
         match self.tx.try_send(job) {
             Ok(()) => Ok(()),
@@ -128,10 +131,7 @@ fn next_batch(
         let next = if now >= deadline {
             rx.try_recv().ok()
         } else {
-            match rx.recv_timeout(deadline - now) {
-                Ok(j) => Some(j),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-            }
+            rx.recv_timeout(deadline - now).ok()
         };
         let Some(j) = next else { break };
         on_dequeue();
@@ -145,13 +145,7 @@ fn next_batch(
     Some(jobs)
 }
 
-fn worker(
-    id: usize,
-    model: EdmModel,
-    s: BatchSettings,
-    rx: Receiver<Job>,
-    metrics: Arc<Metrics>,
-) {
+fn worker(id: usize, model: EdmModel, s: BatchSettings, rx: Receiver<Job>, metrics: Arc<Metrics>) {
     let label = id.to_string();
     let l = [label.as_str()];
     let depth = metrics.queue_depth.with_label_values(&l);
@@ -171,7 +165,10 @@ fn worker(
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             evaluate(&model, &s, &labels, &z, |rows, secs| {
-                metrics.batch_size.with_label_values(&l).observe(rows as f64);
+                metrics
+                    .batch_size
+                    .with_label_values(&l)
+                    .observe(rows as f64);
                 metrics.generate_seconds.with_label_values(&l).observe(secs);
             })
         }))

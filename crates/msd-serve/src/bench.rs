@@ -1,6 +1,7 @@
 //! The load benchmark: samples per second served over HTTP on loopback at increasing
 //! concurrency, with p50/p99 request latency, against the raw batched generator (the students
-//! called directly, in batches of the server's `max_batch`) measured in the same run.
+//! called directly, one thread per student as in the server, in batches of the server's
+//! `max_batch`) measured in the same run.
 
 use crate::noise::noise;
 use msd::model::EdmModel;
@@ -35,55 +36,71 @@ pub struct LevelResult {
     pub p99_ms: f64,
 }
 
-/// Calls the students directly: batches of `batch` samples, students in turn, `total` samples
-/// in all after one warm-up batch each; the noise is drawn beforehand, the outputs are copied
-/// back to host memory as the server does.
+/// Calls the students directly, as the server's batchers do: one thread per student (each owning
+/// its model), batches of `batch` samples of the student's own classes, `total` samples in all
+/// after one warm-up batch each; the noise is drawn beforehand, the outputs are copied back to
+/// host memory. Returns the students for reuse.
 pub fn raw_throughput(
-    students: &[EdmModel],
+    students: Vec<EdmModel>,
     partition: &Partition,
     sigma_max: f64,
     batch: usize,
     total: usize,
-) -> RawResult {
-    let shape = students[0].spec.net.sample_shape();
-    let mut full = vec![batch as i64];
-    full.extend(&shape);
-    let z = noise(batch, &shape, 0);
-    let labels: Vec<Vec<i64>> = (0..students.len())
-        .map(|k| {
-            let own = partition.classes_of(k);
-            (0..batch).map(|i| own[i % own.len()]).collect()
+) -> (RawResult, Vec<EdmModel>) {
+    let k = students.len().max(1);
+    let per_student = total.div_ceil(batch * k).max(1);
+    let start = Arc::new(std::sync::Barrier::new(k + 1));
+    let handles: Vec<_> = students
+        .into_iter()
+        .enumerate()
+        .map(|(id, m)| {
+            let own = partition.classes_of(id);
+            let labels: Vec<i64> = (0..batch).map(|i| own[i % own.len().max(1)]).collect();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let shape = m.spec.net.sample_shape();
+                let mut full = vec![batch as i64];
+                full.extend(&shape);
+                let z = noise(batch, &shape, id as u64);
+                let run = || {
+                    let device = m.device();
+                    let zt = Tensor::from_slice(&z)
+                        .view(full.as_slice())
+                        .to_device(device);
+                    let lt = Tensor::from_slice(&labels).to_device(device);
+                    let x = m
+                        .generate(&zt, &lt, sigma_max)
+                        .to_device(Device::Cpu)
+                        .to_kind(Kind::Float)
+                        .contiguous()
+                        .view(-1);
+                    Vec::<f32>::try_from(&x).map(|v| v.len()).unwrap_or(0)
+                };
+                tch::no_grad(|| {
+                    run();
+                    start.wait();
+                    for _ in 0..per_student {
+                        run();
+                    }
+                });
+                m
+            })
         })
         .collect();
-    let run = |k: usize| {
-        let device = students[k].device();
-        let zt = Tensor::from_slice(&z).view(full.as_slice()).to_device(device);
-        let lt = Tensor::from_slice(&labels[k]).to_device(device);
-        let x = students[k]
-            .generate(&zt, &lt, sigma_max)
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous()
-            .view(-1);
-        Vec::<f32>::try_from(&x).map(|v| v.len()).unwrap_or(0)
-    };
-    tch::no_grad(|| {
-        for k in 0..students.len() {
-            run(k);
-        }
-        let batches = total.div_ceil(batch).max(1);
-        let t0 = Instant::now();
-        for b in 0..batches {
-            run(b % students.len());
-        }
-        let seconds = t0.elapsed().as_secs_f64();
+    start.wait();
+    let t0 = Instant::now();
+    let models: Vec<EdmModel> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+    let seconds = t0.elapsed().as_secs_f64();
+    let samples = per_student * batch * k;
+    (
         RawResult {
             batch,
-            samples: batches * batch,
+            samples,
             seconds,
-            samples_per_s: (batches * batch) as f64 / seconds,
-        }
-    })
+            samples_per_s: samples as f64 / seconds,
+        },
+        models,
+    )
 }
 
 /// What the HTTP load sends.

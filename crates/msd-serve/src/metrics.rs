@@ -47,7 +47,10 @@ impl Metrics {
             http_requests: reg(
                 &r,
                 IntCounterVec::new(
-                    Opts::new("msd_http_requests_total", "HTTP requests by route and status"),
+                    Opts::new(
+                        "msd_http_requests_total",
+                        "HTTP requests by route and status",
+                    ),
                     &["route", "status"],
                 )?,
             ),

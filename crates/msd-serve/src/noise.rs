@@ -9,7 +9,9 @@ use rand_distr::StandardNormal;
 pub fn noise(n: usize, shape: &[i64], seed: u64) -> Vec<f32> {
     let per: usize = shape.iter().map(|&d| d.max(0) as usize).product();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n * per).map(|_| rng.sample::<f32, _>(StandardNormal)).collect()
+    (0..n * per)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect()
 }
 
 #[cfg(test)]

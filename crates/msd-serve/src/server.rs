@@ -175,15 +175,17 @@ fn load_teacher(
     let Some(dir) = bundle.teacher_dir() else {
         return (None, Some("the bundle references no teacher".into()));
     };
-    let r = EdmModel::load_dir(&dir, device).map_err(|e| e.to_string()).and_then(|m| {
-        if m.spec.net.sample_shape() != shape {
-            Err("its samples have another shape than the students'".into())
-        } else if m.num_classes() != bundle.manifest.partition.num_conditions as i64 {
-            Err("it has another number of classes than the bundle".into())
-        } else {
-            Ok(m)
-        }
-    });
+    let r = EdmModel::load_dir(&dir, device)
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            if m.spec.net.sample_shape() != shape {
+                Err("its samples have another shape than the students'".into())
+            } else if m.num_classes() != bundle.manifest.partition.num_conditions as i64 {
+                Err("it has another number of classes than the bundle".into())
+            } else {
+                Ok(m)
+            }
+        });
     match r {
         Ok(m) => (Some(m), None),
         Err(e) => {
@@ -353,7 +355,11 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("?"))
 }
 
-fn respond(body: Vec<u8>, content_type: &'static str, extra: Vec<(&'static str, String)>) -> Response {
+fn respond(
+    body: Vec<u8>,
+    content_type: &'static str,
+    extra: Vec<(&'static str, String)>,
+) -> Response {
     let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -378,7 +384,11 @@ async fn generate(
     let g = st.router.generate(&labels, z).await.map_err(|e| match e {
         RouteError::UnknownClass { .. } => ApiError::invalid("unknown_class", e.to_string()),
         RouteError::Busy { .. } => ApiError::busy(e.to_string(), st.cfg.retry_after_s),
-        RouteError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+        RouteError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        ),
         RouteError::Failed(m) => internal(m),
     })?;
     let n = labels.len();
@@ -418,7 +428,11 @@ async fn teacher(
     let z = draw_noise(labels.len(), shape.clone(), req.seed).await?;
     let (x, dt) = t.generate(labels.clone(), z).await.map_err(|e| match e {
         TeacherError::Busy => ApiError::busy(e.to_string(), st.cfg.retry_after_s),
-        TeacherError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+        TeacherError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        ),
         TeacherError::Failed(m) => internal(m),
     })?;
     let n = labels.len();

@@ -111,7 +111,9 @@ fn run(
     let device = model.device();
     let mut full = vec![labels.len() as i64];
     full.extend(shape);
-    let zt = Tensor::from_slice(z).view(full.as_slice()).to_device(device);
+    let zt = Tensor::from_slice(z)
+        .view(full.as_slice())
+        .to_device(device);
     let lt = Tensor::from_slice(labels).to_device(device);
     let x = sample(model, &zt, &lt, cfg)
         .to_device(Device::Cpu)

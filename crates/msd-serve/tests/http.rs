@@ -23,12 +23,7 @@ fn cfg() -> ServeConfig {
 }
 
 async fn post(s: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    client()
-        .post(s.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    client().post(s.url(path)).json(&body).send().await.unwrap()
 }
 
 fn header(r: &reqwest::Response, name: &str) -> String {
@@ -43,16 +38,28 @@ async fn each_class_is_served_by_its_owner_deterministically() {
     let s = TestServer::start(cfg(), false).await;
     let reference = s.reference();
     for c in 0..CLASSES as i64 {
-        let r = post(&s, "/v1/generate", json!({"class": c, "n": 5, "seed": 7, "format": "npy"})).await;
+        let r = post(
+            &s,
+            "/v1/generate",
+            json!({"class": c, "n": 5, "seed": 7, "format": "npy"}),
+        )
+        .await;
         assert_eq!(r.status(), 200);
-        assert_eq!(header(&r, "x-msd-students"), owner(c).to_string(), "class {c}");
+        assert_eq!(
+            header(&r, "x-msd-students"),
+            owner(c).to_string(),
+            "class {c}"
+        );
         let ms: f64 = header(&r, "x-msd-generate-ms").parse().unwrap();
         assert!(ms >= 0.0);
         assert_eq!(header(&r, "x-msd-samples"), "5");
         let x = read_npy(&r.bytes().await.unwrap());
         assert_eq!(x.size(), vec![5, 2]);
         let want = expected(&reference, &[c; 5], 7);
-        assert!(x.allclose(&want, 1e-5, 1e-6, false), "class {c}: not its owner's output");
+        assert!(
+            x.allclose(&want, 1e-5, 1e-6, false),
+            "class {c}: not its owner's output"
+        );
         // Another student would have answered differently.
         let other = (owner(c) + 1) % STUDENTS;
         let z = msd_serve::noise::noise(5, &[2], 7);
@@ -64,19 +71,31 @@ async fn each_class_is_served_by_its_owner_deterministically() {
     }
     // Same (class, n, seed) → identical bytes; another seed → other samples.
     let body = json!({"class": 4, "n": 16, "seed": 123, "format": "npy"});
-    let a = post(&s, "/v1/generate", body.clone()).await.bytes().await.unwrap();
-    let b = post(&s, "/v1/generate", body).await.bytes().await.unwrap();
-    assert_eq!(a, b);
-    let c = post(&s, "/v1/generate", json!({"class": 4, "n": 16, "seed": 124, "format": "npy"}))
+    let a = post(&s, "/v1/generate", body.clone())
         .await
         .bytes()
         .await
         .unwrap();
+    let b = post(&s, "/v1/generate", body).await.bytes().await.unwrap();
+    assert_eq!(a, b);
+    let c = post(
+        &s,
+        "/v1/generate",
+        json!({"class": 4, "n": 16, "seed": 124, "format": "npy"}),
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap();
     assert_ne!(a, c);
     let p1 = post(&s, "/v1/generate", json!({"class": 1, "n": 32, "seed": 5})).await;
     assert_eq!(header(&p1, "content-type"), "image/png");
     let p1 = p1.bytes().await.unwrap();
-    let p2 = post(&s, "/v1/generate", json!({"class": 1, "n": 32, "seed": 5})).await.bytes().await.unwrap();
+    let p2 = post(&s, "/v1/generate", json!({"class": 1, "n": 32, "seed": 5}))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(p1, p2, "PNG for a fixed seed must be identical");
 }
 
@@ -88,7 +107,12 @@ async fn png_decodes_to_the_plot_size_and_mixed_requests_keep_order() {
     let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
     assert_eq!((img.width(), img.height()), (PLOT_SIZE, PLOT_SIZE));
     // Mixed: classes owned by students 2, 0, 1, n = 3 each, class-major order.
-    let r = post(&s, "/v1/generate", json!({"class": [5, 0, 3], "n": 3, "seed": 9, "format": "npy"})).await;
+    let r = post(
+        &s,
+        "/v1/generate",
+        json!({"class": [5, 0, 3], "n": 3, "seed": 9, "format": "npy"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-msd-students"), "0,1,2");
     assert_eq!(header(&r, "x-msd-samples"), "9");
@@ -115,21 +139,105 @@ async fn bad_requests_get_json_errors_that_say_what_was_wrong() {
     let s = TestServer::start(cfg(), false).await;
     let big = format!(r#"{{"class": 1, "pad": "{}"}}"#, "x".repeat(2000));
     let cases: Vec<(&str, String, u16, &str, &str)> = vec![
-        ("malformed JSON", "{\"class\": 1".into(), 400, "malformed_json", "EOF"),
-        ("not JSON", "class=1".into(), 400, "malformed_json", "expected"),
+        (
+            "malformed JSON",
+            "{\"class\": 1".into(),
+            400,
+            "malformed_json",
+            "EOF",
+        ),
+        (
+            "not JSON",
+            "class=1".into(),
+            400,
+            "malformed_json",
+            "expected",
+        ),
         ("empty body", "".into(), 400, "malformed_json", "EOF"),
-        ("class as string", r#"{"class": "1"}"#.into(), 400, "malformed_json", "class id"),
-        ("negative n", r#"{"class": 1, "n": -2}"#.into(), 400, "malformed_json", "invalid value"),
-        ("unknown field", r#"{"class": 1, "steps": 4}"#.into(), 400, "malformed_json", "unknown field `steps`"),
-        ("unknown class", r#"{"class": 6}"#.into(), 422, "unknown_class", "unknown class 6"),
-        ("negative class", r#"{"class": -1}"#.into(), 422, "unknown_class", "unknown class -1"),
-        ("unknown class in a list", r#"{"class": [0, 17]}"#.into(), 422, "unknown_class", "unknown class 17"),
-        ("empty class list", r#"{"class": []}"#.into(), 422, "empty_class_list", "empty"),
-        ("n = 0", r#"{"class": 1, "n": 0}"#.into(), 422, "n_out_of_range", "at least 1"),
-        ("n above the limit", r#"{"class": 1, "n": 65}"#.into(), 422, "n_above_limit", "limit of 64"),
-        ("mixed above the limit", r#"{"class": [1, 2, 3], "n": 22}"#.into(), 422, "n_above_limit", "66 samples"),
-        ("unknown format", r#"{"class": 1, "format": "jpeg"}"#.into(), 422, "unknown_format", "unknown format \"jpeg\""),
-        ("body above the size limit", big, 413, "body_too_large", "size limit of 1024 bytes"),
+        (
+            "class as string",
+            r#"{"class": "1"}"#.into(),
+            400,
+            "malformed_json",
+            "class id",
+        ),
+        (
+            "negative n",
+            r#"{"class": 1, "n": -2}"#.into(),
+            400,
+            "malformed_json",
+            "invalid value",
+        ),
+        (
+            "unknown field",
+            r#"{"class": 1, "steps": 4}"#.into(),
+            400,
+            "malformed_json",
+            "unknown field `steps`",
+        ),
+        (
+            "unknown class",
+            r#"{"class": 6}"#.into(),
+            422,
+            "unknown_class",
+            "unknown class 6",
+        ),
+        (
+            "negative class",
+            r#"{"class": -1}"#.into(),
+            422,
+            "unknown_class",
+            "unknown class -1",
+        ),
+        (
+            "unknown class in a list",
+            r#"{"class": [0, 17]}"#.into(),
+            422,
+            "unknown_class",
+            "unknown class 17",
+        ),
+        (
+            "empty class list",
+            r#"{"class": []}"#.into(),
+            422,
+            "empty_class_list",
+            "empty",
+        ),
+        (
+            "n = 0",
+            r#"{"class": 1, "n": 0}"#.into(),
+            422,
+            "n_out_of_range",
+            "at least 1",
+        ),
+        (
+            "n above the limit",
+            r#"{"class": 1, "n": 65}"#.into(),
+            422,
+            "n_above_limit",
+            "limit of 64",
+        ),
+        (
+            "mixed above the limit",
+            r#"{"class": [1, 2, 3], "n": 22}"#.into(),
+            422,
+            "n_above_limit",
+            "66 samples",
+        ),
+        (
+            "unknown format",
+            r#"{"class": 1, "format": "jpeg"}"#.into(),
+            422,
+            "unknown_format",
+            "unknown format \"jpeg\"",
+        ),
+        (
+            "body above the size limit",
+            big,
+            413,
+            "body_too_large",
+            "size limit of 1024 bytes",
+        ),
     ];
     for (what, body, status, code, needle) in &cases {
         let r = client()
@@ -149,23 +257,56 @@ async fn bad_requests_get_json_errors_that_say_what_was_wrong() {
     // Routes that do not exist, other methods, and paths that try to leave the bundle.
     let r = client().get(s.url("/v1/generate")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
-    for path in ["/bundle.json", "/students/0/model.safetensors", "/static/index.html", "/v1/generate/../../bundle.json"] {
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "method_not_allowed"
+    );
+    for path in [
+        "/bundle.json",
+        "/students/0/model.safetensors",
+        "/static/index.html",
+        "/v1/generate/../../bundle.json",
+    ] {
         let r = client().get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
-        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "not_found"
+        );
     }
-    for path in ["/../bundle.json", "/..%2fbundle.json", "//etc/passwd", "/%2e%2e/%2e%2e/etc/passwd"] {
-        let resp = raw_http(&s, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")).await;
+    for path in [
+        "/../bundle.json",
+        "/..%2fbundle.json",
+        "//etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+    ] {
+        let resp = raw_http(
+            &s,
+            &format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
         assert!(resp.starts_with("HTTP/1.1 404"), "{path}: {resp}");
-        assert!(!resp.contains("model") && !resp.contains("root:"), "{path}: {resp}");
+        assert!(
+            !resp.contains("model") && !resp.contains("root:"),
+            "{path}: {resp}"
+        );
     }
     // The teacher route of a bundle without teacher.
     let r = post(&s, "/v1/teacher", json!({"class": 1})).await;
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "no_teacher");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "no_teacher"
+    );
     // Errors are counted by route and status.
-    let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         r#"msd_http_errors_total{route="/v1/generate",status="400"} 6"#,
         r#"msd_http_errors_total{route="/v1/generate",status="422"} 8"#,
@@ -182,7 +323,14 @@ async fn bad_requests_get_json_errors_that_say_what_was_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundle_health_metrics_page_and_teacher() {
     let s = TestServer::start(cfg(), true).await;
-    let v: Value = client().get(s.url("/v1/bundle")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(s.url("/v1/bundle"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["num_classes"], 6);
     assert_eq!(v["sample_shape"], json!([2]));
     assert_eq!(v["partition"]["owner"], json!([0, 0, 1, 1, 2, 2]));
@@ -192,24 +340,43 @@ async fn bundle_health_metrics_page_and_teacher() {
     assert_eq!(v["teacher"]["available"], true);
     assert_eq!(v["teacher"]["nfe"], 7);
     assert_eq!(v["limits"]["max_n"], 64);
-    let h: Value = client().get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let h: Value = client()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "ok");
     let page = client().get(s.url("/")).send().await.unwrap();
     assert!(header(&page, "content-type").starts_with("text/html"));
     let page = page.text().await.unwrap();
     assert!(page.contains("/v1/generate") && page.contains("Compare with the teacher"));
     // The teacher: Heun-4 (7 evaluations per sample) from the request's noise.
-    let r = post(&s, "/v1/teacher", json!({"class": 2, "n": 4, "seed": 3, "format": "npy"})).await;
+    let r = post(
+        &s,
+        "/v1/teacher",
+        json!({"class": 2, "n": 4, "seed": 3, "format": "npy"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-msd-nfe"), "7");
     let x = read_npy(&r.bytes().await.unwrap());
-    let teacher = msd::model::EdmModel::load_dir(&s.bundle_path.parent().unwrap().join("teacher"), tch::Device::Cpu).unwrap();
+    let teacher = msd::model::EdmModel::load_dir(
+        &s.bundle_path.parent().unwrap().join("teacher"),
+        tch::Device::Cpu,
+    )
+    .unwrap();
     let z = tch::Tensor::from_slice(&msd_serve::noise::noise(4, &[2], 3)).view([4, 2]);
     let want = msd::diffusion::sample(
         &teacher,
         &z,
         &tch::Tensor::from_slice(&[2i64; 4]),
-        &msd::diffusion::SamplerConfig { steps: 4, ..Default::default() },
+        &msd::diffusion::SamplerConfig {
+            steps: 4,
+            ..Default::default()
+        },
     );
     assert!(x.allclose(&want, 1e-5, 1e-6, false));
     let r = post(&s, "/v1/teacher", json!({"class": 2, "n": 9})).await;
@@ -218,7 +385,14 @@ async fn bundle_health_metrics_page_and_teacher() {
     assert_eq!(header(&r, "content-type"), "image/png");
     // Metrics after some traffic.
     post(&s, "/v1/generate", json!({"class": [0, 5], "n": 4})).await;
-    let m = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         r#"msd_http_requests_total{route="/v1/generate",status="200"} 1"#,
         r#"msd_http_requests_total{route="/v1/bundle",status="200"} 1"#,
@@ -272,9 +446,16 @@ async fn sixty_four_concurrent_clients_are_all_answered_correctly() {
         let mut owners: Vec<usize> = classes.iter().map(|&c| owner(c)).collect();
         owners.sort();
         owners.dedup();
-        let want_students = owners.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",");
+        let want_students = owners
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(students, want_students, "client {i}");
-        let labels: Vec<i64> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, n)).collect();
+        let labels: Vec<i64> = classes
+            .iter()
+            .flat_map(|&c| std::iter::repeat_n(c, n))
+            .collect();
         let x = read_npy(&body);
         assert!(
             x.allclose(&expected(&reference, &labels, 1000 + i), 1e-5, 1e-6, false),
@@ -288,10 +469,19 @@ async fn sixty_four_concurrent_clients_are_all_answered_correctly() {
     let evaluations: f64 = (0..STUDENTS)
         .map(|k| {
             let key = format!("msd_batch_size_count{{student=\"{k}\"}} ");
-            m.lines().find_map(|l| l.strip_prefix(key.as_str())).unwrap().parse::<f64>().unwrap()
+            m.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
         })
         .sum();
-    assert!(evaluations >= 3.0 && evaluations <= 80.0, "{evaluations} evaluations");
+    // 64 requests, 16 of them split over two students: 80 jobs. Every job rode in some batch,
+    // and packing means fewer evaluations than jobs.
+    assert!(
+        (3.0..80.0).contains(&evaluations),
+        "{evaluations} evaluations for 80 jobs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,7 +502,12 @@ async fn full_queues_answer_503_with_retry_after() {
     for i in 0..8 {
         let (c, url) = (c.clone(), s.url("/v1/generate"));
         tasks.spawn(async move {
-            let r = c.post(url).json(&json!({"class": 0, "seed": i})).send().await.unwrap();
+            let r = c
+                .post(url)
+                .json(&json!({"class": 0, "seed": i}))
+                .send()
+                .await
+                .unwrap();
             let retry = header(&r, "retry-after");
             let status = r.status().as_u16();
             (status, retry, r.bytes().await.unwrap())
@@ -328,13 +523,19 @@ async fn full_queues_answer_503_with_retry_after() {
                 assert_eq!(retry, "1");
                 let v: Value = serde_json::from_slice(&body).unwrap();
                 assert_eq!(v["error"]["code"], "queue_full");
-                assert!(v["error"]["message"].as_str().unwrap().contains("student 0"));
+                assert!(v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("student 0"));
             }
             s => panic!("unexpected status {s}"),
         }
     }
     assert!(ok >= 1 && busy >= 1, "{ok} answered, {busy} refused");
-    assert!(s.metrics.render().contains(&format!("msd_queue_full_total{{student=\"0\"}} {busy}")));
+    assert!(s
+        .metrics
+        .render()
+        .contains(&format!("msd_queue_full_total{{student=\"0\"}} {busy}")));
     // Another student's queue is independent.
     let r = post(&s, "/v1/generate", json!({"class": 5})).await;
     assert_eq!(r.status(), 200);
@@ -352,7 +553,12 @@ async fn shutdown_finishes_requests_in_flight() {
     .await;
     let url = s.url("/v1/generate");
     let in_flight = tokio::spawn(async move {
-        client().post(url).json(&json!({"class": 3, "n": 4})).send().await.unwrap()
+        client()
+            .post(url)
+            .json(&json!({"class": 3, "n": 4}))
+            .send()
+            .await
+            .unwrap()
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
     s.shutdown();
@@ -367,5 +573,8 @@ async fn shutdown_finishes_requests_in_flight() {
         .expect("the server stops after the last request")
         .unwrap()
         .unwrap();
-    assert!(tokio::net::TcpStream::connect(s.addr).await.is_err(), "still accepting");
+    assert!(
+        tokio::net::TcpStream::connect(s.addr).await.is_err(),
+        "still accepting"
+    );
 }

@@ -16,7 +16,10 @@ fn chromium() -> PathBuf {
         return PathBuf::from(p);
     }
     for name in ["chromium", "chromium-browser"] {
-        if let Ok(out) = Command::new("sh").args(["-c", &format!("command -v {name}")]).output() {
+        if let Ok(out) = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
             let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if out.status.success() && !p.is_empty() {
                 return PathBuf::from(p);
@@ -42,7 +45,10 @@ async fn page_generates_a_class_in_headless_chromium() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("page.png");
-    let url = format!("http://{}/?class=3&n=512&seed=1&autorun=1&teacher=1", s.addr);
+    let url = format!(
+        "http://{}/?class=3&n=256&seed=1&autorun=1&teacher=1",
+        s.addr
+    );
     let args = vec![
         "--headless".to_string(),
         "--no-sandbox".into(),
@@ -55,7 +61,7 @@ async fn page_generates_a_class_in_headless_chromium() {
         "--disable-dev-shm-usage".into(),
         format!("--user-data-dir={}", dir.path().join("profile").display()),
         format!("--screenshot={}", shot.display()),
-        "--window-size=1000,700".into(),
+        "--window-size=1100,760".into(),
         "--virtual-time-budget=15000".into(),
         url,
     ];
@@ -64,11 +70,14 @@ async fn page_generates_a_class_in_headless_chromium() {
         .unwrap()
         .expect("chromium could not be started");
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(shot.exists(), "no screenshot written; chromium said:\n{log}");
+    assert!(
+        shot.exists(),
+        "no screenshot written; chromium said:\n{log}"
+    );
     let bytes = std::fs::read(&shot).unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
-    assert_eq!((img.width(), img.height()), (1000, 700));
+    assert_eq!((img.width(), img.height()), (1100, 760));
     if let Some(keep) = std::env::var_os("MSD_SCREENSHOT_DIR") {
         let _ = std::fs::create_dir_all(&keep);
         let _ = std::fs::copy(&shot, PathBuf::from(keep).join("page.png"));
@@ -80,12 +89,18 @@ async fn page_generates_a_class_in_headless_chromium() {
         r#"msd_http_requests_total{route="/v1/bundle",status="200"} 1"#,
         r#"msd_http_requests_total{route="/v1/generate",status="200"} 1"#,
         r#"msd_http_requests_total{route="/v1/teacher",status="200"} 1"#,
-        r#"msd_samples_total{student="1"} 512"#,
+        r#"msd_samples_total{student="1"} 256"#,
     ] {
-        assert!(m.contains(line), "`{line}` not in metrics (chromium said:\n{log})\n{m}");
+        assert!(
+            m.contains(line),
+            "`{line}` not in metrics (chromium said:\n{log})\n{m}"
+        );
     }
     // And it drew them: class 3's colour (palette entry 3) appears in the screenshot.
     let red = msd_serve::render::palette(3).0;
     let hits = img.pixels().filter(|p| p.0 == red).count();
-    assert!(hits > 200, "only {hits} pixels of the class-3 colour in the screenshot");
+    assert!(
+        hits > 200,
+        "only {hits} pixels of the class-3 colour in the screenshot"
+    );
 }

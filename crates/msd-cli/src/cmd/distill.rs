@@ -48,7 +48,7 @@ pub fn train_one(
         }
     });
     bar.finish_and_clear();
-    Ok(r.with_context(|| format!("student {} ({})", job.student, job.dir.display()))?)
+    r.with_context(|| format!("student {} ({})", job.student, job.dir.display()))
 }
 
 pub fn run(a: Args) -> Result<()> {

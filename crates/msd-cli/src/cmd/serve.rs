@@ -51,7 +51,8 @@ impl Limits {
             teacher_steps: self.teacher_steps,
             ..Default::default()
         };
-        cfg.validate().map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
         Ok(cfg)
     }
 }

@@ -50,29 +50,30 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     if !matches!(a.format.as_str(), "npy" | "png") {
         bail!("--format: expected npy or png, got `{}`", a.format);
     }
-    if a.concurrency.iter().any(|&c| c == 0) {
+    if a.concurrency.contains(&0) {
         bail!("--concurrency: levels must be ≥ 1");
     }
     let device = device::parse(&a.device)?;
     let load = || {
         Bundle::load(&a.bundle, device).with_context(|| format!("--bundle {}", a.bundle.display()))
     };
-    let reference = load()?;
+    let mut reference = load()?;
     let served = load()?;
     let k = reference.students.len();
     tch::set_num_threads(threads.unwrap_or_else(|| default_threads(k)));
     let params: i64 = reference.manifest.students.iter().map(|s| s.params).sum();
     let num_classes = reference.manifest.partition.num_conditions;
-    let raw = |label: &str| {
-        let r = raw_throughput(
-            &reference.students,
+    let mut raw = |label: &str| {
+        let (r, models) = raw_throughput(
+            std::mem::take(&mut reference.students),
             &reference.manifest.partition,
             reference.manifest.sigma_max,
             cfg.max_batch,
             a.raw_samples,
         );
+        reference.students = models;
         println!(
-            "raw generator ({label}): batch {}, {} samples in {:.3} s = {:.0} samples/s",
+            "raw generator ({label}): {k} threads, batch {}, {} samples in {:.3} s = {:.0} samples/s",
             r.batch, r.samples, r.seconds, r.samples_per_s
         );
         r
@@ -145,11 +146,11 @@ fn report(
 ) -> String {
     format!(
         "## `msd serve-bench --n {n} --format {f}`\n\n\
-         - hardware: {hw}; client and server share the machine (loopback)\n\
+         - hardware: {hw}; client and server share the machine (loopback); {k} batcher threads\n\
          - bundle: `{b}` ({k} students, {params} parameters in all)\n\
          - server: max batch {mb}, max wait {mw:.1} ms, queue cap {qc}\n\
          - load: {r} requests per level, {n} samples per request, class i mod C, seed i\n\
-         - raw generator (students called directly, batches of {mb}): {rb:.0} samples/s before, \
+         - raw generator (students called directly, one thread each, batches of {mb}): {rb:.0} samples/s before, \
          {ra:.0} after the load ({rs} samples each); the ratio uses the better one\n\n{table}",
         n = a.n,
         f = a.format,

@@ -254,7 +254,7 @@ pub fn distill_student(
                     .square()
                     .mean(Kind::Float);
                 reg_v = reg.double_value(&[]);
-                loss = loss + reg * cfg.regression_weight;
+                loss += reg * cfg.regression_weight;
             }
             g_opt.zero_grad();
             loss.backward();
