@@ -19,6 +19,25 @@ pub struct RawResult {
     pub samples: usize,
     pub seconds: f64,
     pub samples_per_s: f64,
+    /// CPU seconds the whole process used meanwhile (NaN where unknown).
+    pub cpu_seconds: f64,
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux; 100 Hz
+/// ticks), or `None` elsewhere.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn cpu_since(start: Option<f64>) -> f64 {
+    match (start, process_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    }
 }
 
 /// One concurrency level of the HTTP load.
@@ -34,6 +53,8 @@ pub struct LevelResult {
     pub samples_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU seconds the whole process (server and clients) used meanwhile (NaN where unknown).
+    pub cpu_seconds: f64,
 }
 
 /// Calls the students directly, as the server's batchers do: one thread per student (each owning
@@ -88,6 +109,7 @@ pub fn raw_throughput(
         })
         .collect();
     start.wait();
+    let cpu0 = process_cpu_seconds();
     let t0 = Instant::now();
     let models: Vec<EdmModel> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
     let seconds = t0.elapsed().as_secs_f64();
@@ -98,6 +120,7 @@ pub fn raw_throughput(
             samples,
             seconds,
             samples_per_s: samples as f64 / seconds,
+            cpu_seconds: cpu_since(cpu0),
         },
         models,
     )
@@ -127,6 +150,7 @@ pub async fn load_level(addr: SocketAddr, concurrency: usize, opts: &LoadOptions
         .unwrap_or_default();
     let url = format!("http://{addr}/v1/generate");
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu0 = process_cpu_seconds();
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
@@ -187,24 +211,33 @@ pub async fn load_level(addr: SocketAddr, concurrency: usize, opts: &LoadOptions
         samples_per_s: (ok * opts.n) as f64 / seconds,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
+        cpu_seconds: cpu_since(cpu0),
     }
 }
 
-/// A markdown table of the levels with their ratio to the raw throughput.
-pub fn table(raw: &RawResult, levels: &[LevelResult]) -> String {
+/// A markdown table: each level with the raw throughput measured right before it, the ratio of
+/// wall-clock throughputs, and the ratio of samples per CPU-second (which a busy shared machine
+/// distorts less: there, more runnable threads get a larger share of the cores).
+pub fn table(rows: &[(RawResult, LevelResult)]) -> String {
     let mut s = String::from(
-        "| concurrency | requests (ok / err) | samples/s | p50 ms | p99 ms | ratio to raw |\n|---:|---:|---:|---:|---:|---:|\n",
+        "| concurrency | requests (ok / err) | samples/s served | p50 ms | p99 ms | raw samples/s (just before) | ratio to raw | samples per CPU-s: served / raw |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for l in levels {
+    for (raw, l) in rows {
+        let served_cpu = l.samples as f64 / l.cpu_seconds;
+        let raw_cpu = raw.samples as f64 / raw.cpu_seconds;
         s.push_str(&format!(
-            "| {} | {} / {} | {:.0} | {:.2} | {:.2} | {:.1}% |\n",
+            "| {} | {} / {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1}% | {:.0} / {:.0} = {:.1}% |\n",
             l.concurrency,
             l.ok,
             l.errors,
             l.samples_per_s,
             l.p50_ms,
             l.p99_ms,
-            100.0 * l.samples_per_s / raw.samples_per_s
+            raw.samples_per_s,
+            100.0 * l.samples_per_s / raw.samples_per_s,
+            served_cpu,
+            raw_cpu,
+            100.0 * served_cpu / raw_cpu,
         ));
     }
     s
