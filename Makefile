@@ -16,8 +16,9 @@ build: setup
 demo: build
 	scripts/demo.sh $(OUT)
 
+# Tests run two at a time; one libtorch thread each keeps 2 cores from being oversubscribed.
 test: setup
-	$(WITH_TORCH) cargo test --release --workspace
+	OMP_NUM_THREADS=1 $(WITH_TORCH) cargo test --release --workspace
 
 toy: build
 	target/release/msd toy --out runs/toy-experiment

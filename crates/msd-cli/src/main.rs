@@ -2,7 +2,9 @@
 //! flags, shows progress, and writes pictures and tables.
 
 mod cmd;
+mod curves;
 mod device;
+mod grid;
 mod plot;
 mod progress;
 
@@ -34,6 +36,12 @@ enum Command {
     Bundle(cmd::bundle::Args),
     /// The 2-D toy experiment: distance to the teacher as the number of students grows.
     Toy(cmd::toy::Args),
+    /// Train the feature network (a small CNN classifier) used by `msd eval`.
+    TrainClassifier(cmd::train_classifier::Args),
+    /// Evaluate a teacher: FD, KID, precision/recall, per-class accuracy; eval.json + eval.md.
+    Eval(cmd::eval::Args),
+    /// Time the UNet (forward, train step, Heun-18 vs one step) against its PyTorch twin.
+    Bench(cmd::bench::Args),
     /// Serve a bundle over HTTP: router, per-student batching, web page, metrics.
     Serve(cmd::serve::Args),
     /// Load benchmark of `serve`: samples/s over HTTP against the raw batched generator.
@@ -59,6 +67,9 @@ fn main() -> ExitCode {
         Command::Distill(a) => cmd::distill::run(a),
         Command::Bundle(a) => cmd::bundle::run(a),
         Command::Toy(a) => cmd::toy::run(a),
+        Command::TrainClassifier(a) => cmd::train_classifier::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Serve(a) => cmd::serve::run(a, cli.threads),
         Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),
     };

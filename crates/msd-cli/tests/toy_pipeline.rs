@@ -6,7 +6,6 @@ use std::process::Command;
 
 fn msd(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_msd"))
-        .args(["--threads", "2"])
         .args(args)
         .output()
         .unwrap();
@@ -151,6 +150,71 @@ fn teacher_to_bundle_to_routed_samples() {
     );
     let (good, _, err) = msd(&["distill", "--run", r, "--student", "5"]);
     assert!(!good && err.contains("--student 5"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn smaller_students_go_through_tsm_then_dm() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let run = d.path().join("run");
+    let r = run.to_str().unwrap();
+    ok(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        r,
+    ]);
+    // Without a smaller network TSM has nothing to do: a clear error.
+    let (good, _, err) = msd(&["distill", "--run", r, "--stages", "tsm,dm"]);
+    assert!(!good && err.contains("student_net"), "{err}");
+    let (good, _, err) = msd(&["distill", "--run", r, "--stages", "dm,tsm"]);
+    assert!(!good && err.contains("--stages"), "{err}");
+    let mut c: toml::Table = std::fs::read_to_string(run.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let distill = c["distill"].as_table_mut().unwrap();
+    distill.insert(
+        "student_net".into(),
+        toml::toml! { kind = "mlp" dim = 2 num_classes = 8 width = 16 depth = 1 }.into(),
+    );
+    let tsm = distill["tsm"].as_table_mut().unwrap();
+    tsm.insert("steps".into(), 20.into());
+    tsm.insert("batch_size".into(), 32.into());
+    tsm.insert("checkpoint_every".into(), 10.into());
+    std::fs::write(run.join("config.toml"), toml::to_string(&c).unwrap()).unwrap();
+    let out = ok(&["distill", "--run", r, "--stages", "tsm,dm"]);
+    assert!(out.contains("TSM 20 steps"), "{out}");
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("bundle.json")).unwrap()).unwrap();
+    let teacher: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("teacher/train.json")).unwrap())
+            .unwrap();
+    let student_params = bundle["students"][0]["params"].as_i64().unwrap();
+    assert!(
+        student_params < teacher["params"].as_i64().unwrap() / 2,
+        "students must be the smaller network: {student_params}"
+    );
+    let stats = std::fs::read_to_string(run.join("students/1/tsm/stats.jsonl")).unwrap();
+    assert!(stats.contains("\"stage\":\"tsm\""), "{stats}");
+    // The other copy proves a run directory can be moved and still resumed.
+    copy_dir(&run, &d.path().join("moved"));
+    let out = ok(&["bundle", "--run", d.path().join("moved").to_str().unwrap()]);
+    assert!(out.contains("validated"));
 }
 
 fn finite(v: &serde_json::Value, path: &str) -> f64 {

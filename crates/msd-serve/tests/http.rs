@@ -578,3 +578,31 @@ async fn shutdown_finishes_requests_in_flight() {
         "still accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_bundles_answer_with_a_grid_png_and_npy_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = unet_bundle(dir.path());
+    let s = TestServer::start_bundle(cfg(), dir, path).await;
+    let v: Value = client().get(s.url("/v1/bundle")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["sample_shape"], json!([1, 8, 8]));
+    // Two classes × 3: one row per class, 3 columns, 2-pixel gutters.
+    let r = post(&s, "/v1/generate", json!({"class": [0, 2], "n": 3, "seed": 4})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-msd-students"), "0,1");
+    let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (3 * 8 + 4 * 2, 2 * 8 + 3 * 2));
+    assert_eq!(msd_serve::render::png_size(&[1, 8, 8], 6, 2), (32, 22));
+    // One class × 5: a near-square 3 × 2 grid.
+    let r = post(&s, "/v1/generate", json!({"class": 1, "n": 5})).await;
+    let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 22));
+    let r = post(&s, "/v1/generate", json!({"class": [2, 0], "n": 2, "seed": 8, "format": "npy"})).await;
+    let x = read_npy(&r.bytes().await.unwrap());
+    assert_eq!(x.size(), vec![4, 1, 8, 8]);
+    let reference = s.reference();
+    let z = msd_serve::noise::noise(4, &[1, 8, 8], 8);
+    let z = tch::Tensor::from_slice(&z).view([4, 1, 8, 8]);
+    let want = tch::no_grad(|| reference.generate(&[2, 2, 0, 0], &z).unwrap().0);
+    assert!(x.allclose(&want, 1e-4, 1e-5, false));
+}

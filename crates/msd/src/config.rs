@@ -9,7 +9,7 @@ use crate::model::ModelSpec;
 use crate::teacher::TeacherTrainConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Splits a `kind`-tagged table into its tag and the remaining fields (for hand-written
 /// `Deserialize` impls of tagged enums).
@@ -49,6 +49,44 @@ pub enum DataConfig {
         #[serde(default = "d_cseed")]
         construction_seed: u64,
     },
+    /// IDX image + label files (MNIST format, gzipped or not); see [`crate::data::idx`].
+    Idx {
+        images: PathBuf,
+        labels: PathBuf,
+        #[serde(default = "d_heldout")]
+        heldout: usize,
+        #[serde(default = "d_split_seed")]
+        split_seed: u64,
+        #[serde(default)]
+        pad: i64,
+    },
+    /// One sub-folder of PNG/JPEG images per class; see [`crate::data::folder`].
+    Folder {
+        dir: PathBuf,
+        #[serde(default = "d_channels")]
+        channels: usize,
+        #[serde(default = "d_size")]
+        size: usize,
+        #[serde(default = "d_heldout")]
+        heldout: usize,
+        #[serde(default = "d_split_seed")]
+        split_seed: u64,
+        #[serde(default)]
+        pad: i64,
+    },
+}
+
+fn d_heldout() -> usize {
+    1000
+}
+fn d_split_seed() -> u64 {
+    1000
+}
+fn d_channels() -> usize {
+    1
+}
+fn d_size() -> usize {
+    28
 }
 
 /// The fields of [`DataConfig::Toy2d`], decoded on their own so errors name the field.
@@ -63,6 +101,37 @@ struct Toy2dFields {
     construction_seed: u64,
 }
 
+/// The fields of [`DataConfig::Idx`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdxFields {
+    images: PathBuf,
+    labels: PathBuf,
+    #[serde(default = "d_heldout")]
+    heldout: usize,
+    #[serde(default = "d_split_seed")]
+    split_seed: u64,
+    #[serde(default)]
+    pad: i64,
+}
+
+/// The fields of [`DataConfig::Folder`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderFields {
+    dir: PathBuf,
+    #[serde(default = "d_channels")]
+    channels: usize,
+    #[serde(default = "d_size")]
+    size: usize,
+    #[serde(default = "d_heldout")]
+    heldout: usize,
+    #[serde(default = "d_split_seed")]
+    split_seed: u64,
+    #[serde(default)]
+    pad: i64,
+}
+
 impl<'de> Deserialize<'de> for DataConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (kind, body) = split_tag(d)?;
@@ -75,8 +144,29 @@ impl<'de> Deserialize<'de> for DataConfig {
                     construction_seed: f.construction_seed,
                 })
             }
+            "idx" => {
+                let f: IdxFields = decode_named(body)?;
+                Ok(DataConfig::Idx {
+                    images: f.images,
+                    labels: f.labels,
+                    heldout: f.heldout,
+                    split_seed: f.split_seed,
+                    pad: f.pad,
+                })
+            }
+            "folder" => {
+                let f: FolderFields = decode_named(body)?;
+                Ok(DataConfig::Folder {
+                    dir: f.dir,
+                    channels: f.channels,
+                    size: f.size,
+                    heldout: f.heldout,
+                    split_seed: f.split_seed,
+                    pad: f.pad,
+                })
+            }
             k => Err(serde::de::Error::custom(format!(
-                "unknown data kind `{k}` (expected toy2d)"
+                "unknown data kind `{k}` (expected toy2d, idx or folder)"
             ))),
         }
     }
@@ -94,8 +184,11 @@ fn d_cseed() -> u64 {
 
 impl DataConfig {
     /// Opens the dataset; relative paths are resolved against `base`.
-    pub fn open(&self, _base: &Path) -> Result<Box<dyn TrainingData>> {
+    pub fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
         match self {
+            DataConfig::Idx { .. } | DataConfig::Folder { .. } => {
+                Ok(Box::new(self.open_images(base)?))
+            }
             DataConfig::Toy2d {
                 classes,
                 modes,

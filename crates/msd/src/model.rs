@@ -112,6 +112,30 @@ impl EdmModel {
         broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f
     }
 
+    /// D(x; σ, c) together with the network's encoder bottleneck (computed on c_in·x), for
+    /// networks that have one (the UNet); `None` otherwise. Shapes as [`Self::denoise_t`], plus
+    /// the bottleneck `[B, ...]` of [`crate::nets::UNetConfig::bottleneck_shape`].
+    pub fn denoise_with_bottleneck(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        labels: &Tensor,
+        train: bool,
+    ) -> Option<(Tensor, Tensor)> {
+        let sigma = sigma.to_kind(Kind::Float);
+        let (c_skip, c_out, c_in, c_noise) = self.spec.precond.coefficients_t(&sigma);
+        let (f, b) = self.net.forward_with_bottleneck(
+            &(x * broadcast_to(&c_in, x)),
+            &c_noise,
+            labels,
+            train,
+        )?;
+        Some((
+            broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f,
+            b,
+        ))
+    }
+
     /// One-step generation G(z, c) = D(σ_max·z; σ_max, c). `z`: `[B, ...]` → `[B, ...]`.
     pub fn generate(&self, z: &Tensor, labels: &Tensor, sigma_max: f64) -> Tensor {
         self.generate_t(z, labels, sigma_max, false)

@@ -6,7 +6,7 @@
 
 use crate::data::TrainingData;
 use crate::diffusion::precond::broadcast_to;
-use crate::diffusion::SigmaDistribution;
+use crate::diffusion::{Denoiser, SigmaDistribution};
 use crate::model::{EdmModel, ModelSpec};
 use crate::train::checkpoint::{self, config_hash, FORMAT_VERSION};
 use crate::train::{ema_update, step_rng, AdamW, AdamWConfig, CheckpointDir, StatsLog, TrainState};
@@ -100,10 +100,56 @@ pub fn train_teacher(
     device: Device,
     on: &mut dyn FnMut(Progress),
 ) -> Result<(EdmModel, TrainSummary)> {
+    let job = DenoiserJob {
+        spec,
+        cfg,
+        data,
+        data_id,
+        classes: (0..data.num_classes()).collect(),
+        target_teacher: None,
+        sigma_max_share: 0.0,
+        sigma_max: 80.0,
+        dir,
+        seed,
+        device,
+        stage: "teacher",
+    };
+    train_denoiser(&job, on)
+}
+
+/// A denoiser-training job: the teacher (target = clean data, all classes) or Teacher Score
+/// Matching for a smaller student (target = the teacher's denoised output, the student's classes,
+/// plus a share of every batch at σ_max where the student will be used as a generator).
+pub struct DenoiserJob<'a> {
+    pub spec: &'a ModelSpec,
+    pub cfg: &'a TeacherTrainConfig,
+    pub data: &'a dyn TrainingData,
+    pub data_id: &'a str,
+    /// Classes trained on (labels uniform over them).
+    pub classes: Vec<i64>,
+    /// TSM: the teacher whose D(x_σ; σ, c) is the regression target, and its id (for hashes).
+    pub target_teacher: Option<(&'a dyn Denoiser, &'a str)>,
+    /// Fraction of each batch drawn at exactly σ_max (TSM; 0 for a teacher).
+    pub sigma_max_share: f64,
+    pub sigma_max: f64,
+    pub dir: &'a Path,
+    pub seed: u64,
+    pub device: Device,
+    /// Stage name for `stats.jsonl` ("teacher", "tsm").
+    pub stage: &'a str,
+}
+
+/// Trains (or resumes, or reuses when finished) the denoiser of `job` in `job.dir`.
+pub fn train_denoiser(
+    job: &DenoiserJob,
+    on: &mut dyn FnMut(Progress),
+) -> Result<(EdmModel, TrainSummary)> {
+    let (spec, cfg, data, dir, seed, device) =
+        (job.spec, job.cfg, job.data, job.dir, job.seed, job.device);
     spec.net.validate()?;
     if cfg.batch_size == 0 || cfg.steps == 0 {
         return Err(Error::config(
-            "teacher.steps / teacher.batch_size",
+            format!("{}.steps / {}.batch_size", job.stage, job.stage),
             "must be ≥ 1",
         ));
     }
@@ -117,7 +163,31 @@ pub fn train_teacher(
             ),
         ));
     }
-    let hash = config_hash(&(spec, cfg, seed, data_id));
+    if job.classes.is_empty()
+        || job
+            .classes
+            .iter()
+            .any(|&c| c < 0 || c >= data.num_classes())
+    {
+        return Err(Error::Invalid(format!(
+            "{}: invalid class subset {:?}",
+            job.stage, job.classes
+        )));
+    }
+    // A teacher's hash stays (spec, cfg, seed, data); TSM adds what else defines it.
+    let hash = match job.target_teacher {
+        None => config_hash(&(spec, cfg, seed, job.data_id)),
+        Some((_, tid)) => config_hash(&(
+            spec,
+            cfg,
+            seed,
+            job.data_id,
+            &job.classes,
+            tid,
+            job.sigma_max_share,
+            job.sigma_max,
+        )),
+    };
     let summary_path = dir.join("train.json");
     if summary_path.exists() && dir.join("model.safetensors").exists() {
         let s: TrainSummary = checkpoint::read_json(&summary_path)?;
@@ -155,29 +225,12 @@ pub fn train_teacher(
             .and_then(|v| v.as_f64())
             .unwrap_or(0.0);
     }
-    run_loop(
-        cfg,
-        data,
-        dir,
-        seed,
-        device,
-        on,
-        model,
-        ema,
-        opt,
-        start,
-        elapsed_before,
-        hash,
-    )
+    run_loop(job, on, model, ema, opt, start, elapsed_before, hash)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_loop(
-    cfg: &TeacherTrainConfig,
-    data: &dyn TrainingData,
-    dir: &Path,
-    seed: u64,
-    device: Device,
+    job: &DenoiserJob,
     on: &mut dyn FnMut(Progress),
     model: EdmModel,
     ema: EdmModel,
@@ -186,10 +239,12 @@ fn run_loop(
     elapsed_before: f64,
     hash: String,
 ) -> Result<(EdmModel, TrainSummary)> {
+    let (cfg, data, dir, seed, device) = (job.cfg, job.data, job.dir, job.seed, job.device);
     let ckpts = CheckpointDir::new(dir);
     let mut stats = StatsLog::open(&dir.join("stats.jsonl"), start)?;
-    let classes: Vec<i64> = (0..data.num_classes()).collect();
+    let classes = &job.classes;
     let null = data.num_classes();
+    let n_at_max = (job.sigma_max_share.clamp(0.0, 1.0) * cfg.batch_size as f64).round() as i64;
     let t0 = Instant::now();
     let mut last_log = Instant::now();
     let mut loss_acc = 0.0;
@@ -201,7 +256,7 @@ fn run_loop(
     });
     for step in start..cfg.steps {
         let mut rng = step_rng(seed, step, STREAM_BATCH);
-        let (x, labels) = data.batch(cfg.batch_size, &classes, &mut rng, device)?;
+        let (x, labels) = data.batch(cfg.batch_size, classes, &mut rng, device)?;
         let labels = if cfg.label_dropout > 0.0 {
             let l: Vec<i64> = Vec::<i64>::try_from(labels.to_device(Device::Cpu))?
                 .into_iter()
@@ -218,10 +273,18 @@ fn run_loop(
             labels
         };
         let sigma = cfg.sigma.sample(cfg.batch_size as i64, device);
+        if n_at_max > 0 {
+            let _ = sigma.narrow(0, 0, n_at_max).fill_(job.sigma_max);
+        }
         let noisy = &x + x.randn_like() * broadcast_to(&sigma, &x);
+        // Teacher: the clean data. TSM: the teacher's denoised output (no gradient).
+        let target = match job.target_teacher {
+            None => x.shallow_clone(),
+            Some((t, _)) => tch::no_grad(|| t.denoise(&noisy, &sigma, &labels)),
+        };
         let d = model.denoise_t(&noisy, &sigma, &labels, true);
         let w = model.spec.precond.loss_weight(&sigma);
-        let loss = (w * per_sample_mean(&(d - &x).square())).mean(Kind::Float);
+        let loss = (w * per_sample_mean(&(d - &target).square())).mean(Kind::Float);
         opt.zero_grad();
         loss.backward();
         let gn = opt.step();
@@ -246,7 +309,7 @@ fn run_loop(
             let eps = (loss_n as f64 * cfg.batch_size as f64) / secs;
             let mean_loss = loss_acc / loss_n as f64;
             stats.log(&serde_json::json!({
-                "stage": "teacher", "step": done, "loss": mean_loss, "grad_norm": gn,
+                "stage": job.stage, "step": done, "loss": mean_loss, "grad_norm": gn,
                 "lr": opt.current_lr(), "examples_per_s": eps,
             }))?;
             on(Progress::Step {

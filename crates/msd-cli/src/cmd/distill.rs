@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use msd::distill::trainer::DistillProgress;
 use msd::distill::{distill_student, DistillConfig, StudentJob};
 use msd::model::EdmModel;
+use msd::model::ModelSpec;
 use msd::run::{assemble_bundle, ensure_pairs, ensure_partition, teacher_id, RunDir};
-use msd::teacher::TrainSummary;
+use msd::teacher::{train_denoiser, DenoiserJob, Progress, TrainSummary};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -52,14 +53,29 @@ pub fn train_one(
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if let Some(s) = a.stages.iter().find(|s| s.as_str() != "dm") {
-        bail!("--stages: stage `{s}` is not available in this build (available: dm)");
+    let stages: Vec<&str> = a.stages.iter().map(String::as_str).collect();
+    if !matches!(stages.as_slice(), ["dm"] | ["tsm"] | ["tsm", "dm"]) {
+        bail!(
+            "--stages {}: this build runs dm, tsm, or tsm,dm (in that order)",
+            a.stages.join(",")
+        );
     }
     let device = device::parse(&a.device)?;
     let run = RunDir::new(&a.run);
     let cfg = run.load_config()?;
     let teacher = run.load_teacher(device)?;
     let d = &cfg.distill;
+    if stages.contains(&"tsm") && d.student_net.is_none() {
+        bail!(
+            "--stages tsm: TSM initialises a smaller student; set distill.student_net in {}",
+            run.config_path().display()
+        );
+    }
+    let data = if stages.contains(&"tsm") {
+        Some(cfg.data.open(&run.root)?)
+    } else {
+        None
+    };
     let partition = ensure_partition(
         &run.partition_path(),
         &teacher,
@@ -82,6 +98,49 @@ pub fn run(a: Args) -> Result<()> {
     let pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
     let tid = teacher_id(&run.teacher_dir());
     for &k in &students {
+        let tsm = match (&data, &d.student_net) {
+            (Some(data), Some(net)) => {
+                let spec = ModelSpec {
+                    net: net.clone(),
+                    precond: teacher.spec.precond,
+                };
+                let tdir = run.student_dir(k, "tsm");
+                let job = DenoiserJob {
+                    spec: &spec,
+                    cfg: &d.tsm.as_train_config(),
+                    data: data.as_ref(),
+                    data_id: &cfg.data.id(),
+                    classes: partition.classes_of(k),
+                    target_teacher: Some((&teacher, &tid)),
+                    sigma_max_share: d.tsm.sigma_max_share,
+                    sigma_max: d.sigma_max,
+                    dir: &tdir,
+                    seed: cfg.seed.wrapping_add(k as u64),
+                    device,
+                    stage: "tsm",
+                };
+                let bar = progress::bar(d.tsm.steps, &format!("tsm {k}"));
+                let (m, s) = train_denoiser(&job, &mut |p| {
+                    if let Progress::Step { step, .. } | Progress::Start { step, .. } = p {
+                        bar.set_position(step)
+                    }
+                })
+                .with_context(|| format!("student {k} TSM ({})", tdir.display()))?;
+                bar.finish_and_clear();
+                println!(
+                    "student {k}: TSM {} steps, {:.0} s, {} parameters → {}",
+                    s.steps,
+                    s.train_seconds,
+                    m.num_params(),
+                    tdir.display()
+                );
+                Some((m, s.config_hash))
+            }
+            _ => None,
+        };
+        if !stages.contains(&"dm") {
+            continue;
+        }
         let dir = run.student_dir(k, "dm");
         let job = StudentJob {
             teacher: &teacher,
@@ -91,6 +150,7 @@ pub fn run(a: Args) -> Result<()> {
             dir: &dir,
             seed: cfg.seed,
             teacher_id: &tid,
+            generator_init: tsm.as_ref().map(|(m, h)| (m, h.as_str())),
         };
         let (_, s) = train_one(d, &job, &format!("student {k}"))?;
         println!(

@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod bundle;
 pub mod distill;
+pub mod eval;
 pub mod partition;
 pub mod sample;
 pub mod serve;
 pub mod serve_bench;
 pub mod toy;
+pub mod train_classifier;
 pub mod train_teacher;

@@ -153,8 +153,12 @@ pub fn draw(
     sample(&guided, &z, &l, cfg)
 }
 
-/// A picture of samples: a scatter plot (coloured by class) for 2-D data.
+/// A picture of samples: a scatter plot (coloured by class) for 2-D data, a grid with one row
+/// per class for images.
 pub fn write_picture(x: &Tensor, labels: &[i64], out: &Path) -> Result<()> {
+    if x.dim() == 4 {
+        return crate::grid::write_class_grid(x, labels, out);
+    }
     if x.dim() != 2 || x.size()[1] != 2 {
         bail!(
             "pictures of samples of shape {:?} are not supported yet",

@@ -228,6 +228,7 @@ pub fn run(a: Args) -> Result<()> {
                 dir: &dir,
                 seed: cfg.seed,
                 teacher_id: &tid,
+                generator_init: None,
             };
             let (g, sum) = train_one(&cfg.distill, &job, &format!("K={k} s{s}"))?;
             secs += sum.train_seconds;

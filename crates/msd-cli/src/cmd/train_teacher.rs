@@ -62,6 +62,10 @@ pub fn run(a: Args) -> Result<()> {
                 bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
             }
             Progress::Checkpoint { step, ema } => {
+                let _ = crate::curves::write_loss_curve(
+                    &dir.join("stats.jsonl"),
+                    &dir.join("loss.png"),
+                );
                 let out = samples_dir.join(format!("step-{step:07}.png"));
                 if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
                     render_err.get_or_insert(e);
@@ -70,6 +74,7 @@ pub fn run(a: Args) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    crate::curves::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"))?;
     if let Some(e) = render_err {
         tracing::warn!("could not render a preview: {e:#}");
     }
@@ -82,5 +87,6 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("weights: {}", dir.join("model.safetensors").display());
     println!("previews: {}", samples_dir.display());
+    println!("loss curve: {}", dir.join("loss.png").display());
     Ok(())
 }

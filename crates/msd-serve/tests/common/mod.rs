@@ -56,6 +56,37 @@ pub fn tiny_bundle(dir: &Path, teacher: bool) -> PathBuf {
     path
 }
 
+/// An image bundle: 3 classes, 2 tiny UNet students on 8×8 grey images.
+pub fn unet_bundle(dir: &Path) -> PathBuf {
+    tch::set_num_threads(1);
+    let cfg = NetConfig::Unet(msd::nets::UNetConfig {
+        in_channels: 1,
+        resolution: 8,
+        num_classes: 3,
+        base_channels: 8,
+        channel_mult: vec![1, 2],
+        blocks_per_level: 1,
+        attn_resolutions: vec![],
+        heads: 1,
+        dropout: 0.0,
+        emb_mult: 2,
+        noise_freqs: 4,
+    });
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|k| {
+            tch::manual_seed(k);
+            let d = dir.join("students").join(k.to_string());
+            EdmModel::new(&cfg, EdmPrecond::default(), Device::Cpu)
+                .save_dir(&d)
+                .unwrap();
+            d
+        })
+        .collect();
+    let path = dir.join("bundle.json");
+    Bundle::assemble(&path, &Partition::contiguous(3, 2), &dirs, None, SIGMA_MAX).unwrap();
+    path
+}
+
 /// The owner of class c in the tiny bundle.
 pub fn owner(c: i64) -> usize {
     Partition::contiguous(CLASSES, STUDENTS).route(c).unwrap()
@@ -75,6 +106,11 @@ impl TestServer {
     pub async fn start(cfg: ServeConfig, teacher: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = tiny_bundle(dir.path(), teacher);
+        Self::start_bundle(cfg, dir, path).await
+    }
+
+    /// Serves the bundle at `path` (inside `dir`, which the server keeps alive).
+    pub async fn start_bundle(cfg: ServeConfig, dir: tempfile::TempDir, path: PathBuf) -> Self {
         let bundle = Bundle::load(&path, Device::Cpu).unwrap();
         let server = Server::new(bundle, cfg).unwrap();
         let metrics = server.metrics();

@@ -1,8 +1,14 @@
-//! Datasets: the [`TrainingData`] trait every trainer draws batches from, the 2-D toy, and
+//! Datasets: the [`TrainingData`] trait every trainer draws batches from, the 2-D toy, image
+//! data (IDX files, image folders, the in-memory [`ImageDataset`] with its held-out split), and
 //! filtering by condition subset (a student sees only its own classes).
 
+pub mod folder;
+pub mod idx;
+pub mod images;
+pub mod source;
 pub mod toy2d;
 
+pub use images::{ImageDataset, SplitConfig};
 pub use toy2d::Toy2d;
 
 use crate::Result;

@@ -7,8 +7,11 @@ use super::dm::{dm_pseudo_loss, fake_score_loss, vsd_gradient};
 use super::pairs::RegressionPairs;
 use crate::data::uniform_labels;
 use crate::diffusion::KarrasGrid;
-use crate::model::EdmModel;
+use crate::diffusion::SigmaDistribution;
+use crate::model::{EdmModel, ModelSpec};
+use crate::nets::NetConfig;
 use crate::partition::{Partition, Strategy};
+use crate::teacher::TeacherTrainConfig;
 use crate::teacher::TrainSummary;
 use crate::train::checkpoint::{self, config_hash, FORMAT_VERSION};
 use crate::train::{
@@ -51,6 +54,61 @@ pub struct DistillConfig {
     pub regression_batch: usize,
     pub checkpoint_every: u64,
     pub log_every: u64,
+    /// The students' network; `None` = the teacher's (same-size students, initialised from it).
+    /// A different (smaller) network is initialised by TSM when that stage runs, else randomly.
+    pub student_net: Option<NetConfig>,
+    /// Teacher Score Matching settings (stage 0, for smaller students).
+    pub tsm: TsmConfig,
+}
+
+/// Stage 0 (TSM) settings: a multi-noise-level denoiser regressing onto the teacher's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsmConfig {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub optimizer: AdamWConfig,
+    pub ema_decay: f64,
+    /// Share of each batch at σ_max, where the generator will be evaluated.
+    pub sigma_max_share: f64,
+    pub sigma: SigmaDistribution,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+}
+
+impl Default for TsmConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 256,
+            optimizer: AdamWConfig {
+                lr: 1e-3,
+                warmup_steps: 100,
+                ..Default::default()
+            },
+            ema_decay: 0.999,
+            sigma_max_share: 0.1,
+            sigma: SigmaDistribution::default(),
+            checkpoint_every: 1000,
+            log_every: 50,
+        }
+    }
+}
+
+impl TsmConfig {
+    /// The equivalent denoiser-training settings.
+    pub fn as_train_config(&self) -> TeacherTrainConfig {
+        TeacherTrainConfig {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer.clone(),
+            ema_decay: self.ema_decay,
+            label_dropout: 0.0,
+            sigma: self.sigma,
+            checkpoint_every: self.checkpoint_every,
+            log_every: self.log_every,
+        }
+    }
 }
 
 impl Default for DistillConfig {
@@ -85,6 +143,8 @@ impl Default for DistillConfig {
             regression_batch: 128,
             checkpoint_every: 1000,
             log_every: 50,
+            student_net: None,
+            tsm: TsmConfig::default(),
         }
     }
 }
@@ -129,6 +189,9 @@ pub struct StudentJob<'a> {
     pub seed: u64,
     /// Identifies the teacher (its config hash) so a directory is never resumed on another.
     pub teacher_id: &'a str,
+    /// The generator's initialisation when it is not the teacher (e.g. the TSM result), with an
+    /// id for hashes. `None`: copy the teacher if the generator has its network, else random.
+    pub generator_init: Option<(&'a EdmModel, &'a str)>,
 }
 
 /// Progress events.
@@ -167,6 +230,17 @@ pub fn distill_student(
         )));
     }
     let dir = job.dir;
+    let gen_spec = ModelSpec {
+        net: cfg
+            .student_net
+            .clone()
+            .unwrap_or_else(|| job.teacher.spec.net.clone()),
+        precond: job.teacher.spec.precond,
+    };
+    let init_id = job
+        .generator_init
+        .map(|(_, id)| id)
+        .unwrap_or("teacher-or-random");
     let hash = config_hash(&(
         cfg,
         &job.partition.owner,
@@ -174,6 +248,7 @@ pub fn distill_student(
         job.seed,
         job.teacher_id,
         job.pairs.is_some(),
+        init_id,
     ));
     if let Ok(s) = checkpoint::read_json::<TrainSummary>(&dir.join("train.json")) {
         if s.config_hash == hash && dir.join("model.safetensors").exists() {
@@ -182,16 +257,29 @@ pub fn distill_student(
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let device = job.teacher.device();
-    let spec = &job.teacher.spec;
-    let new_copy = || -> Result<EdmModel> {
-        let mut m = EdmModel::from_spec(spec, device);
-        m.copy_from(job.teacher)?;
+    let copy_of = |src: &EdmModel| -> Result<EdmModel> {
+        let mut m = EdmModel::from_spec(&src.spec, device);
+        m.copy_from(src)?;
         Ok(m)
     };
-    let mut generator = new_copy()?;
-    let mut ema = new_copy()?;
+    // Generator: the given init, else the teacher when same-size, else a seeded random init.
+    let mut generator = match job.generator_init {
+        Some((init, _)) => copy_of(init)?,
+        None if gen_spec == job.teacher.spec => copy_of(job.teacher)?,
+        None => {
+            let _ = step_rng(job.seed, job.student as u64, 0x1A17);
+            EdmModel::from_spec(&gen_spec, device)
+        }
+    };
+    if generator.spec != gen_spec {
+        return Err(Error::config(
+            "distill.student_net",
+            "the generator's initialisation has another network than distill.student_net",
+        ));
+    }
+    let mut ema = copy_of(&generator)?;
     ema.vs.freeze();
-    let mut fake = new_copy()?;
+    let mut fake = copy_of(job.teacher)?;
     let mut g_opt = AdamW::new(&generator.vs, cfg.generator_optimizer.clone());
     let mut f_opt = AdamW::new(&fake.vs, cfg.fake_optimizer.clone());
     let ckpts = CheckpointDir::new(dir);
@@ -222,7 +310,7 @@ pub fn distill_student(
     let mut stats = StatsLog::open(&dir.join("stats.jsonl"), start)?;
     let bs = cfg.batch_size;
     let mut shape = vec![bs as i64];
-    shape.extend(spec.net.sample_shape());
+    shape.extend(job.teacher.spec.net.sample_shape());
     let t0 = Instant::now();
     let mut window = Instant::now();
     let mut acc = [0.0f64; 5];

@@ -1,5 +1,22 @@
-//! Evaluation: distances between sample sets.
+//! Evaluation: distances between sample sets — the 2-D histogram distance of the toy, and for
+//! images the project's own feature network (a small CNN classifier), Fréchet distance, KID,
+//! k-NN precision/recall and per-class accuracy of generated samples.
 
+pub mod classifier;
+pub mod fd;
 pub mod hist2d;
+pub mod kid;
+pub mod prdc;
+pub mod report;
 
+pub use classifier::{
+    class_accuracy, train_classifier, Classifier, ClassifierConfig, ClassifierRecord,
+    ClassifierTrainConfig,
+};
+pub use fd::{frechet_distance, frechet_distance_features, FeatureStats};
 pub use hist2d::{hist_l1, Hist2d};
+pub use kid::kid;
+pub use prdc::precision_recall;
+pub use report::{
+    balanced_labels, generate, image_metrics, ImageMetrics, MetricsConfig, Reference,
+};

@@ -4,8 +4,10 @@
 
 pub mod embedding;
 pub mod mlp;
+pub mod unet;
 
 pub use mlp::{Mlp, MlpConfig};
+pub use unet::{UNet, UNetConfig};
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -15,6 +17,18 @@ pub trait Network: Send {
     /// `x`: `[B, ...]` (already scaled by c_in), `c_noise`: `[B]`, `labels`: `[B]` int64 in
     /// `0..=num_classes` (`num_classes` is the null label for guidance). Returns `[B, ...]`.
     fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> Tensor;
+
+    /// The output together with the encoder bottleneck, for networks that have one (the UNet:
+    /// see [`UNet::forward_with_bottleneck`] for the shapes); `None` otherwise.
+    fn forward_with_bottleneck(
+        &self,
+        _x: &Tensor,
+        _c_noise: &Tensor,
+        _labels: &Tensor,
+        _train: bool,
+    ) -> Option<(Tensor, Tensor)> {
+        None
+    }
 }
 
 /// Any network this crate can build, tagged by `kind` in TOML/JSON.
@@ -22,6 +36,7 @@ pub trait Network: Send {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum NetConfig {
     Mlp(MlpConfig),
+    Unet(UNetConfig),
 }
 
 impl<'de> Deserialize<'de> for NetConfig {
@@ -31,8 +46,9 @@ impl<'de> Deserialize<'de> for NetConfig {
         let (kind, body) = crate::config::split_tag(d)?;
         match kind.as_str() {
             "mlp" => crate::config::decode_named(body).map(NetConfig::Mlp),
+            "unet" => crate::config::decode_named(body).map(NetConfig::Unet),
             k => Err(serde::de::Error::custom(format!(
-                "unknown network kind `{k}` (expected mlp)"
+                "unknown network kind `{k}` (expected mlp or unet)"
             ))),
         }
     }
@@ -43,6 +59,7 @@ impl NetConfig {
     pub fn build(&self, path: nn::Path) -> Box<dyn Network> {
         match self {
             NetConfig::Mlp(c) => Box::new(Mlp::new(path, c)),
+            NetConfig::Unet(c) => Box::new(UNet::new(path, c)),
         }
     }
 
@@ -50,6 +67,7 @@ impl NetConfig {
     pub fn num_classes(&self) -> i64 {
         match self {
             NetConfig::Mlp(c) => c.num_classes,
+            NetConfig::Unet(c) => c.num_classes,
         }
     }
 
@@ -57,6 +75,7 @@ impl NetConfig {
     pub fn sample_shape(&self) -> Vec<i64> {
         match self {
             NetConfig::Mlp(c) => vec![c.dim],
+            NetConfig::Unet(c) => c.sample_shape(),
         }
     }
 
@@ -64,6 +83,7 @@ impl NetConfig {
     pub fn validate(&self) -> crate::Result<()> {
         match self {
             NetConfig::Mlp(c) => c.validate(),
+            NetConfig::Unet(c) => c.validate(),
         }
     }
 }
