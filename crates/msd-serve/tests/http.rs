@@ -584,10 +584,22 @@ async fn image_bundles_answer_with_a_grid_png_and_npy_images() {
     let dir = tempfile::tempdir().unwrap();
     let path = unet_bundle(dir.path());
     let s = TestServer::start_bundle(cfg(), dir, path).await;
-    let v: Value = client().get(s.url("/v1/bundle")).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(s.url("/v1/bundle"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["sample_shape"], json!([1, 8, 8]));
     // Two classes × 3: one row per class, 3 columns, 2-pixel gutters.
-    let r = post(&s, "/v1/generate", json!({"class": [0, 2], "n": 3, "seed": 4})).await;
+    let r = post(
+        &s,
+        "/v1/generate",
+        json!({"class": [0, 2], "n": 3, "seed": 4}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-msd-students"), "0,1");
     let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
@@ -597,7 +609,12 @@ async fn image_bundles_answer_with_a_grid_png_and_npy_images() {
     let r = post(&s, "/v1/generate", json!({"class": 1, "n": 5})).await;
     let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
     assert_eq!((img.width(), img.height()), (32, 22));
-    let r = post(&s, "/v1/generate", json!({"class": [2, 0], "n": 2, "seed": 8, "format": "npy"})).await;
+    let r = post(
+        &s,
+        "/v1/generate",
+        json!({"class": [2, 0], "n": 2, "seed": 8, "format": "npy"}),
+    )
+    .await;
     let x = read_npy(&r.bytes().await.unwrap());
     assert_eq!(x.size(), vec![4, 1, 8, 8]);
     let reference = s.reference();
