@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Train (or resume) a teacher from a config into OUT/teacher.
     TrainTeacher(cmd::train_teacher::Args),
+    /// Adopt an already trained teacher into a run directory (checked against the config).
+    ImportTeacher(cmd::import_teacher::Args),
     /// Draw samples from a teacher (multi-step) or a bundle (one step) as a picture and/or values.
     Sample(cmd::sample::Args),
     /// Split the classes of a run among K students (partition.json).
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),
         Command::Sample(a) => cmd::sample::run(a),
+        Command::ImportTeacher(a) => cmd::import_teacher::run(a),
         Command::Partition(a) => cmd::partition::run(a),
         Command::Distill(a) => cmd::distill::run(a),
         Command::Bundle(a) => cmd::bundle::run(a),

@@ -259,3 +259,61 @@ fn toy_quick_writes_a_complete_report() {
     }
     assert!(Path::new(&out.join("toy.png")).exists() && out.join("toy_report.md").exists());
 }
+
+#[test]
+fn an_imported_teacher_is_reused_and_a_mismatched_one_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let a = d.path().join("a");
+    ok(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    let b = d.path().join("b");
+    let out = ok(&[
+        "import-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--teacher",
+        a.join("teacher").to_str().unwrap(),
+    ]);
+    assert!(out.contains("trained 60 steps"), "{out}");
+    // train-teacher with the same config reuses it: no training happens, no stats are written.
+    ok(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(
+        !b.join("teacher/stats.jsonl").exists(),
+        "the imported teacher was retrained"
+    );
+    assert_eq!(
+        std::fs::read(a.join("teacher/model.safetensors")).unwrap(),
+        std::fs::read(b.join("teacher/model.safetensors")).unwrap()
+    );
+    // A config whose network differs is refused, naming the file.
+    let other = d.path().join("other.toml");
+    std::fs::write(&other, TINY.replace("width = 32", "width = 48")).unwrap();
+    let (good, _, err) = msd(&[
+        "import-teacher",
+        "--config",
+        other.to_str().unwrap(),
+        "--out",
+        d.path().join("c").to_str().unwrap(),
+        "--teacher",
+        a.join("teacher").to_str().unwrap(),
+    ]);
+    assert!(
+        !good && err.contains("model.json") && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -183,6 +183,41 @@ fn d_cseed() -> u64 {
 }
 
 impl DataConfig {
+    /// Re-expresses relative data paths, written relative to the folder `from`, relative to the
+    /// folder `to` (so a run directory's `config.toml` finds the same files).
+    pub fn rebase(&mut self, from: &Path, to: &Path) -> Result<()> {
+        let abs = |p: &Path| -> Result<PathBuf> {
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| Error::io(p, e))?
+                    .join(p)
+            };
+            Ok(p)
+        };
+        let (from, to) = (abs(from)?, abs(to)?);
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                let target = from.join(&*p);
+                let target = std::fs::canonicalize(&target).unwrap_or(target);
+                let to = std::fs::canonicalize(&to).unwrap_or_else(|_| to.clone());
+                if let Some(r) = pathdiff::diff_paths(&target, &to) {
+                    *p = r;
+                }
+            }
+        };
+        match self {
+            DataConfig::Toy2d { .. } => {}
+            DataConfig::Idx { images, labels, .. } => {
+                fix(images);
+                fix(labels);
+            }
+            DataConfig::Folder { dir, .. } => fix(dir),
+        }
+        Ok(())
+    }
+
     /// Opens the dataset; relative paths are resolved against `base`.
     pub fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
         match self {
@@ -202,9 +237,20 @@ impl DataConfig {
         }
     }
 
-    /// A stable identifier of the data, part of every checkpoint's config hash.
+    /// A stable identifier of the data, part of every checkpoint's config hash. Paths enter by
+    /// file name only, so a run directory stays valid when the repository moves.
     pub fn id(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut c = self.clone();
+        let name = |p: &mut PathBuf| *p = p.file_name().map(PathBuf::from).unwrap_or_default();
+        match &mut c {
+            DataConfig::Toy2d { .. } => {}
+            DataConfig::Idx { images, labels, .. } => {
+                name(images);
+                name(labels);
+            }
+            DataConfig::Folder { dir, .. } => name(dir),
+        }
+        serde_json::to_string(&c).unwrap_or_default()
     }
 }
 

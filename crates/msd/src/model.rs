@@ -92,6 +92,14 @@ impl EdmModel {
         self.vs.variables().values().map(|t| t.numel() as i64).sum()
     }
 
+    /// Shape of one sample's encoder bottleneck, for networks that have one (the UNet).
+    pub fn bottleneck_shape(&self) -> Option<Vec<i64>> {
+        match &self.spec.net {
+            NetConfig::Unet(c) => Some(c.bottleneck_shape()),
+            _ => None,
+        }
+    }
+
     /// Number of real classes.
     pub fn num_classes(&self) -> i64 {
         self.spec.net.num_classes()

@@ -75,6 +75,99 @@ pub struct TrainSummary {
     pub config_hash: String,
 }
 
+/// The config hash that ties a teacher directory to what made it.
+pub fn teacher_hash(
+    spec: &ModelSpec,
+    cfg: &TeacherTrainConfig,
+    seed: u64,
+    data_id: &str,
+) -> String {
+    config_hash(&(spec, cfg, seed, data_id))
+}
+
+/// Adopts an already trained teacher (`src`: `model.json` + `model.safetensors`) as the teacher
+/// of `dir` for this config: its network must be the config's; weights are checked on load.
+/// Writes `dir/model.*` and a `train.json` carrying this config's hash, so `train_teacher` with
+/// the same config reuses it. Returns the summary (steps and time from `src/train.json` if any).
+pub fn import_teacher(
+    src: &Path,
+    spec: &ModelSpec,
+    cfg: &TeacherTrainConfig,
+    seed: u64,
+    data_id: &str,
+    dir: &Path,
+) -> Result<TrainSummary> {
+    let m = EdmModel::load_dir(src, Device::Cpu)?;
+    if &m.spec != spec {
+        return Err(Error::format(
+            src.join("model.json"),
+            "its network or preconditioning differs from the config's [model]",
+        ));
+    }
+    let prev = checkpoint::read_json::<TrainSummary>(&src.join("train.json")).ok();
+    let summary = TrainSummary {
+        steps: prev.as_ref().map(|p| p.steps).unwrap_or(0),
+        final_loss: prev.as_ref().map(|p| p.final_loss).unwrap_or(f64::NAN),
+        train_seconds: prev.as_ref().map(|p| p.train_seconds).unwrap_or(0.0),
+        params: m.num_params(),
+        seed,
+        config_hash: teacher_hash(spec, cfg, seed, data_id),
+    };
+    m.save_dir(dir)?;
+    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    Ok(summary)
+}
+
+/// The finished model of a stage directory, if it was made with config hash `hash`.
+pub(crate) fn finished(
+    dir: &Path,
+    hash: &str,
+    device: Device,
+) -> Result<Option<(EdmModel, TrainSummary)>> {
+    match checkpoint::read_json::<TrainSummary>(&dir.join("train.json")) {
+        Ok(s) if s.config_hash == hash && dir.join("model.safetensors").exists() => {
+            Ok(Some((EdmModel::load_dir(dir, device)?, s)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Ends a stage: writes the (EMA) model and `train.json` from the last checkpoint's state.
+/// `last_loss` is NaN when no step ran in this process (the checkpoint's value is used).
+pub(crate) fn finish(
+    dir: &Path,
+    ckpts: &CheckpointDir,
+    model: &EdmModel,
+    steps: u64,
+    last_loss: f64,
+    seed: u64,
+    hash: String,
+) -> Result<TrainSummary> {
+    let (_, state) = ckpts.latest()?.ok_or_else(|| {
+        Error::Invalid(format!("{}: no checkpoint after training", dir.display()))
+    })?;
+    let final_loss = if last_loss.is_nan() {
+        state
+            .extra
+            .get("loss")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN)
+    } else {
+        last_loss
+    };
+    let summary = TrainSummary {
+        steps,
+        final_loss,
+        train_seconds: state.train_seconds(),
+        params: model.num_params(),
+        seed,
+        config_hash: hash,
+    };
+    model.save_dir(dir)?;
+    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    Ok(summary)
+}
+
 /// Stream ids for per-step generators.
 const STREAM_BATCH: u64 = 1;
 const STREAM_INIT: u64 = 2;
@@ -176,7 +269,7 @@ pub fn train_denoiser(
     }
     // A teacher's hash stays (spec, cfg, seed, data); TSM adds what else defines it.
     let hash = match job.target_teacher {
-        None => config_hash(&(spec, cfg, seed, job.data_id)),
+        None => teacher_hash(spec, cfg, seed, job.data_id),
         Some((_, tid)) => config_hash(&(
             spec,
             cfg,
@@ -188,12 +281,8 @@ pub fn train_denoiser(
             job.sigma_max,
         )),
     };
-    let summary_path = dir.join("train.json");
-    if summary_path.exists() && dir.join("model.safetensors").exists() {
-        let s: TrainSummary = checkpoint::read_json(&summary_path)?;
-        if s.config_hash == hash {
-            return Ok((EdmModel::load_dir(dir, device)?, s));
-        }
+    if let Some(done) = finished(dir, &hash, device)? {
+        return Ok(done);
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
@@ -206,24 +295,13 @@ pub fn train_denoiser(
     let ckpts = CheckpointDir::new(dir);
     let mut start = 0;
     let mut elapsed_before = 0.0;
-    if let Some((cdir, state)) = ckpts.latest()? {
-        if state.config_hash != hash {
-            return Err(Error::Invalid(format!(
-                "{} holds a run made with a different config, seed or data (hash {} vs {hash}); use another --out or delete it",
-                dir.display(),
-                state.config_hash
-            )));
-        }
+    if let Some((cdir, state)) = ckpts.resume(&hash)? {
         // Weights are copied in place, so the optimiser keeps pointing at the right tensors.
         model.load_weights(&cdir.join("model.safetensors"))?;
         ema.load_weights(&cdir.join("ema.safetensors"))?;
         opt.load(&cdir.join("optim.safetensors"))?;
         start = state.step;
-        elapsed_before = state
-            .extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
+        elapsed_before = state.train_seconds();
     }
     run_loop(job, on, model, ema, opt, start, elapsed_before, hash)
 }
@@ -343,29 +421,6 @@ fn run_loop(
             });
         }
     }
-    let (_, state) = ckpts
-        .latest()?
-        .ok_or_else(|| Error::Invalid("no checkpoint after training".into()))?;
-    if last_loss.is_nan() {
-        last_loss = state
-            .extra
-            .get("loss")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(f64::NAN);
-    }
-    let summary = TrainSummary {
-        steps: cfg.steps,
-        final_loss: last_loss,
-        train_seconds: state
-            .extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0),
-        params: ema.num_params(),
-        seed,
-        config_hash: hash,
-    };
-    ema.save_dir(dir)?;
-    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    let summary = finish(dir, &ckpts, &ema, cfg.steps, last_loss, seed, hash)?;
     Ok((ema, summary))
 }

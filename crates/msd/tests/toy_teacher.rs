@@ -187,7 +187,7 @@ fn interrupted_training_resumes_to_the_same_result() {
     .err()
     .unwrap()
     .to_string();
-    assert!(e.contains("different config"), "{e}");
+    assert!(e.contains("another config"), "{e}");
 }
 
 #[test]

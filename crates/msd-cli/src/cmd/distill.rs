@@ -4,6 +4,7 @@
 use crate::{device, progress};
 use anyhow::{bail, Context, Result};
 use msd::distill::trainer::DistillProgress;
+use msd::distill::trainer::Stage;
 use msd::distill::{distill_student, DistillConfig, StudentJob};
 use msd::model::EdmModel;
 use msd::model::ModelSpec;
@@ -19,7 +20,7 @@ pub struct Args {
     /// Which student(s) to train (repeatable or comma-separated; default: all).
     #[arg(long, value_delimiter = ',')]
     pub student: Vec<usize>,
-    /// Stages to run, in order (this build: dm).
+    /// Stages to run, in order: consecutive stages of tsm, dm, adm.
     #[arg(long, value_delimiter = ',', default_value = "dm")]
     pub stages: Vec<String>,
     #[arg(long, default_value = "cpu")]
@@ -54,11 +55,13 @@ pub fn train_one(
 
 pub fn run(a: Args) -> Result<()> {
     let stages: Vec<&str> = a.stages.iter().map(String::as_str).collect();
-    if !matches!(stages.as_slice(), ["dm"] | ["tsm"] | ["tsm", "dm"]) {
-        bail!(
-            "--stages {}: this build runs dm, tsm, or tsm,dm (in that order)",
-            a.stages.join(",")
-        );
+    const ORDER: [&str; 3] = ["tsm", "dm", "adm"];
+    let valid = ORDER
+        .windows(stages.len().clamp(1, 3))
+        .any(|w| w == stages.as_slice())
+        && !stages.is_empty();
+    if !valid {
+        bail!("--stages {}: give consecutive stages of tsm,dm,adm in that order (e.g. dm, tsm,dm, dm,adm)", a.stages.join(","));
     }
     let device = device::parse(&a.device)?;
     let run = RunDir::new(&a.run);
@@ -71,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
             run.config_path().display()
         );
     }
-    let data = if stages.contains(&"tsm") {
+    let data = if stages.contains(&"tsm") || stages.contains(&"adm") {
         Some(cfg.data.open(&run.root)?)
     } else {
         None
@@ -99,7 +102,7 @@ pub fn run(a: Args) -> Result<()> {
     let tid = teacher_id(&run.teacher_dir());
     for &k in &students {
         let tsm = match (&data, &d.student_net) {
-            (Some(data), Some(net)) => {
+            (Some(data), Some(net)) if stages.contains(&"tsm") => {
                 let spec = ModelSpec {
                     net: net.clone(),
                     precond: teacher.spec.precond,
@@ -136,35 +139,56 @@ pub fn run(a: Args) -> Result<()> {
                 );
                 Some((m, s.config_hash))
             }
-            _ => None,
+            // A finished TSM stage from an earlier command still initialises DM.
+            _ => finished_tsm(&run.student_dir(k, "tsm"), device)?,
         };
-        if !stages.contains(&"dm") {
-            continue;
+        let data_id = cfg.data.id();
+        for stage in stages.iter().filter(|s| **s != "tsm") {
+            let dir = run.student_dir(k, stage);
+            let dm_dir = run.student_dir(k, "dm");
+            let job = StudentJob {
+                teacher: &teacher,
+                partition: &partition,
+                student: k,
+                pairs: pairs.as_ref(),
+                dir: &dir,
+                seed: cfg.seed,
+                teacher_id: &tid,
+                generator_init: tsm.as_ref().map(|(m, h)| (m, h.as_str())),
+                stage: if *stage == "adm" {
+                    Stage::Adm
+                } else {
+                    Stage::Dm
+                },
+                real_data: data.as_deref(),
+                data_id: &data_id,
+                resume_from: (*stage == "adm").then_some(dm_dir.as_path()),
+            };
+            let (_, s) = train_one(d, &job, &format!("{stage} {k}"))?;
+            println!(
+                "student {k}: {stage}, classes {:?}, {} iterations, {:.0} s → {}",
+                partition.classes_of(k),
+                s.steps,
+                s.train_seconds,
+                dir.display()
+            );
         }
-        let dir = run.student_dir(k, "dm");
-        let job = StudentJob {
-            teacher: &teacher,
-            partition: &partition,
-            student: k,
-            pairs: pairs.as_ref(),
-            dir: &dir,
-            seed: cfg.seed,
-            teacher_id: &tid,
-            generator_init: tsm.as_ref().map(|(m, h)| (m, h.as_str())),
-        };
-        let (_, s) = train_one(d, &job, &format!("student {k}"))?;
-        println!(
-            "student {k}: classes {:?}, {} iterations, {:.0} s → {}",
-            partition.classes_of(k),
-            s.steps,
-            s.train_seconds,
-            dir.display()
-        );
     }
-    if (0..partition.students).all(|k| run.student_dir(k, "dm").join("model.safetensors").exists())
+    let last = *stages.last().unwrap_or(&"dm");
+    if last != "tsm"
+        && (0..partition.students)
+            .all(|k| run.student_dir(k, last).join("model.safetensors").exists())
     {
-        assemble_bundle(&run, &partition, "dm", d.sigma_max)?;
-        println!("bundle: {}", run.bundle_path().display());
+        assemble_bundle(&run, &partition, last, d.sigma_max)?;
+        println!("bundle: {} ({last} students)", run.bundle_path().display());
     }
     Ok(())
+}
+
+/// The result of a finished TSM stage in `dir`, with its hash, if there is one.
+fn finished_tsm(dir: &std::path::Path, device: tch::Device) -> Result<Option<(EdmModel, String)>> {
+    match msd::train::checkpoint::read_json::<TrainSummary>(&dir.join("train.json")) {
+        Ok(s) => Ok(Some((EdmModel::load_dir(dir, device)?, s.config_hash))),
+        Err(_) => Ok(None),
+    }
 }

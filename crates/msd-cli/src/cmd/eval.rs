@@ -19,10 +19,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["teacher", "bundle"])))]
 pub struct Args {
     /// Teacher directory (model.json + model.safetensors).
     #[arg(long)]
-    pub teacher: PathBuf,
+    pub teacher: Option<PathBuf>,
+    /// A bundle of one-step students (bundle.json) instead of a teacher.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
     /// Heun steps (2·steps − 1 network evaluations per sample).
     #[arg(long, default_value_t = 18)]
     pub steps: usize,
@@ -79,9 +83,45 @@ pub fn run(a: Args) -> Result<()> {
     if a.n < 4 || a.steps < 1 {
         bail!("--n must be ≥ 4 and --steps ≥ 1");
     }
-    let teacher = EdmModel::load_dir(&a.teacher, device)
-        .with_context(|| format!("--teacher {}", a.teacher.display()))?;
+    // The folder outputs go beside: the teacher's, or the bundle file's.
+    let anchor = match (&a.teacher, &a.bundle) {
+        (Some(t), _) => t.clone(),
+        (None, Some(b)) => b.clone(),
+        _ => bail!("give --teacher or --bundle"),
+    };
     let dc = DataConfig::parse_spec(&a.data)?;
+    if let Some(bpath) = &a.bundle {
+        let data = dc
+            .open_images(Path::new("."))
+            .with_context(|| format!("--data {}", a.data))?;
+        let clf_dir = a
+            .classifier
+            .clone()
+            .unwrap_or_else(|| beside(&anchor, "classifier"));
+        if !clf_dir.join("classifier.json").exists() {
+            println!(
+                "no feature network at {}; training one first",
+                clf_dir.display()
+            );
+            train_into(&a.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
+        }
+        let (clf, rec) = Classifier::load_dir(&clf_dir, device)
+            .with_context(|| format!("--classifier {}", clf_dir.display()))?;
+        let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        return crate::cmd::eval_bundle::run(
+            &a,
+            bpath,
+            &data,
+            &clf,
+            &clf_dir,
+            rec.heldout_accuracy,
+            &out,
+            device,
+        );
+    }
+    let teacher = EdmModel::load_dir(&anchor, device)
+        .with_context(|| format!("--teacher {}", anchor.display()))?;
     let data = dc
         .open_images(Path::new("."))
         .with_context(|| format!("--data {}", a.data))?;
@@ -99,7 +139,7 @@ pub fn run(a: Args) -> Result<()> {
     let clf_dir = a
         .classifier
         .clone()
-        .unwrap_or_else(|| beside(&a.teacher, "classifier"));
+        .unwrap_or_else(|| beside(&anchor, "classifier"));
     if !clf_dir.join("classifier.json").exists() {
         if a.classifier.is_some() {
             bail!(
@@ -122,7 +162,7 @@ pub fn run(a: Args) -> Result<()> {
             dc.id()
         );
     }
-    let out = a.out.clone().unwrap_or_else(|| beside(&a.teacher, "eval"));
+    let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let mc = MetricsConfig::default();
@@ -185,7 +225,7 @@ pub fn run(a: Args) -> Result<()> {
         "floor": floor,
         "reference": { "split": "train", "n": m.n_reference },
         "feature_net": { "path": clf_dir, "heldout_accuracy": rec.heldout_accuracy, "heldout_n": rec.heldout_n, "features": clf.config.features },
-        "teacher": a.teacher,
+        "teacher": anchor,
         "sampler": cfg,
         "nfe": cfg.nfe(),
         "seeds": { "first": a.seed, "last": a.seed + batches as u64 - 1, "batch": a.batch, "rule": "batch b draws its noise after manual_seed(first + b); sample i asks for class i mod C" },
@@ -199,7 +239,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut md = String::new();
     md.push_str(&format!(
         "# Evaluation of `{}`\n\nFeature network: the project's own CNN classifier `{}` (penultimate layer, {} features; held-out accuracy {:.2}% on {} images) — not Inception, so these FD/KID figures are not comparable with published FID.\n\n",
-        a.teacher.display(),
+        anchor.display(),
         clf_dir.display(),
         clf.config.features,
         100.0 * rec.heldout_accuracy,

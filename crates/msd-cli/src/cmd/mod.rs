@@ -4,6 +4,8 @@ pub mod bench;
 pub mod bundle;
 pub mod distill;
 pub mod eval;
+pub mod eval_bundle;
+pub mod import_teacher;
 pub mod partition;
 pub mod sample;
 pub mod serve;

@@ -11,6 +11,7 @@ use msd::bundle::Bundle;
 use msd::config::RunConfig;
 use msd::data::toy2d::{Toy2d, BOX};
 use msd::diffusion::sample;
+use msd::distill::trainer::Stage;
 use msd::distill::StudentJob;
 use msd::eval::{hist_l1, Hist2d};
 use msd::model::EdmModel;
@@ -88,19 +89,6 @@ fn hist(x: &Tensor) -> Hist2d {
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-/// The CPU model name and thread count, for reports.
-pub fn hardware() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpu}, {} torch threads", tch::get_num_threads())
 }
 
 /// Teacher samples of one class, `[n, 2]`.
@@ -229,6 +217,10 @@ pub fn run(a: Args) -> Result<()> {
                 seed: cfg.seed,
                 teacher_id: &tid,
                 generator_init: None,
+                stage: Stage::Dm,
+                real_data: None,
+                data_id: "toy",
+                resume_from: None,
             };
             let (g, sum) = train_one(&cfg.distill, &job, &format!("K={k} s{s}"))?;
             secs += sum.train_seconds;
@@ -294,7 +286,7 @@ pub fn run(a: Args) -> Result<()> {
         },
         runs,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        hardware: hardware(),
+        hardware: crate::cmd::eval::hardware(),
     };
     msd::train::checkpoint::write_json_atomic(&a.out.join("toy_report.json"), &report)?;
     std::fs::write(a.out.join("toy_report.md"), markdown(&report))?;

@@ -29,13 +29,15 @@ pub fn run(a: Args) -> Result<()> {
         cfg.seed = s;
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    cfg.save(&a.out.join("config.toml"))?;
+    // The run directory's copy of the config names the data relative to itself.
     let base = a
         .config
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    let data = cfg.data.open(&base)?;
+    cfg.data.rebase(&base, &a.out)?;
+    cfg.save(&a.out.join("config.toml"))?;
+    let data = cfg.data.open(&a.out)?;
     let dir = a.out.join("teacher");
     let bar = progress::bar(cfg.teacher.steps, "teacher");
     let samples_dir = dir.join("samples");
@@ -74,7 +76,11 @@ pub fn run(a: Args) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    crate::curves::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"))?;
+    // An imported teacher has no training log of its own here.
+    let stats = dir.join("stats.jsonl");
+    if stats.exists() {
+        crate::curves::write_loss_curve(&stats, &dir.join("loss.png"))?;
+    }
     if let Some(e) = render_err {
         tracing::warn!("could not render a preview: {e:#}");
     }
@@ -87,6 +93,8 @@ pub fn run(a: Args) -> Result<()> {
     );
     println!("weights: {}", dir.join("model.safetensors").display());
     println!("previews: {}", samples_dir.display());
-    println!("loss curve: {}", dir.join("loss.png").display());
+    if stats.exists() {
+        println!("loss curve: {}", dir.join("loss.png").display());
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Distillation of a teacher into one-step students: the DM losses ([`dm`]), the shared
 //! regression pairs ([`pairs`]), and the per-student stage trainer ([`trainer`]).
 
+pub mod adm;
 pub mod dm;
 pub mod pairs;
 pub mod trainer;

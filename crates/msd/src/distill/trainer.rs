@@ -3,16 +3,20 @@
 //! TTUR, optional regression loss on shared pairs, EMA of the generator, atomic checkpoints and
 //! exact resume. Each student is an independent job writing only into its own directory.
 
+use super::adm::{discriminator_loss, generator_gan_loss, judge};
 use super::dm::{dm_pseudo_loss, fake_score_loss, vsd_gradient};
 use super::pairs::RegressionPairs;
 use crate::data::uniform_labels;
+use crate::data::TrainingData;
+use crate::diffusion::precond::broadcast_to;
 use crate::diffusion::KarrasGrid;
 use crate::diffusion::SigmaDistribution;
 use crate::model::{EdmModel, ModelSpec};
+use crate::nets::disc_head::{DiscHead, DiscHeadConfig};
 use crate::nets::NetConfig;
 use crate::partition::{Partition, Strategy};
 use crate::teacher::TeacherTrainConfig;
-use crate::teacher::TrainSummary;
+use crate::teacher::{finish, finished, TrainSummary};
 use crate::train::checkpoint::{self, config_hash, FORMAT_VERSION};
 use crate::train::{
     ema_update, step_rng, step_seed, AdamW, AdamWConfig, CheckpointDir, StatsLog, TrainState,
@@ -21,6 +25,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
+use tch::nn;
 use tch::{Kind, Tensor};
 
 /// Settings of multi-student distillation (the `[distill]` table of a run config).
@@ -59,6 +64,8 @@ pub struct DistillConfig {
     pub student_net: Option<NetConfig>,
     /// Teacher Score Matching settings (stage 0, for smaller students).
     pub tsm: TsmConfig,
+    /// Adversarial distribution matching settings (stage 2).
+    pub adm: AdmConfig,
 }
 
 /// Stage 0 (TSM) settings: a multi-noise-level denoiser regressing onto the teacher's output.
@@ -145,6 +152,7 @@ impl Default for DistillConfig {
             log_every: 50,
             student_net: None,
             tsm: TsmConfig::default(),
+            adm: AdmConfig::default(),
         }
     }
 }
@@ -192,6 +200,50 @@ pub struct StudentJob<'a> {
     /// The generator's initialisation when it is not the teacher (e.g. the TSM result), with an
     /// id for hashes. `None`: copy the teacher if the generator has its network, else random.
     pub generator_init: Option<(&'a EdmModel, &'a str)>,
+    /// Which stage this job runs.
+    pub stage: Stage,
+    /// Real data of the student's classes (ADM's discriminator), and its id for hashes.
+    pub real_data: Option<&'a dyn TrainingData>,
+    pub data_id: &'a str,
+    /// ADM: the DM stage directory whose last checkpoint the stage starts from.
+    pub resume_from: Option<&'a Path>,
+}
+
+/// The distillation stages that train a generator against a fake score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Distribution matching (stage 1).
+    Dm,
+    /// Adversarial distribution matching (stage 2), resumed from DM.
+    Adm,
+}
+
+/// Stage 2 (ADM) settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmConfig {
+    pub iterations: u64,
+    /// Learning rates (lower than DM's); other optimiser settings are DM's.
+    pub generator_lr: f64,
+    pub fake_lr: f64,
+    /// w_G: weight of softplus(−D(fake)) in the generator loss (paper: 3e-3).
+    pub generator_gan_weight: f64,
+    /// w_D: weight of the discriminator loss in the fake-score step (paper: 1e-2).
+    pub discriminator_gan_weight: f64,
+    pub head: DiscHeadConfig,
+}
+
+impl Default for AdmConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 1000,
+            generator_lr: 5e-5,
+            fake_lr: 5e-5,
+            generator_gan_weight: 3e-3,
+            discriminator_gan_weight: 1e-2,
+            head: DiscHeadConfig::default(),
+        }
+    }
 }
 
 /// Progress events.
@@ -213,21 +265,28 @@ pub enum DistillProgress {
 
 const STREAM_STEP: u64 = 11;
 
-/// Runs (or resumes, or reuses when finished) the DM stage of one student. Returns the EMA
-/// generator and a summary; writes `model.json`/`model.safetensors` (EMA generator),
-/// `train.json`, `stats.jsonl` and `checkpoints/` into `job.dir`.
+/// Runs (or resumes, or reuses when finished) one stage (DM or ADM) of one student. Returns the
+/// EMA generator and a summary; writes `model.json`/`model.safetensors` (EMA generator),
+/// `train.json`, `stats.jsonl` and `checkpoints/` into `job.dir`. ADM starts from the last
+/// checkpoint of the DM stage (`job.resume_from`) with its own learning rates and iterations.
 pub fn distill_student(
     cfg: &DistillConfig,
     job: &StudentJob,
     on: &mut dyn FnMut(DistillProgress),
 ) -> Result<(EdmModel, TrainSummary)> {
     cfg.validate()?;
+    let adm = job.stage == Stage::Adm;
     let classes = job.partition.classes_of(job.student);
     if classes.is_empty() {
         return Err(Error::Partition(format!(
             "student {} owns no condition",
             job.student
         )));
+    }
+    if adm && job.real_data.is_none() {
+        return Err(Error::Invalid(
+            "the ADM stage needs real data (the student's classes)".into(),
+        ));
     }
     let dir = job.dir;
     let gen_spec = ModelSpec {
@@ -241,6 +300,14 @@ pub fn distill_student(
         .generator_init
         .map(|(_, id)| id)
         .unwrap_or("teacher-or-random");
+    // ADM is tied to the DM run it starts from and to its real data.
+    let adm_id = adm.then(|| {
+        let from = job
+            .resume_from
+            .and_then(|p| CheckpointDir::new(p).latest().ok().flatten())
+            .map(|(_, s)| s.config_hash);
+        (job.data_id, from)
+    });
     let hash = config_hash(&(
         cfg,
         &job.partition.owner,
@@ -249,11 +316,10 @@ pub fn distill_student(
         job.teacher_id,
         job.pairs.is_some(),
         init_id,
+        adm_id,
     ));
-    if let Ok(s) = checkpoint::read_json::<TrainSummary>(&dir.join("train.json")) {
-        if s.config_hash == hash && dir.join("model.safetensors").exists() {
-            return Ok((EdmModel::load_dir(dir, job.teacher.device())?, s));
-        }
+    if let Some(done) = finished(dir, &hash, job.teacher.device())? {
+        return Ok(done);
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let device = job.teacher.device();
@@ -280,50 +346,176 @@ pub fn distill_student(
     let mut ema = copy_of(&generator)?;
     ema.vs.freeze();
     let mut fake = copy_of(job.teacher)?;
-    let mut g_opt = AdamW::new(&generator.vs, cfg.generator_optimizer.clone());
-    let mut f_opt = AdamW::new(&fake.vs, cfg.fake_optimizer.clone());
+    // The discriminator head (ADM only) lives in its own store, stepped with the fake score.
+    let mut head_vs = nn::VarStore::new(device);
+    let head = if adm {
+        let shape = fake.bottleneck_shape().ok_or_else(|| {
+            Error::config(
+                "model.net",
+                "ADM needs a network with an encoder bottleneck (kind = \"unet\")",
+            )
+        })?;
+        let _ = step_rng(job.seed, job.student as u64, 0x4EAD);
+        Some(DiscHead::new(head_vs.root(), &shape, &cfg.adm.head))
+    } else {
+        None
+    };
+    let (g_cfg, f_cfg, iterations) = if adm {
+        (
+            AdamWConfig {
+                lr: cfg.adm.generator_lr,
+                ..cfg.generator_optimizer.clone()
+            },
+            AdamWConfig {
+                lr: cfg.adm.fake_lr,
+                ..cfg.fake_optimizer.clone()
+            },
+            cfg.adm.iterations,
+        )
+    } else {
+        (
+            cfg.generator_optimizer.clone(),
+            cfg.fake_optimizer.clone(),
+            cfg.iterations,
+        )
+    };
+    let mut g_opt = AdamW::new(&generator.vs, g_cfg);
+    let mut f_opt = AdamW::new(&fake.vs, f_cfg.clone());
+    let mut h_opt = AdamW::new(&head_vs, f_cfg);
     let ckpts = CheckpointDir::new(dir);
     let (mut start, mut secs_before) = (0, 0.0);
-    if let Some((cdir, state)) = ckpts.latest()? {
-        if state.config_hash != hash {
-            return Err(Error::Invalid(format!(
-                "{} holds a student made with another config, partition, seed or teacher (hash {} vs {hash}); use another run directory or delete it",
-                dir.display(),
-                state.config_hash
-            )));
-        }
+    if let Some((cdir, state)) = ckpts.resume(&hash)? {
         generator.load_weights(&cdir.join("generator.safetensors"))?;
         ema.load_weights(&cdir.join("ema.safetensors"))?;
         fake.load_weights(&cdir.join("fake.safetensors"))?;
         g_opt.load(&cdir.join("generator_optim.safetensors"))?;
         f_opt.load(&cdir.join("fake_optim.safetensors"))?;
+        if adm {
+            checkpoint::load_varstore(&mut head_vs, &cdir.join("head.safetensors"))?;
+            h_opt.load(&cdir.join("head_optim.safetensors"))?;
+        }
         start = state.step;
-        secs_before = state
-            .extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
+        secs_before = state.train_seconds();
+    } else if adm {
+        // Fresh ADM stage: resume the networks (not the optimisers) from the DM stage.
+        let from = job.resume_from.ok_or_else(|| {
+            Error::Invalid("the ADM stage needs the DM stage's directory to start from".into())
+        })?;
+        let (cdir, _) = CheckpointDir::new(from).latest()?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} has no DM checkpoint to start the ADM stage from; run the dm stage first",
+                from.display()
+            ))
+        })?;
+        generator.load_weights(&cdir.join("generator.safetensors"))?;
+        ema.load_weights(&cdir.join("ema.safetensors"))?;
+        fake.load_weights(&cdir.join("fake.safetensors"))?;
     }
+    run_loop(
+        cfg,
+        job,
+        on,
+        Models {
+            generator,
+            ema,
+            fake,
+            head,
+            head_vs,
+        },
+        Opts {
+            g: g_opt,
+            f: f_opt,
+            h: h_opt,
+        },
+        start,
+        secs_before,
+        iterations,
+        hash,
+        classes,
+    )
+}
 
+struct Models {
+    generator: EdmModel,
+    ema: EdmModel,
+    fake: EdmModel,
+    head: Option<DiscHead>,
+    head_vs: nn::VarStore,
+}
+
+struct Opts {
+    g: AdamW,
+    f: AdamW,
+    h: AdamW,
+}
+
+/// Running sums of the logged quantities between two log lines.
+#[derive(Default)]
+struct Window {
+    vsd: f64,
+    fake: f64,
+    reg: f64,
+    g_norm: f64,
+    f_norm: f64,
+    gan_g: f64,
+    gan_d: f64,
+    d_real: f64,
+    d_fake: f64,
+    grad_ratio: f64,
+    n_ratio: u64,
+    n_gen: u64,
+    n_fake: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    cfg: &DistillConfig,
+    job: &StudentJob,
+    on: &mut dyn FnMut(DistillProgress),
+    m: Models,
+    mut o: Opts,
+    start: u64,
+    secs_before: f64,
+    iterations: u64,
+    hash: String,
+    classes: Vec<i64>,
+) -> Result<(EdmModel, TrainSummary)> {
+    let Models {
+        generator,
+        ema,
+        fake,
+        head,
+        head_vs,
+    } = m;
+    let adm = head.is_some();
+    let stage = if adm { "adm" } else { "dm" };
+    let dir = job.dir;
+    let device = job.teacher.device();
+    let ckpts = CheckpointDir::new(dir);
     let grid = cfg.grid();
-    let sseed = step_seed(job.seed, job.student as u64, 0xD157);
+    let sseed = step_seed(
+        job.seed,
+        job.student as u64,
+        if adm { 0xAD57 } else { 0xD157 },
+    );
     let mut stats = StatsLog::open(&dir.join("stats.jsonl"), start)?;
     let bs = cfg.batch_size;
     let mut shape = vec![bs as i64];
     shape.extend(job.teacher.spec.net.sample_shape());
     let t0 = Instant::now();
     let mut window = Instant::now();
-    let mut acc = [0.0f64; 5];
-    let (mut n_fake, mut n_gen) = (0u64, 0u64);
+    let mut w = Window::default();
     let mut last_fake = f64::NAN;
     on(DistillProgress::Start {
         step: start,
-        total: cfg.iterations,
+        total: iterations,
     });
-    for it in start..cfg.iterations {
+    for it in start..iterations {
         let mut rng = step_rng(sseed, it, STREAM_STEP);
         let labels = Tensor::from_slice(&uniform_labels(bs, &classes, &mut rng)).to_device(device);
         let z = Tensor::randn(shape.as_slice(), (Kind::Float, device));
+        let done = it + 1;
+        let log_now = done % cfg.log_every.max(1) == 0 || done == iterations;
         if it % cfg.ttur == 0 {
             let x = generator.generate_t(&z, &labels, cfg.sigma_max, true);
             let sigma = grid.sample(bs as i64, cfg.t_min_index, cfg.t_max_index, device);
@@ -344,51 +536,90 @@ pub fn distill_student(
                 reg_v = reg.double_value(&[]);
                 loss += reg * cfg.regression_weight;
             }
-            g_opt.zero_grad();
+            if let Some(h) = &head {
+                let sigma_gan = grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
+                let (_, logits, _) = judge(&fake, h, &x, &sigma_gan, &labels, true)?;
+                let gan = generator_gan_loss(&logits) * cfg.adm.generator_gan_weight;
+                if log_now {
+                    // Health signal: |∂(GAN)/∂x| against |∂(VSD)/∂x| = |g|/numel.
+                    let gx = Tensor::run_backward(&[&gan], &[&x], true, false);
+                    let gan_norm = gx[0].norm().double_value(&[]);
+                    let vsd_norm = g.norm().double_value(&[]) / x.numel() as f64;
+                    w.grad_ratio += gan_norm / vsd_norm.max(1e-30);
+                    w.n_ratio += 1;
+                }
+                w.gan_g += gan.double_value(&[]);
+                loss = loss + gan;
+            }
+            o.g.zero_grad();
             loss.backward();
-            let gn = g_opt.step();
+            let gn = o.g.step();
             let v = vsd.double_value(&[]);
             if !gn.is_finite() || !v.is_finite() || !reg_v.is_finite() {
                 return Err(Error::NonFinite {
-                    what: format!("student {} generator loss/gradient", job.student),
+                    what: format!("student {} generator loss/gradient ({stage})", job.student),
                     step: it,
                 });
             }
             ema_update(&ema.vs, &generator.vs, cfg.ema_decay);
-            acc[0] += v;
-            acc[2] += reg_v;
-            acc[3] += gn;
-            n_gen += 1;
+            w.vsd += v;
+            w.reg += reg_v;
+            w.g_norm += gn;
+            w.n_gen += 1;
         }
         let x = tch::no_grad(|| generator.generate_t(&z, &labels, cfg.sigma_max, false));
         let sigma = grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
-        let f_loss = fake_score_loss(&fake, &x, &sigma, &labels);
-        f_opt.zero_grad();
+        let (f_loss, fl) = match (&head, job.real_data) {
+            (Some(h), Some(data)) => {
+                // One forward of the fake score gives both its denoising loss and D(fake).
+                let (d, logits_fake, _) = judge(&fake, h, &x, &sigma, &labels, true)?;
+                let wgt = fake.spec.precond.loss_weight(&sigma);
+                let dsm = (broadcast_to(&wgt, &x) * (d - &x).square()).mean(Kind::Float);
+                let (real, real_labels) = data.batch(bs, &classes, &mut rng, device)?;
+                let sigma_r = grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
+                let (_, logits_real, _) = judge(&fake, h, &real, &sigma_r, &real_labels, true)?;
+                let disc = discriminator_loss(&logits_fake, &logits_real)
+                    * cfg.adm.discriminator_gan_weight;
+                w.gan_d += disc.double_value(&[]);
+                w.d_real += logits_real.mean(Kind::Float).double_value(&[]);
+                w.d_fake += logits_fake.mean(Kind::Float).double_value(&[]);
+                let fl = dsm.double_value(&[]);
+                (dsm + disc, fl)
+            }
+            _ => {
+                let l = fake_score_loss(&fake, &x, &sigma, &labels);
+                let fl = l.double_value(&[]);
+                (l, fl)
+            }
+        };
+        o.f.zero_grad();
+        o.h.zero_grad();
         f_loss.backward();
-        let fnorm = f_opt.step();
-        let fl = f_loss.double_value(&[]);
+        let fnorm = o.f.step();
+        if adm {
+            o.h.step();
+        }
         if !fl.is_finite() || !fnorm.is_finite() {
             return Err(Error::NonFinite {
-                what: format!("student {} fake-score loss/gradient", job.student),
+                what: format!("student {} fake-score loss/gradient ({stage})", job.student),
                 step: it,
             });
         }
         last_fake = fl;
-        acc[1] += fl;
-        acc[4] += fnorm;
-        n_fake += 1;
-        let done = it + 1;
-        if done % cfg.log_every.max(1) == 0 || done == cfg.iterations {
+        w.fake += fl;
+        w.f_norm += fnorm;
+        w.n_fake += 1;
+        if log_now {
             let secs = window.elapsed().as_secs_f64().max(1e-9);
-            let ng = n_gen.max(1) as f64;
-            let nf = n_fake.max(1) as f64;
+            let ng = w.n_gen.max(1) as f64;
+            let nf = w.n_fake.max(1) as f64;
             let ev = DistillProgress::Step {
                 step: done,
-                vsd_loss: acc[0] / ng,
-                fake_loss: acc[1] / nf,
-                regression_loss: acc[2] / ng,
-                generator_grad_norm: acc[3] / ng,
-                fake_grad_norm: acc[4] / nf,
+                vsd_loss: w.vsd / ng,
+                fake_loss: w.fake / nf,
+                regression_loss: w.reg / ng,
+                generator_grad_norm: w.g_norm / ng,
+                fake_grad_norm: w.f_norm / nf,
                 images_per_s: nf * bs as f64 / secs,
             };
             if let DistillProgress::Step {
@@ -401,60 +632,47 @@ pub fn distill_student(
                 ..
             } = &ev
             {
-                stats.log(&serde_json::json!({
-                    "stage": "dm", "student": job.student, "step": done, "vsd_loss": vsd_loss,
+                let mut rec = serde_json::json!({
+                    "stage": stage, "student": job.student, "step": done, "vsd_loss": vsd_loss,
                     "fake_loss": fake_loss, "regression_loss": regression_loss,
                     "generator_grad_norm": generator_grad_norm, "fake_grad_norm": fake_grad_norm,
-                    "images_per_s": images_per_s, "generator_lr": g_opt.current_lr(), "fake_lr": f_opt.current_lr(),
-                }))?;
+                    "images_per_s": images_per_s, "generator_lr": o.g.current_lr(), "fake_lr": o.f.current_lr(),
+                });
+                if adm {
+                    rec["gan_generator_loss"] = (w.gan_g / ng).into();
+                    rec["gan_discriminator_loss"] = (w.gan_d / nf).into();
+                    rec["d_real_mean"] = (w.d_real / nf).into();
+                    rec["d_fake_mean"] = (w.d_fake / nf).into();
+                    rec["gan_to_vsd_grad_ratio"] = (w.grad_ratio / w.n_ratio.max(1) as f64).into();
+                }
+                stats.log(&rec)?;
             }
             on(ev);
-            acc = [0.0; 5];
-            n_fake = 0;
-            n_gen = 0;
+            w = Window::default();
             window = Instant::now();
         }
-        if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.iterations {
+        if done % cfg.checkpoint_every.max(1) == 0 || done == iterations {
             let state = TrainState {
                 format_version: FORMAT_VERSION,
                 step: done,
                 seed: job.seed,
                 config_hash: hash.clone(),
-                extra: serde_json::json!({ "train_seconds": secs_before + t0.elapsed().as_secs_f64(), "fake_loss": fl }),
+                extra: serde_json::json!({ "train_seconds": secs_before + t0.elapsed().as_secs_f64(), "loss": fl }),
             };
             ckpts.save(&state, |d| {
                 checkpoint::save_varstore(&generator.vs, &d.join("generator.safetensors"))?;
                 checkpoint::save_varstore(&ema.vs, &d.join("ema.safetensors"))?;
                 checkpoint::save_varstore(&fake.vs, &d.join("fake.safetensors"))?;
-                g_opt.save(&d.join("generator_optim.safetensors"))?;
-                f_opt.save(&d.join("fake_optim.safetensors"))
+                o.g.save(&d.join("generator_optim.safetensors"))?;
+                o.f.save(&d.join("fake_optim.safetensors"))?;
+                if adm {
+                    checkpoint::save_varstore(&head_vs, &d.join("head.safetensors"))?;
+                    o.h.save(&d.join("head_optim.safetensors"))?;
+                }
+                Ok(())
             })?;
         }
     }
-    let (_, state) = ckpts
-        .latest()?
-        .ok_or_else(|| Error::Invalid("no checkpoint after distillation".into()))?;
-    let summary = TrainSummary {
-        steps: cfg.iterations,
-        final_loss: if last_fake.is_nan() {
-            state
-                .extra
-                .get("fake_loss")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(f64::NAN)
-        } else {
-            last_fake
-        },
-        train_seconds: state
-            .extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0),
-        params: ema.num_params(),
-        seed: job.seed,
-        config_hash: hash,
-    };
-    ema.save_dir(dir)?;
-    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
+    let summary = finish(dir, &ckpts, &ema, iterations, last_fake, job.seed, hash)?;
     Ok((ema, summary))
 }

@@ -2,6 +2,7 @@
 //! EDM's D = c_skip·x + c_out·F(c_in·x; c_noise, c). [`crate::model::EdmModel`] adds the
 //! preconditioning and the weights.
 
+pub mod disc_head;
 pub mod embedding;
 pub mod mlp;
 pub mod unet;

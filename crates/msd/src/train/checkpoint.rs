@@ -153,6 +153,16 @@ pub struct TrainState {
     pub extra: serde_json::Value,
 }
 
+impl TrainState {
+    /// Training wall time accumulated up to this checkpoint (over resumptions).
+    pub fn train_seconds(&self) -> f64 {
+        self.extra
+            .get("train_seconds")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    }
+}
+
 /// The `checkpoints/` folder of one training stage.
 pub struct CheckpointDir {
     pub root: PathBuf,
@@ -192,6 +202,18 @@ impl CheckpointDir {
             ));
         }
         Ok(Some((dir, state)))
+    }
+
+    /// The newest checkpoint to resume from, refusing one written for another config (`hash`).
+    pub fn resume(&self, hash: &str) -> Result<Option<(PathBuf, TrainState)>> {
+        match self.latest()? {
+            Some((_, state)) if state.config_hash != hash => Err(Error::Invalid(format!(
+                "{} holds a run made with another config, seed, data or teacher (hash {} vs {hash}); use another output directory or delete it",
+                self.root.parent().unwrap_or(&self.root).display(),
+                state.config_hash
+            ))),
+            other => Ok(other),
+        }
     }
 
     /// Writes a checkpoint: `write` fills the new step folder; then `state.json`, then the
