@@ -4,8 +4,8 @@
 //! from C concurrent clients; the ratio compares the two measured side by side, so a machine
 //! whose load drifts during the run compares like with like.
 
+use crate::cmd::eval::hardware;
 use crate::cmd::serve::{default_threads, Limits};
-use crate::cmd::toy::hardware;
 use crate::device;
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;

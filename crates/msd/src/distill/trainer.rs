@@ -549,7 +549,7 @@ fn run_loop(
                     w.n_ratio += 1;
                 }
                 w.gan_g += gan.double_value(&[]);
-                loss = loss + gan;
+                loss += gan;
             }
             o.g.zero_grad();
             loss.backward();

@@ -9,17 +9,11 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Tensor};
 
 /// Configuration of [`DiscHead`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscHeadConfig {
     /// Hidden channels (0 = the bottleneck's channels).
     pub channels: i64,
-}
-
-impl Default for DiscHeadConfig {
-    fn default() -> Self {
-        Self { channels: 0 }
-    }
 }
 
 /// The head's layers.
