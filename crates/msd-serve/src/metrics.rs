@@ -1,10 +1,10 @@
 //! Prometheus metrics of one server (its own registry, so several servers can live in one
-//! process): requests and errors by route and status, per-student latency, evaluation time and
+//! process): requests and errors by route and status, requests in flight, per-student latency, evaluation time and
 //! batch-size histograms, queue depths, samples served and queue-full rejections.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics of a server.
@@ -14,6 +14,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `msd_http_errors_total{route,status}`: responses with status ≥ 400.
     pub http_errors: IntCounterVec,
+    /// `msd_http_in_flight`: requests being answered.
+    pub in_flight: IntGauge,
     /// `msd_student_latency_seconds{student}`: from enqueue to result, per job.
     pub student_latency: HistogramVec,
     /// `msd_generate_seconds{student}`: one batched network evaluation.
@@ -60,6 +62,10 @@ impl Metrics {
                     Opts::new("msd_http_errors_total", "HTTP responses with status >= 400"),
                     &["route", "status"],
                 )?,
+            ),
+            in_flight: reg(
+                &r,
+                IntGauge::new("msd_http_in_flight", "HTTP requests being answered")?,
             ),
             student_latency: reg(
                 &r,

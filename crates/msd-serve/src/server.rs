@@ -245,6 +245,15 @@ fn route_label(path: &str) -> &'static str {
 
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = route_label(req.uri().path());
+    // Decremented on drop too, when a client goes away mid-request.
+    struct InFlight(prometheus::IntGauge);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    st.metrics.in_flight.inc();
+    let _guard = InFlight(st.metrics.in_flight.clone());
     let r = next.run(req).await;
     st.metrics.observe_response(route, r.status().as_u16());
     r

@@ -560,7 +560,15 @@ async fn shutdown_finishes_requests_in_flight() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Wait until the server holds the request (it then sleeps 500 ms before evaluating it).
+    let t0 = std::time::Instant::now();
+    while s.metrics.in_flight.get() == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     s.shutdown();
     let r = in_flight.await.unwrap();
     assert_eq!(r.status(), 200);
