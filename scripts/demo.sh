@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: train a teacher, distil it into K one-step students,
-# assemble the bundle, and draw pictures from both. Resumable: rerunning reuses finished pieces.
+# The main job on the embedded default (MNIST-10k): take the shipped teacher (or train one if it
+# is missing), evaluate it, distil it into 4 one-step students, assemble the bundle and evaluate
+# the students with the same metrics. Resumable: rerunning reuses finished pieces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/demo}"
+N="${MSD_DEMO_EVAL_N:-1000}"
 MSD=target/release/msd
-$MSD train-teacher --config configs/toy.toml --out "$OUT"
+CFG=configs/demo.toml
+CLF=results/mnist-classifier
+if [ ! -f "$OUT/teacher/train.json" ] && [ -f results/mnist-teacher/model.safetensors ]; then
+  $MSD import-teacher --config "$CFG" --out "$OUT" --teacher results/mnist-teacher
+fi
+$MSD train-teacher --config "$CFG" --out "$OUT"
+$MSD eval --teacher "$OUT/teacher" --n "$N" --classifier "$CLF" --out "$OUT/eval-teacher"
 $MSD distill --run "$OUT"
-$MSD sample --teacher "$OUT/teacher" --n 1000 --out "$OUT/samples/teacher.png"
-$MSD sample --bundle "$OUT/bundle.json" --n 1000 --out "$OUT/samples/students.png"
+$MSD eval --bundle "$OUT/bundle.json" --n "$N" --classifier "$CLF" --out "$OUT/eval-students"
 echo
 echo "demo outputs in $OUT:"
-echo "  teacher            $OUT/teacher/ (weights, stats.jsonl, samples/)"
+echo "  teacher            $OUT/teacher/ (weights, train.json)"
+echo "  teacher eval       $OUT/eval-teacher/{eval.md,eval.json,samples.png}  (Heun-18, 35 NFE)"
 echo "  students + router  $OUT/bundle.json (students in $OUT/students/)"
-echo "  pictures           $OUT/samples/teacher.png (Heun-18, 35 NFE) and $OUT/samples/students.png (1 NFE)"
+echo "  students eval      $OUT/eval-students/{eval.md,eval.json,samples.png}  (1 NFE)"
+echo
+cat "$OUT/eval-students/eval.md"

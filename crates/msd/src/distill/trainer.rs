@@ -534,7 +534,7 @@ fn run_loop(
                     .square()
                     .mean(Kind::Float);
                 reg_v = reg.double_value(&[]);
-                loss = &loss + reg * cfg.regression_weight;
+                loss += reg * cfg.regression_weight;
             }
             if let Some(h) = &head {
                 let sigma_gan = grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
@@ -549,7 +549,7 @@ fn run_loop(
                     w.n_ratio += 1;
                 }
                 w.gan_g += gan.double_value(&[]);
-                loss = &loss + gan;
+                loss += gan;
             }
             o.g.zero_grad();
             loss.backward();
