@@ -4,7 +4,7 @@ SHELL := /bin/bash
 WITH_TORCH := scripts/with-torch.sh
 OUT ?= runs/demo
 
-.PHONY: setup build demo test toy bench fmt clippy clean
+.PHONY: setup build demo test toy bench serve fmt clippy clean
 
 setup:
 	@echo "libtorch ready in $$(scripts/setup-libtorch.sh | tail -n 1)"
@@ -25,6 +25,9 @@ toy: build
 
 bench: build
 	target/release/msd bench
+
+serve: build
+	target/release/msd serve --bundle $(OUT)/bundle.json --addr 127.0.0.1:8080
 
 clippy: setup
 	$(WITH_TORCH) cargo clippy --release --workspace --all-targets -- -D warnings

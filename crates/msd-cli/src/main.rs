@@ -44,6 +44,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Time the UNet (forward, train step, Heun-18 vs one step) against its PyTorch twin.
     Bench(cmd::bench::Args),
+    /// Serve a bundle over HTTP: router, per-student batching, web page, metrics.
+    Serve(cmd::serve::Args),
+    /// Load benchmark of `serve`: samples/s over HTTP against the raw batched generator.
+    ServeBench(cmd::serve_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,8 @@ fn main() -> ExitCode {
         Command::TrainClassifier(a) => cmd::train_classifier::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Serve(a) => cmd::serve::run(a, cli.threads),
+        Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@ pub mod eval_bundle;
 pub mod import_teacher;
 pub mod partition;
 pub mod sample;
+pub mod serve;
+pub mod serve_bench;
 pub mod toy;
 pub mod train_classifier;
 pub mod train_teacher;

@@ -1,0 +1,152 @@
+//! The router: sends each sample of a request to the student that owns its class, through that
+//! student's batcher, and puts the answers back in request order. Noise comes from the request's
+//! seed (see [`crate::noise`]), so the samples depend only on (classes, seed).
+
+use crate::batcher::{BatchSettings, Batcher, Job, SubmitError};
+use crate::metrics::Metrics;
+use msd::bundle::BundleManifest;
+use msd::model::EdmModel;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Samples of one request, in request order.
+#[derive(Debug)]
+pub struct Generated {
+    /// Flattened samples, `labels.len()` × sample shape.
+    pub x: Vec<f32>,
+    /// The students that took part, ascending.
+    pub students: Vec<usize>,
+    /// Longest network-evaluation time among those students' batches.
+    pub generate: Duration,
+}
+
+/// Why a request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("unknown class {class}: this bundle has classes 0..={max}", max = .num_classes.saturating_sub(1))]
+    UnknownClass { class: i64, num_classes: usize },
+    #[error("student {student} has a full queue; retry later")]
+    Busy { student: usize },
+    #[error("the server is shutting down")]
+    Closed,
+    #[error("generation failed: {0}")]
+    Failed(String),
+}
+
+/// Batchers of all students of a bundle.
+pub struct Router {
+    manifest: BundleManifest,
+    sample_shape: Vec<i64>,
+    batchers: Vec<Batcher>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Starts one batcher thread per student; `students[k]` is student k.
+    pub fn start(
+        manifest: BundleManifest,
+        students: Vec<EdmModel>,
+        settings: BatchSettings,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let sample_shape = settings.sample_shape.clone();
+        let mut batchers = Vec::new();
+        let mut threads = Vec::new();
+        for (k, m) in students.into_iter().enumerate() {
+            let (b, t) = Batcher::spawn(k, m, settings.clone(), metrics.clone())?;
+            batchers.push(b);
+            threads.push(t);
+        }
+        Ok(Self {
+            manifest,
+            sample_shape,
+            batchers,
+            threads,
+        })
+    }
+
+    /// The shape of one sample.
+    pub fn sample_shape(&self) -> &[i64] {
+        &self.sample_shape
+    }
+
+    /// Number of classes of the bundle.
+    pub fn num_classes(&self) -> usize {
+        self.manifest.partition.num_conditions
+    }
+
+    /// The owner of every label, or the first unknown class.
+    pub fn owners(&self, labels: &[i64]) -> Result<Vec<usize>, RouteError> {
+        labels
+            .iter()
+            .map(|&c| {
+                self.manifest
+                    .partition
+                    .route(c)
+                    .map_err(|_| RouteError::UnknownClass {
+                        class: c,
+                        num_classes: self.num_classes(),
+                    })
+            })
+            .collect()
+    }
+
+    /// One sample per label from the flattened noise `z`, each from its class's owner.
+    pub async fn generate(&self, labels: &[i64], z: Vec<f32>) -> Result<Generated, RouteError> {
+        let owners = self.owners(labels)?;
+        let per: usize = self.sample_shape.iter().product::<i64>() as usize;
+        let mut students: Vec<usize> = owners.clone();
+        students.sort_unstable();
+        students.dedup();
+        // Submit every student's share first, then wait: the students work in parallel.
+        let mut pending = Vec::new();
+        for &k in &students {
+            let rows: Vec<usize> = (0..labels.len()).filter(|&i| owners[i] == k).collect();
+            let job_z: Vec<f32> = rows
+                .iter()
+                .flat_map(|&i| z[i * per..(i + 1) * per].iter().copied())
+                .collect();
+            let (tx, rx) = oneshot::channel();
+            let job = Job {
+                labels: rows.iter().map(|&i| labels[i]).collect(),
+                z: job_z,
+                reply: tx,
+                enqueued: Instant::now(),
+            };
+            match self.batchers[k].submit(job) {
+                Ok(()) => pending.push((rows, rx)),
+                Err(SubmitError::Full) => return Err(RouteError::Busy { student: k }),
+                Err(SubmitError::Closed) => return Err(RouteError::Closed),
+            }
+        }
+        let mut x = z;
+        let mut generate = Duration::ZERO;
+        for (rows, rx) in pending {
+            let out = rx
+                .await
+                .map_err(|_| RouteError::Closed)?
+                .map_err(RouteError::Failed)?;
+            generate = generate.max(out.generate);
+            for (j, &i) in rows.iter().enumerate() {
+                x[i * per..(i + 1) * per].copy_from_slice(&out.x[j * per..(j + 1) * per]);
+            }
+        }
+        Ok(Generated {
+            x,
+            students,
+            generate,
+        })
+    }
+}
+
+impl Drop for Router {
+    /// Closes the queues and waits for the batchers to finish the work they hold.
+    fn drop(&mut self) {
+        self.batchers.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
