@@ -2,7 +2,6 @@
 //! the config, so distillation can start at once (e.g. the shipped MNIST teacher).
 
 use anyhow::{Context, Result};
-use msd::config::RunConfig;
 use msd::teacher::import_teacher;
 use std::path::PathBuf;
 
@@ -22,18 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg = RunConfig::load(&a.config)?;
-    if let Some(s) = a.seed {
-        cfg.seed = s;
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    let base = a
-        .config
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
-    cfg.data.rebase(&base, &a.out)?;
-    cfg.save(&a.out.join("config.toml"))?;
+    let cfg = crate::cmd::train_teacher::prepare_run(&a.config, &a.out, a.seed)?;
     let dir = a.out.join("teacher");
     let s = import_teacher(
         &a.teacher,

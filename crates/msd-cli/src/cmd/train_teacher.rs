@@ -4,7 +4,7 @@ use crate::{device, progress};
 use anyhow::{Context, Result};
 use msd::config::RunConfig;
 use msd::teacher::{train_teacher, Progress};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,21 +22,23 @@ pub struct Args {
     pub device: String,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let device = device::parse(&a.device)?;
-    let mut cfg = RunConfig::load(&a.config)?;
-    if let Some(s) = a.seed {
+/// Loads `config` (with an optional seed override) and stores the resolved copy as
+/// `out/config.toml`, its data paths re-expressed relative to `out`.
+pub fn prepare_run(config: &Path, out: &Path, seed: Option<u64>) -> Result<RunConfig> {
+    let mut cfg = RunConfig::load(config)?;
+    if let Some(s) = seed {
         cfg.seed = s;
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    // The run directory's copy of the config names the data relative to itself.
-    let base = a
-        .config
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
-    cfg.data.rebase(&base, &a.out)?;
-    cfg.save(&a.out.join("config.toml"))?;
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    cfg.data.rebase(&base, out)?;
+    cfg.save(&out.join("config.toml"))?;
+    Ok(cfg)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let device = device::parse(&a.device)?;
+    let cfg = prepare_run(&a.config, &a.out, a.seed)?;
     let data = cfg.data.open(&a.out)?;
     let dir = a.out.join("teacher");
     let bar = progress::bar(cfg.teacher.steps, "teacher");
