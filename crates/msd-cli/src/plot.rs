@@ -3,22 +3,8 @@
 
 use image::{Rgb, RgbImage};
 
-/// A distinct colour per class.
-pub fn palette(i: usize) -> Rgb<u8> {
-    const P: [[u8; 3]; 10] = [
-        [31, 119, 180],
-        [255, 127, 14],
-        [44, 160, 44],
-        [214, 39, 40],
-        [148, 103, 189],
-        [140, 86, 75],
-        [227, 119, 194],
-        [127, 127, 127],
-        [188, 189, 34],
-        [23, 190, 207],
-    ];
-    Rgb(P[i % P.len()])
-}
+/// A distinct colour per class (the server's, so pictures agree everywhere).
+pub use msd_serve::render::palette;
 
 /// A square white panel of `size` pixels showing `[−half, half]²`, with axes in light grey.
 pub struct Panel {

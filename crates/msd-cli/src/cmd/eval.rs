@@ -70,6 +70,23 @@ pub fn hardware() -> String {
     format!("{model}, {} torch threads", tch::get_num_threads())
 }
 
+/// The markdown table of per-class accuracies under a `title` line.
+pub fn per_class_table(title: &str, acc: &[f64]) -> String {
+    let mut md = format!("\n{title}\n\n| class |");
+    for c in 0..acc.len() {
+        md.push_str(&format!(" {c} |"));
+    }
+    md.push_str(&format!(
+        "\n|---|{}\n| accuracy |",
+        "---|".repeat(acc.len())
+    ));
+    for v in acc {
+        md.push_str(&format!(" {:.1}% |", 100.0 * v));
+    }
+    md.push('\n');
+    md
+}
+
 fn beside(teacher: &Path, name: &str) -> PathBuf {
     let t = teacher.components().as_path();
     t.parent()
@@ -262,17 +279,10 @@ pub fn run(a: Args) -> Result<()> {
             100.0 * r.class_accuracy
         ));
     }
-    md.push_str("\nPer-class accuracy of the teacher's samples:\n\n| class |");
-    for c in 0..teacher.num_classes() {
-        md.push_str(&format!(" {c} |"));
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(teacher.num_classes() as usize));
-    md.push_str("\n| accuracy |");
-    for v in &m.per_class_accuracy {
-        md.push_str(&format!(" {:.1}% |", 100.0 * v));
-    }
-    md.push('\n');
+    md.push_str(&per_class_table(
+        "Per-class accuracy of the teacher's samples:",
+        &m.per_class_accuracy,
+    ));
     msd::train::checkpoint::write_bytes_atomic(&out.join("eval.md"), md.as_bytes())?;
     println!(
         "teacher: FD {:.3} (floor {:.3}), KID {:.4}, precision {:.3}, recall {:.3}, class accuracy {:.2}% on {} samples",

@@ -3,7 +3,7 @@
 //! evaluation), pooled into one set; plus a per-student breakdown (FD against the real images of
 //! the student's own classes, class accuracy) and per-class accuracy.
 
-use crate::cmd::eval::{hardware, Args};
+use crate::cmd::eval::{hardware, per_class_table, Args};
 use crate::{grid, progress};
 use anyhow::{Context, Result};
 use msd::bundle::Bundle;
@@ -124,18 +124,10 @@ pub fn run(
             100.0 * s["class_accuracy"].as_f64().unwrap_or(f64::NAN)
         ));
     }
-    md.push_str("\nPer-class accuracy:\n\n| class |");
-    for k in 0..c {
-        md.push_str(&format!(" {k} |"));
-    }
-    md.push_str(&format!(
-        "\n|---|{}\n| accuracy |",
-        "---|".repeat(c as usize)
+    md.push_str(&per_class_table(
+        "Per-class accuracy:",
+        &m.per_class_accuracy,
     ));
-    for v in &m.per_class_accuracy {
-        md.push_str(&format!(" {:.1}% |", 100.0 * v));
-    }
-    md.push('\n');
     msd::train::checkpoint::write_bytes_atomic(&out.join("eval.md"), md.as_bytes())?;
     println!(
         "students: FD {:.3} (floor {:.3}), KID {:.4}, precision {:.3}, recall {:.3}, class accuracy {:.2}% on {} samples (1 NFE)",
