@@ -42,6 +42,9 @@ enum Command {
     TrainClassifier(cmd::train_classifier::Args),
     /// Evaluate a teacher: FD, KID, precision/recall, per-class accuracy; eval.json + eval.md.
     Eval(cmd::eval::Args),
+    /// The reproduction table (teacher, 1 vs K students, DM/ADM, smaller students with and
+    /// without TSM, K and partition ablations): trains what is missing, evaluates every row.
+    Experiment(cmd::experiment::Args),
     /// Time the UNet (forward, train step, Heun-18 vs one step) against its PyTorch twin.
     Bench(cmd::bench::Args),
     /// Serve a bundle over HTTP: router, per-student batching, web page, metrics.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Toy(a) => cmd::toy::run(a),
         Command::TrainClassifier(a) => cmd::train_classifier::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Experiment(a) => cmd::experiment::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Serve(a) => cmd::serve::run(a, cli.threads),
         Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),

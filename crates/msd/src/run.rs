@@ -97,7 +97,8 @@ pub fn class_embeddings(
 }
 
 /// Loads `path` if it exists (checking K and the class count), else builds the partition with
-/// `strategy` and saves it.
+/// `strategy` and saves it (k-means embeds each class by the mean of `kmeans_per_class` teacher
+/// samples).
 pub fn ensure_partition(
     path: &Path,
     teacher: &EdmModel,
@@ -105,6 +106,7 @@ pub fn ensure_partition(
     strategy: Strategy,
     seed: u64,
     sampler: &SamplerConfig,
+    kmeans_per_class: usize,
 ) -> Result<Partition> {
     let c = teacher.num_classes() as usize;
     if path.exists() {
@@ -121,7 +123,12 @@ pub fn ensure_partition(
         return Ok(p);
     }
     let emb = if strategy == Strategy::Kmeans {
-        Some(class_embeddings(teacher, 64, sampler, seed))
+        Some(class_embeddings(
+            teacher,
+            kmeans_per_class.max(1),
+            sampler,
+            seed,
+        ))
     } else {
         None
     };

@@ -66,7 +66,7 @@ fn keep_min(best: &mut Option<Value>, new: Value) {
 }
 
 /// Median wall time in milliseconds of `reps` runs of `f` after 2 warm-up runs.
-fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+pub fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..2 {
         f();
     }

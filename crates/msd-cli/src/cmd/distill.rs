@@ -86,6 +86,7 @@ pub fn run(a: Args) -> Result<()> {
         d.partition,
         cfg.seed,
         &cfg.sampler,
+        d.kmeans_samples_per_class,
     )?;
     let students: Vec<usize> = if a.student.is_empty() {
         (0..partition.students).collect()

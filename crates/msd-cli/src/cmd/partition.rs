@@ -43,7 +43,15 @@ pub fn run(a: Args) -> Result<()> {
         std::fs::remove_file(&path)?;
     }
     let teacher = run.load_teacher(device::parse(&a.device)?)?;
-    let p = ensure_partition(&path, &teacher, k, strategy, cfg.seed, &cfg.sampler)?;
+    let p = ensure_partition(
+        &path,
+        &teacher,
+        k,
+        strategy,
+        cfg.seed,
+        &cfg.sampler,
+        cfg.distill.kmeans_samples_per_class,
+    )?;
     for s in 0..p.students {
         println!("student {s}: classes {:?}", p.classes_of(s));
     }

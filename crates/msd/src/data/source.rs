@@ -145,6 +145,46 @@ impl DataConfig {
     }
 }
 
+impl DataConfig {
+    /// The `--data` string that [`DataConfig::parse_spec`] reads back into this config (paths
+    /// as stored, so rebase them first if they are relative to a config file).
+    pub fn to_spec(&self) -> String {
+        let opts = |heldout: usize, split_seed: u64, pad: i64| {
+            format!(
+                ",heldout={heldout},split_seed={split_seed},pad={}",
+                pad.max(0)
+            )
+        };
+        match self {
+            DataConfig::Idx {
+                images,
+                labels,
+                heldout,
+                split_seed,
+                pad,
+            } => format!(
+                "idx:{},{}{}",
+                images.display(),
+                labels.display(),
+                opts(*heldout, *split_seed, *pad)
+            ),
+            DataConfig::Folder {
+                dir,
+                channels,
+                size,
+                heldout,
+                split_seed,
+                pad,
+            } => format!(
+                "folder:{},channels={channels},size={size}{}",
+                dir.display(),
+                opts(*heldout, *split_seed, *pad)
+            ),
+            DataConfig::Toy2d { .. } => "toy2d".into(),
+        }
+    }
+}
+
 fn d_heldout() -> usize {
     SplitConfig::default().heldout
 }
@@ -153,6 +193,18 @@ fn d_heldout() -> usize {
 mod tests {
     use super::*;
     use crate::data::TrainingData;
+
+    #[test]
+    fn specs_round_trip() {
+        for spec in [
+            "idx:a/i.gz,a/l.gz,heldout=10,split_seed=3,pad=2",
+            "folder:d,channels=3,size=32,heldout=0,split_seed=1000,pad=0",
+        ] {
+            let c = DataConfig::parse_spec(spec).unwrap();
+            assert_eq!(c.to_spec(), spec);
+            assert_eq!(DataConfig::parse_spec(&c.to_spec()).unwrap(), c);
+        }
+    }
 
     #[test]
     fn parses_specs() {

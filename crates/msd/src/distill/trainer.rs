@@ -9,8 +9,8 @@ use super::pairs::RegressionPairs;
 use crate::data::uniform_labels;
 use crate::data::TrainingData;
 use crate::diffusion::precond::broadcast_to;
-use crate::diffusion::KarrasGrid;
 use crate::diffusion::SigmaDistribution;
+use crate::diffusion::{Guided, KarrasGrid};
 use crate::model::{EdmModel, ModelSpec};
 use crate::nets::disc_head::{DiscHead, DiscHeadConfig};
 use crate::nets::NetConfig;
@@ -36,6 +36,8 @@ pub struct DistillConfig {
     pub students: usize,
     /// How classes are split among students.
     pub partition: Strategy,
+    /// k-means partitions: teacher samples per class whose mean embeds the class.
+    pub kmeans_samples_per_class: usize,
     /// Iterations per student; the fake score steps every iteration.
     pub iterations: u64,
     pub batch_size: usize,
@@ -49,6 +51,9 @@ pub struct DistillConfig {
     /// Grid index range for the generator's VSD noise level (inclusive).
     pub t_min_index: usize,
     pub t_max_index: usize,
+    /// Classifier-free guidance scale of the real (teacher) score in the generator's VSD
+    /// gradient (1 = none); match the teacher's evaluation guidance.
+    pub real_guidance: f64,
     pub generator_optimizer: AdamWConfig,
     pub fake_optimizer: AdamWConfig,
     pub ema_decay: f64,
@@ -123,6 +128,7 @@ impl Default for DistillConfig {
         Self {
             students: 4,
             partition: Strategy::Contiguous,
+            kmeans_samples_per_class: 64,
             iterations: 2000,
             batch_size: 256,
             ttur: 5,
@@ -132,6 +138,7 @@ impl Default for DistillConfig {
             rho: 7.0,
             t_min_index: 20,
             t_max_index: 980,
+            real_guidance: 1.0,
             generator_optimizer: AdamWConfig {
                 lr: 1e-4,
                 beta1: 0.0,
@@ -171,6 +178,12 @@ impl DistillConfig {
         }
         if self.iterations == 0 || self.batch_size == 0 || self.ttur == 0 {
             return bad("iterations / batch_size / ttur", "must be ≥ 1");
+        }
+        if !(self.real_guidance.is_finite() && self.real_guidance >= 0.0) {
+            return bad(
+                "real_guidance",
+                "must be a finite number ≥ 0 (1 = no guidance)",
+            );
         }
         if self.grid_levels < 2
             || self.t_min_index > self.t_max_index
@@ -502,6 +515,11 @@ fn run_loop(
     let bs = cfg.batch_size;
     let mut shape = vec![bs as i64];
     shape.extend(job.teacher.spec.net.sample_shape());
+    let real = Guided {
+        inner: job.teacher,
+        scale: cfg.real_guidance,
+        null_label: job.teacher.num_classes(),
+    };
     let t0 = Instant::now();
     let mut window = Instant::now();
     let mut w = Window::default();
@@ -519,7 +537,7 @@ fn run_loop(
         if it % cfg.ttur == 0 {
             let x = generator.generate_t(&z, &labels, cfg.sigma_max, true);
             let sigma = grid.sample(bs as i64, cfg.t_min_index, cfg.t_max_index, device);
-            let g = vsd_gradient(&x, &sigma, &labels, job.teacher, &fake);
+            let g = vsd_gradient(&x, &sigma, &labels, &real, &fake);
             let vsd = dm_pseudo_loss(&x, &g);
             let mut loss = vsd.shallow_clone();
             let mut reg_v = 0.0;
