@@ -137,7 +137,8 @@ pub fn ensure_partition(
     Ok(p)
 }
 
-/// Loads or generates the shared regression pairs (none when the regression weight is 0).
+/// Loads or generates the shared regression pairs (none when the regression weight is 0); a
+/// sidecar `<path>.json` records how they were drawn, so stale pairs are drawn again.
 pub fn ensure_pairs(
     path: &Path,
     teacher: &EdmModel,
@@ -148,16 +149,26 @@ pub fn ensure_pairs(
     if cfg.regression_weight <= 0.0 || cfg.regression_pairs_per_class == 0 {
         return Ok(None);
     }
-    if path.exists() {
+    let det = SamplerConfig {
+        s_churn: 0.0,
+        ..sampler.clone()
+    };
+    // The pairs are tied to how they were drawn: a changed sampler (e.g. its guidance), count or
+    // seed draws them again.
+    let key = checkpoint::config_hash(&(
+        &det,
+        cfg.regression_pairs_per_class,
+        seed,
+        teacher.num_params(),
+    ));
+    let key_path = path.with_extension("json");
+    let stored_key = checkpoint::read_json::<String>(&key_path).ok();
+    if path.exists() && stored_key.as_deref() == Some(key.as_str()) {
         let p = RegressionPairs::load(path, teacher.device())?;
         if p.len() as usize == cfg.regression_pairs_per_class * teacher.num_classes() as usize {
             return Ok(Some(p));
         }
     }
-    let det = SamplerConfig {
-        s_churn: 0.0,
-        ..sampler.clone()
-    };
     let p = RegressionPairs::generate(
         teacher,
         cfg.regression_pairs_per_class,
@@ -166,6 +177,7 @@ pub fn ensure_pairs(
         4096,
     );
     p.save(path)?;
+    checkpoint::write_json_atomic(&key_path, &key)?;
     Ok(Some(p))
 }
 
@@ -187,4 +199,53 @@ pub fn assemble_bundle(
         teacher.exists().then_some(teacher.as_path()),
         sigma_max,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+    use crate::nets::{MlpConfig, NetConfig};
+
+    #[test]
+    fn pairs_are_drawn_again_when_the_guidance_changes_and_reused_otherwise() {
+        let _g = crate::rng_guard();
+        tch::manual_seed(0);
+        let spec = ModelSpec {
+            net: NetConfig::Mlp(MlpConfig {
+                dim: 2,
+                num_classes: 2,
+                width: 16,
+                depth: 1,
+                noise_freqs: 4,
+            }),
+            precond: Default::default(),
+        };
+        let teacher = EdmModel::from_spec(&spec, Device::Cpu);
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("pairs.safetensors");
+        let cfg = DistillConfig {
+            regression_pairs_per_class: 3,
+            ..Default::default()
+        };
+        let mut sampler = SamplerConfig {
+            steps: 3,
+            ..Default::default()
+        };
+        let y = |s: &SamplerConfig| {
+            ensure_pairs(&path, &teacher, &cfg, s, 7)
+                .unwrap()
+                .unwrap()
+                .y
+        };
+        let plain = y(&sampler);
+        assert!(y(&sampler).equal(&plain), "same settings reuse the file");
+        sampler.guidance = 3.0;
+        let guided = y(&sampler);
+        assert!(
+            !guided.allclose(&plain, 1e-6, 1e-6, false),
+            "guidance draws new pairs"
+        );
+        assert!(y(&sampler).equal(&guided));
+    }
 }

@@ -279,10 +279,23 @@ impl Ctx<'_> {
             )
             .with_context(|| format!("importing {}", self.exp.teacher.display()))?;
         }
+        // The shared regression pairs, with the record of how they were drawn.
         let shared = self.out.join("pairs.safetensors");
-        if shared.exists() && !run.pairs_path().exists() {
-            std::fs::copy(&shared, run.pairs_path())
-                .with_context(|| format!("copying {}", shared.display()))?;
+        let key = |p: &Path| std::fs::read(p.with_extension("json")).ok();
+        if shared.exists() && (key(&shared) != key(&run.pairs_path()) || !run.pairs_path().exists())
+        {
+            for (from, to) in [
+                (shared.clone(), run.pairs_path()),
+                (
+                    shared.with_extension("json"),
+                    run.pairs_path().with_extension("json"),
+                ),
+            ] {
+                if from.exists() {
+                    std::fs::copy(&from, &to)
+                        .with_context(|| format!("copying {}", from.display()))?;
+                }
+            }
         }
         println!(
             "experiment: run {} — {} {} students, {} partition, stages {}",

@@ -694,3 +694,22 @@ fn run_loop(
     let summary = finish(dir, &ckpts, &ema, iterations, last_fake, job.seed, hash)?;
     Ok((ema, summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_a_bad_real_guidance() {
+        for g in [f64::NAN, -1.0, f64::INFINITY] {
+            let e = DistillConfig {
+                real_guidance: g,
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(e.to_string().contains("distill.real_guidance"), "{e}");
+        }
+        assert!(DistillConfig::default().validate().is_ok());
+    }
+}
