@@ -4,7 +4,7 @@ SHELL := /bin/bash
 WITH_TORCH := scripts/with-torch.sh
 OUT ?= runs/demo
 
-.PHONY: setup build demo test toy bench serve fmt clippy clean
+.PHONY: setup build demo test toy experiment bench serve fmt clippy clean
 
 setup:
 	@echo "libtorch ready in $$(scripts/setup-libtorch.sh | tail -n 1)"
@@ -22,6 +22,10 @@ test: setup
 
 toy: build
 	target/release/msd toy --out runs/toy-experiment
+
+# The reproduction table (results/mnist); about two hours on 2 cores, resumable.
+experiment: build
+	scripts/experiment-mnist.sh
 
 bench: build
 	target/release/msd bench

@@ -558,8 +558,9 @@ fn run_loop(
                 let sigma_gan = grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
                 let (_, logits, _) = judge(&fake, h, &x, &sigma_gan, &labels, true)?;
                 let gan = generator_gan_loss(&logits) * cfg.adm.generator_gan_weight;
-                if log_now {
-                    // Health signal: |∂(GAN)/∂x| against |∂(VSD)/∂x| = |g|/numel.
+                if w.n_ratio == 0 {
+                    // Health signal, once per log window (its first generator step, so it exists
+                    // whatever log_every and ttur are): |∂(GAN)/∂x| against |∂(VSD)/∂x| = |g|/numel.
                     let gx = Tensor::run_backward(&[&gan], &[&x], true, false);
                     let gan_norm = gx[0].norm().double_value(&[]);
                     let vsd_norm = g.norm().double_value(&[]) / x.numel() as f64;
