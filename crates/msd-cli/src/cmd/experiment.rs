@@ -7,7 +7,7 @@
 //! a killed stage resumes from its last checkpoint.
 
 use super::experiment_plan::{
-    partition_name, plan, stages_up_to, ExperimentConfig, RowPlan, RunPlan, Size,
+    eval_id, partition_name, plan, stages_up_to, ExperimentConfig, RunPlan, Size,
 };
 use crate::cmd::{bench::median_ms, distill, eval};
 use anyhow::{bail, Context, Result};
@@ -111,12 +111,15 @@ pub fn run(a: Args) -> Result<()> {
     for r in runs.iter().filter(|r| wanted(&r.name)) {
         let t0 = Instant::now();
         let run = ctx.train(r)?;
-        let mut stages: Vec<&str> = rows
+        let mut stages: Vec<&str> = Vec::new();
+        for w in rows
             .iter()
             .filter(|w| w.run.as_deref() == Some(r.name.as_str()))
-            .map(|w| w.stage)
-            .collect();
-        stages.dedup();
+        {
+            if !stages.contains(&w.stage) {
+                stages.push(w.stage);
+            }
+        }
         for stage in stages {
             ctx.students_row(r, &run, stage)?;
         }
@@ -138,7 +141,7 @@ pub fn run(a: Args) -> Result<()> {
     )?;
     println!(
         "experiment: {} of {} rows evaluated → {}",
-        report.0,
+        report,
         rows.len(),
         a.out.join("report.md").display()
     );
@@ -320,17 +323,7 @@ impl Ctx<'_> {
 
     /// Bundles the students of `run` after `stage`, evaluates and times them.
     fn students_row(&self, r: &RunPlan, run: &RunDir, stage: &str) -> Result<()> {
-        let id = RowPlan {
-            name: String::new(),
-            section: "",
-            run: Some(r.name.clone()),
-            stage: match stage {
-                "dm" => "dm",
-                "adm" => "adm",
-                _ => "tsm",
-            },
-        }
-        .eval_id();
+        let id = eval_id(Some(&r.name), stage);
         let dir = eval_dir(self.out, &id);
         let partition = Partition::load(&run.partition_path())?;
         let mut hashes = Vec::new();

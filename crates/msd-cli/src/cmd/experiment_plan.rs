@@ -117,10 +117,15 @@ pub struct RowPlan {
 impl RowPlan {
     /// The evaluation this row reads (rows sharing a run and stage share it).
     pub fn eval_id(&self) -> String {
-        match &self.run {
-            None => "teacher".into(),
-            Some(r) => format!("{r}-{}", self.stage),
-        }
+        eval_id(self.run.as_deref(), self.stage)
+    }
+}
+
+/// The evaluation id of a run's stage (`teacher` for the teacher row).
+pub fn eval_id(run: Option<&str>, stage: &str) -> String {
+    match run {
+        None => "teacher".into(),
+        Some(r) => format!("{r}-{stage}"),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn write(
     rows: &[RowPlan],
     small_params: i64,
     teacher_params: i64,
-) -> Result<(usize,)> {
+) -> Result<usize> {
     let mut json_rows = Vec::new();
     let mut done = 0;
     for row in rows {
@@ -132,7 +132,7 @@ pub fn write(
     });
     write_json_atomic(&out.join("report.json"), &report)?;
     write_text(&out.join("report.md"), &markdown(&report, exp, rows))?;
-    Ok((done,))
+    Ok(done)
 }
 
 fn num(v: &Value, digits: usize) -> String {
