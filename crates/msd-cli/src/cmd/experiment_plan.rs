@@ -266,10 +266,14 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), runs.len());
-        // Same students behind the K = 4 and contiguous rows and the 4-student DM row.
-        let ids: Vec<_> = rows.iter().map(RowPlan::eval_id).collect();
-        assert_eq!(ids.iter().filter(|i| *i == "k4-dm").count(), 3);
-        assert_eq!(ids.iter().filter(|i| *i == "k1-dm").count(), 2);
+        // The same students behind "4 students, DM" and the contiguous row, and behind
+        // "1 student, DM" and K = 1; with K = 4 in the ablation, that row joins them.
+        let count = |rows: &[RowPlan], id: &str| rows.iter().filter(|r| r.eval_id() == id).count();
+        assert_eq!(count(&rows, "k4-dm"), 2);
+        assert_eq!(count(&rows, "k1-dm"), 2);
+        let (runs8, rows8) = plan(&[1, 2, 4, 8]);
+        assert_eq!(count(&rows8, "k4-dm"), 3);
+        assert!(!runs8.iter().any(|r| r.name == "k5") && runs8.iter().any(|r| r.name == "k8"));
         let small = runs.iter().find(|r| r.name == "k4-small").unwrap();
         assert_eq!(stages_up_to(small, "adm"), vec!["dm", "adm"]);
     }
