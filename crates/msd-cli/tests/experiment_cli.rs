@@ -205,6 +205,21 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         );
     }
 
+    // --retime measures the timings again and touches nothing else.
+    let retime: Vec<&str> = args.iter().copied().chain(["--retime"]).collect();
+    let (ok, out, err) = msd(&retime, p);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("evaluating") && out.contains("12 of 12 rows"),
+        "{out}"
+    );
+    let third: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("res/report.json")).unwrap()).unwrap();
+    for (a, b) in rows.iter().zip(third["rows"].as_array().unwrap()) {
+        assert_eq!(a["fd"], b["fd"]);
+        assert!(b["latency_ms_b1"].as_f64().is_some_and(|x| x > 0.0));
+    }
+
     let (ok, _, err) = msd(
         &[
             "experiment",

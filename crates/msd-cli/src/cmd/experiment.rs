@@ -39,6 +39,10 @@ pub struct Args {
     /// split the work between two processes; the report lists what exists so far.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Measure the latency and throughput of finished rows again (e.g. on an idle machine, so
+    /// that every row is timed under the same conditions).
+    #[arg(long)]
+    pub retime: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -94,6 +98,7 @@ pub fn run(a: Args) -> Result<()> {
         device,
         device_name: &a.device,
         teacher: &teacher,
+        retime: a.retime,
     };
     if wanted("teacher") {
         ctx.teacher_row()?;
@@ -156,6 +161,8 @@ struct Ctx<'a> {
     device: Device,
     device_name: &'a str,
     teacher: &'a EdmModel,
+    /// Time finished rows again.
+    retime: bool,
 }
 
 /// The evaluation folder of a row (shared by rows reading the same run and stage).
@@ -196,7 +203,8 @@ impl Ctx<'_> {
             "teacher": teacher_id(&self.exp.teacher), "n": self.exp.n, "seed": self.exp.eval_seed,
             "batch": self.exp.eval_batch, "steps": s.steps, "guidance": s.guidance,
         });
-        if row_done(&dir, &key) {
+        let done = row_done(&dir, &key);
+        if done && !self.retime {
             return Ok(());
         }
         // An evaluation made by hand with the same settings (`msd eval --teacher … --out DIR`)
@@ -212,7 +220,7 @@ impl Ctx<'_> {
                     .and_then(|t| std::fs::canonicalize(t).ok())
                     .is_some_and(|t| std::fs::canonicalize(&self.exp.teacher).ok() == Some(t))
         });
-        if !adopt {
+        if !adopt && !done {
             println!(
                 "experiment: evaluating the teacher ({} samples, Heun-{})",
                 self.exp.n, s.steps
@@ -339,26 +347,30 @@ impl Ctx<'_> {
         let key = json!({
             "students": hashes, "n": self.exp.n, "seed": self.exp.eval_seed, "batch": self.exp.eval_batch,
         });
-        if row_done(&dir, &key) {
+        let done = row_done(&dir, &key);
+        if done && !self.retime {
             return Ok(());
         }
         let bundle_path = run.root.join(format!("bundle-{stage}.json"));
-        let dirs: Vec<PathBuf> = (0..partition.students)
-            .map(|k| run.student_dir(k, stage))
-            .collect();
-        let manifest = Bundle::assemble(
-            &bundle_path,
-            &partition,
-            &dirs,
-            Some(&run.teacher_dir()),
-            self.base.distill.sigma_max,
-        )?;
-        println!(
-            "experiment: evaluating {id} ({} samples, 1 NFE)",
-            self.exp.n
-        );
-        eval::run(self.eval_args(None, Some(bundle_path.clone()), dir.clone())?)?;
+        if !done {
+            let dirs: Vec<PathBuf> = (0..partition.students)
+                .map(|k| run.student_dir(k, stage))
+                .collect();
+            Bundle::assemble(
+                &bundle_path,
+                &partition,
+                &dirs,
+                Some(&run.teacher_dir()),
+                self.base.distill.sigma_max,
+            )?;
+            println!(
+                "experiment: evaluating {id} ({} samples, 1 NFE)",
+                self.exp.n
+            );
+            eval::run(self.eval_args(None, Some(bundle_path.clone()), dir.clone())?)?;
+        }
         let bundle = Bundle::load(&bundle_path, self.device)?;
+        let manifest = &bundle.manifest;
         let reps = self.exp.latency_reps;
         let (b1, bn) = self.timings(reps, &mut |labels| {
             let z = bundle.noise(labels.len(), 0, self.device);
