@@ -15,7 +15,8 @@ if [ ! -f "$OUT/teacher/train.json" ] && [ -f results/mnist-teacher/model.safete
   $MSD import-teacher --config "$CFG" --out "$OUT" --teacher results/mnist-teacher
 fi
 $MSD train-teacher --config "$CFG" --out "$OUT"
-$MSD eval --teacher "$OUT/teacher" --n "$N_TEACHER" --classifier "$CLF" --out "$OUT/eval-teacher"
+# Guidance 1.25: the teacher's setting ([sampler] guidance in configs/demo.toml).
+$MSD eval --teacher "$OUT/teacher" --n "$N_TEACHER" --guidance 1.25 --classifier "$CLF" --out "$OUT/eval-teacher"
 # Small batches: one thread per job is faster than two that contend (measured).
 $MSD --threads 1 distill --run "$OUT"
 $MSD eval --bundle "$OUT/bundle.json" --n "$N_STUDENTS" --classifier "$CLF" --out "$OUT/eval-students"
