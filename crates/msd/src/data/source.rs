@@ -143,9 +143,7 @@ impl DataConfig {
         }
         Ok(cfg)
     }
-}
 
-impl DataConfig {
     /// The `--data` string that [`DataConfig::parse_spec`] reads back into this config (paths
     /// as stored, so rebase them first if they are relative to a config file).
     pub fn to_spec(&self) -> String {
