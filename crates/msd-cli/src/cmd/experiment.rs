@@ -18,7 +18,7 @@ use msd::model::EdmModel;
 use msd::partition::Partition;
 use msd::run::{ensure_pairs, teacher_id, RunDir};
 use msd::teacher::{import_teacher, TrainSummary};
-use msd::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
+use msd::train::checkpoint::{read_json, write_json_atomic};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -392,10 +392,4 @@ impl Ctx<'_> {
 fn row_done(dir: &Path, key: &Value) -> bool {
     read_json::<Value>(&dir.join("row.json")).is_ok_and(|r| &r["key"] == key)
         && dir.join("eval.json").exists()
-}
-
-/// Writes `text` to `path` atomically.
-pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    write_bytes_atomic(path, text.as_bytes())?;
-    Ok(())
 }

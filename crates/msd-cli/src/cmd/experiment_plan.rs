@@ -129,7 +129,8 @@ pub fn eval_id(run: Option<&str>, stage: &str) -> String {
     }
 }
 
-fn strategy_name(s: Strategy) -> &'static str {
+/// The partition strategy's name as configs and reports spell it.
+pub fn partition_name(s: Strategy) -> &'static str {
     match s {
         Strategy::Contiguous => "contiguous",
         Strategy::Random => "random",
@@ -177,7 +178,7 @@ pub fn plan(student_counts: &[usize]) -> (Vec<RunPlan>, Vec<RowPlan>) {
     }
     for s in [Strategy::Random, Strategy::Kmeans] {
         runs.push(run(
-            &format!("k4-{}", strategy_name(s)),
+            &format!("k4-{}", partition_name(s)),
             4,
             Size::Same,
             s,
@@ -222,10 +223,10 @@ pub fn plan(student_counts: &[usize]) -> (Vec<RunPlan>, Vec<RowPlan>) {
         let r = if s == Strategy::Contiguous {
             "k4".to_string()
         } else {
-            format!("k4-{}", strategy_name(s))
+            format!("k4-{}", partition_name(s))
         };
         rows.push(row(
-            format!("K = 4, {} partition, DM", strategy_name(s)),
+            format!("K = 4, {} partition, DM", partition_name(s)),
             "partition",
             Some(&r),
             "dm",
@@ -242,10 +243,6 @@ pub fn stages_up_to(run: &RunPlan, stage: &str) -> Vec<&'static str> {
         .position(|s| *s == stage)
         .map_or(0, |i| i + 1);
     run.stages[..end].to_vec()
-}
-
-pub fn partition_name(s: Strategy) -> &'static str {
-    strategy_name(s)
 }
 
 #[cfg(test)]

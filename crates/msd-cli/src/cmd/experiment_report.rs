@@ -6,10 +6,10 @@ use super::experiment_plan::{
     partition_name, stages_up_to, ExperimentConfig, RowPlan, RunPlan, Size,
 };
 use crate::cmd::eval::hardware;
-use crate::cmd::experiment::{eval_dir, write_text};
+use crate::cmd::experiment::eval_dir;
 use anyhow::Result;
 use msd::config::RunConfig;
-use msd::train::checkpoint::{read_json, write_json_atomic};
+use msd::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -131,7 +131,10 @@ pub fn write(
         "rows": json_rows,
     });
     write_json_atomic(&out.join("report.json"), &report)?;
-    write_text(&out.join("report.md"), &markdown(&report, exp, rows))?;
+    write_bytes_atomic(
+        &out.join("report.md"),
+        markdown(&report, exp, rows).as_bytes(),
+    )?;
     Ok(done)
 }
 
