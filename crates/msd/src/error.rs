@@ -27,6 +27,10 @@ pub enum Error {
     /// Training produced a NaN or infinite value.
     #[error("{what} is not finite at step {step}; the last good checkpoint is kept")]
     NonFinite { what: String, step: u64 },
+    /// Training stopped on request (SIGTERM / preemption) after checkpointing at `step`; rerun
+    /// the same command to resume.
+    #[error("interrupted at step {step}; a checkpoint was written, rerun the same command to resume")]
+    Interrupted { step: u64 },
     /// A partition violates its invariants (each condition owned exactly once).
     #[error("partition: {0}")]
     Partition(String),

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod ema;
 pub mod seed;
 pub mod stats;
+pub mod stop;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{CheckpointDir, TrainState};
