@@ -180,7 +180,7 @@ pub fn run(a: Args) -> Result<()> {
         && (0..partition.students)
             .all(|k| run.student_dir(k, last).join("model.safetensors").exists())
     {
-        assemble_bundle(&run, &partition, last, d.sigma_max)?;
+        assemble_bundle(&run, &partition, last, &cfg)?;
         println!("bundle: {} ({last} students)", run.bundle_path().display());
     }
     Ok(())
