@@ -1,4 +1,5 @@
-//! Parses `--device` values: `cpu`, `cuda`, `cuda:N`.
+//! Parses `--device` values: `cpu`, `cuda`, `cuda:N` (the `value_parser` of every `--device`
+//! flag, so commands receive a `tch::Device`).
 
 use anyhow::{bail, Result};
 use tch::Device;
@@ -13,13 +14,13 @@ pub fn parse(s: &str) -> Result<Device> {
             .and_then(|n| n.parse::<usize>().ok())
         {
             Some(n) => Device::Cuda(n),
-            None => bail!("--device: unknown device `{s}` (expected cpu, cuda or cuda:N)"),
+            None => bail!("unknown device `{s}` (expected cpu, cuda or cuda:N)"),
         },
     };
     if let Device::Cuda(n) = d {
         let count = tch::Cuda::device_count() as usize;
         if n >= count {
-            bail!("--device {s}: CUDA device {n} is not available ({count} CUDA devices visible)");
+            bail!("CUDA device {n} is not available ({count} CUDA devices visible)");
         }
     }
     Ok(d)

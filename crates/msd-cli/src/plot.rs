@@ -1,43 +1,11 @@
-//! Minimal raster plots written with `image`: 2-D scatter panels and a line chart (no text; the
-//! numbers go to the JSON/markdown reports beside each picture).
+//! Minimal raster plots written with `image`: panels side by side and a line chart (no text; the
+//! numbers go to the JSON/markdown reports beside each picture); scatter panels and the palette
+//! come from [`msd::viz`].
 
 use image::{Rgb, RgbImage};
 
-/// A distinct colour per class (the server's, so pictures agree everywhere).
-pub use msd_serve::render::palette;
-
-/// A square white panel of `size` pixels showing `[−half, half]²`, with axes in light grey.
-pub struct Panel {
-    pub img: RgbImage,
-    half: f64,
-}
-
-impl Panel {
-    pub fn new(size: u32, half: f64) -> Self {
-        let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
-        let mid = size / 2;
-        for i in 0..size {
-            img.put_pixel(mid, i, Rgb([225, 225, 225]));
-            img.put_pixel(i, mid, Rgb([225, 225, 225]));
-        }
-        Self { img, half }
-    }
-
-    /// Draws points (2×2 pixels) in colour `c`; points outside the box are skipped.
-    pub fn scatter(&mut self, pts: &[[f32; 2]], c: Rgb<u8>) {
-        let s = self.img.width() as f64;
-        for p in pts {
-            let u = ((p[0] as f64 + self.half) / (2.0 * self.half) * s) as i64;
-            let v = ((self.half - p[1] as f64) / (2.0 * self.half) * s) as i64;
-            for (du, dv) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                let (x, y) = (u + du, v + dv);
-                if x >= 0 && y >= 0 && (x as f64) < s && (y as f64) < s {
-                    self.img.put_pixel(x as u32, y as u32, c);
-                }
-            }
-        }
-    }
-}
+/// The class palette and scatter panels are the library's (one rendering everywhere).
+pub use msd::viz::{palette, Panel};
 
 /// Places panels side by side with a 4-pixel grey gutter.
 pub fn hstack(panels: &[RgbImage]) -> RgbImage {

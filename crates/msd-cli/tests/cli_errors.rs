@@ -78,8 +78,16 @@ fn bad_inputs_are_clear_errors() {
         "--method",
     );
     assert_clean_error(
+        &["sample", "--teacher", ts, "--method", "rk4", "--out", png],
+        "(expected one of: euler, heun)",
+    );
+    assert_clean_error(
         &["sample", "--teacher", ts, "--device", "tpu", "--out", png],
         "--device",
+    );
+    assert_clean_error(
+        &["sample", "--teacher", ts, "--device", "tpu", "--out", png],
+        "expected cpu, cuda or cuda:N",
     );
 
     // Corrupt weights.

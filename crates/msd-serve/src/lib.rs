@@ -21,6 +21,7 @@ pub mod api;
 pub mod batcher;
 pub mod bench;
 pub mod config;
+pub mod info;
 pub mod metrics;
 pub mod noise;
 pub mod page;

@@ -1,32 +1,17 @@
 //! Response bodies: a PNG picture of samples (a scatter plot for 2-D points, a grid for images
 //! `[C, H, W]` with values in [−1, 1] and C = 1 or 3) or the raw float32 array as `.npy`.
 
-use image::{ImageFormat, Rgb, RgbImage};
-use std::io::Cursor;
+use image::RgbImage;
 
 /// Side of the square scatter plot of 2-D samples, in pixels.
 pub const PLOT_SIZE: u32 = 384;
 /// Half-width of the plotted box `[−PLOT_HALF, PLOT_HALF]²` (the toy data's box).
 pub const PLOT_HALF: f64 = msd::data::toy2d::BOX;
 /// Pixels between grid tiles.
-pub const GUTTER: u32 = 2;
+pub const GUTTER: u32 = msd::viz::GUTTER;
 
-/// A distinct colour per class.
-pub fn palette(i: usize) -> Rgb<u8> {
-    const P: [[u8; 3]; 10] = [
-        [31, 119, 180],
-        [255, 127, 14],
-        [44, 160, 44],
-        [214, 39, 40],
-        [148, 103, 189],
-        [140, 86, 75],
-        [227, 119, 194],
-        [127, 127, 127],
-        [188, 189, 34],
-        [23, 190, 207],
-    ];
-    Rgb(P[i % P.len()])
-}
+/// The class palette (the library's, so pictures agree everywhere).
+pub use msd::viz::palette;
 
 /// Whether samples of `shape` can be drawn as a PNG.
 pub fn png_supported(shape: &[i64]) -> bool {
@@ -67,64 +52,37 @@ pub fn png(x: &[f32], shape: &[i64], labels: &[i64], groups: usize) -> Result<Ve
     let img = if shape == [2] {
         scatter(x, labels)
     } else {
-        grid(x, shape, labels.len(), groups)
+        grid(x, shape, labels.len(), groups)?
     };
-    let mut buf = Vec::new();
-    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
-        .map_err(|e| format!("PNG encoding failed: {e}"))?;
-    Ok(buf)
+    msd::viz::png_bytes(&img).map_err(|e| e.to_string())
 }
 
 fn scatter(x: &[f32], labels: &[i64]) -> RgbImage {
-    let s = PLOT_SIZE;
-    let mut img = RgbImage::from_pixel(s, s, Rgb([255, 255, 255]));
-    for i in 0..s {
-        img.put_pixel(s / 2, i, Rgb([225, 225, 225]));
-        img.put_pixel(i, s / 2, Rgb([225, 225, 225]));
-    }
-    let sf = s as f64;
+    let mut panel = msd::viz::Panel::new(PLOT_SIZE, PLOT_HALF);
     for (p, &c) in x.chunks_exact(2).zip(labels) {
-        let u = ((p[0] as f64 + PLOT_HALF) / (2.0 * PLOT_HALF) * sf).floor();
-        let v = ((PLOT_HALF - p[1] as f64) / (2.0 * PLOT_HALF) * sf).floor();
-        if !u.is_finite() || !v.is_finite() {
-            continue;
-        }
-        for du in -1..=1 {
-            for dv in -1..=1 {
-                let (px, py) = (u + du as f64, v + dv as f64);
-                if px >= 0.0 && py >= 0.0 && px < sf && py < sf {
-                    img.put_pixel(px as u32, py as u32, palette(c.max(0) as usize));
-                }
-            }
-        }
+        panel.scatter_with(&[[p[0], p[1]]], palette(c.max(0) as usize), -1..=1);
     }
-    img
+    panel.img
 }
 
-fn grid(x: &[f32], shape: &[i64], n: usize, groups: usize) -> RgbImage {
-    let (c, h, w) = (shape[0] as usize, shape[1] as u32, shape[2] as u32);
-    let (cols, _) = grid_dims(n, groups);
-    let (width, height) = png_size(shape, n, groups);
-    let mut img = RgbImage::from_pixel(width, height, Rgb([128, 128, 128]));
-    let per = c * (h * w) as usize;
-    let byte = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8;
-    for (i, s) in x.chunks_exact(per).take(n).enumerate() {
-        let (col, row) = (i as u32 % cols, i as u32 / cols);
-        let (x0, y0) = (GUTTER + col * (w + GUTTER), GUTTER + row * (h + GUTTER));
-        for yy in 0..h {
-            for xx in 0..w {
-                let at = |ch: usize| s[ch * (h * w) as usize + (yy * w + xx) as usize];
-                let px = if c == 3 {
-                    Rgb([byte(at(0)), byte(at(1)), byte(at(2))])
-                } else {
-                    let g = byte(at(0));
-                    Rgb([g, g, g])
-                };
-                img.put_pixel(x0 + xx, y0 + yy, px);
-            }
-        }
-    }
-    img
+/// The grid of `n` images: `cols` per row (see [`grid_dims`]), drawn as 8-bit images by the
+/// library (the values evaluation scores).
+fn grid(x: &[f32], shape: &[i64], n: usize, groups: usize) -> Result<RgbImage, String> {
+    let (cols, rows) = grid_dims(n, groups);
+    let per: usize = shape.iter().map(|&d| d as usize).product();
+    let x = &x[..(n * per).min(x.len())];
+    let bytes: Vec<u8> = msd::eval::to_u8(&tch::Tensor::from_slice(x))
+        .and_then(|b| Ok(Vec::<u8>::try_from(b)?))
+        .map_err(|e| e.to_string())?;
+    let layout: Vec<Vec<usize>> = (0..rows as usize)
+        .map(|r| (r * cols as usize..((r + 1) * cols as usize).min(n)).collect())
+        .collect();
+    msd::viz::image_grid(
+        &bytes,
+        [shape[0] as usize, shape[1] as usize, shape[2] as usize],
+        &layout,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The samples as a float32 `.npy` file (format 1.0) of shape `[n, ...shape]`, built in memory.

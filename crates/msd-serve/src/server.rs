@@ -14,6 +14,7 @@
 use crate::api::{ApiError, Format, GenerateRequest};
 use crate::batcher::BatchSettings;
 use crate::config::ServeConfig;
+use crate::info::BundleInfo;
 use crate::metrics::Metrics;
 use crate::router::{RouteError, Router};
 use crate::teacher::{Teacher, TeacherError};
@@ -50,7 +51,7 @@ struct AppState {
     teacher: Option<Teacher>,
     metrics: Arc<Metrics>,
     cfg: ServeConfig,
-    info: Value,
+    info: BundleInfo,
 }
 
 /// A server over one bundle: all students resident, one batcher thread each.
@@ -85,7 +86,7 @@ impl Server {
             )?),
             None => None,
         };
-        let info = bundle_info(&bundle, &cfg, teacher.as_ref(), teacher_note);
+        let info = BundleInfo::new(&bundle, &cfg, teacher.as_ref(), teacher_note);
         let students = std::mem::take(&mut bundle.students);
         let settings = BatchSettings {
             max_batch: cfg.max_batch,
@@ -113,7 +114,7 @@ impl Server {
     }
 
     /// What `GET /v1/bundle` answers.
-    pub fn info(&self) -> &Value {
+    pub fn info(&self) -> &BundleInfo {
         &self.state.info
     }
 
@@ -200,40 +201,6 @@ fn load_teacher(
     }
 }
 
-fn bundle_info(
-    bundle: &Bundle,
-    cfg: &ServeConfig,
-    teacher: Option<&Teacher>,
-    teacher_note: Option<String>,
-) -> Value {
-    let m = &bundle.manifest;
-    json!({
-        "bundle": bundle.path.file_name().map(|f| f.to_string_lossy().into_owned()),
-        "num_classes": m.partition.num_conditions,
-        "sample_shape": bundle.sample_shape(),
-        "sigma_max": m.sigma_max,
-        "partition": m.partition,
-        "students": m.students.iter().map(|s| json!({
-            "id": s.id,
-            "classes": s.classes,
-            "params": s.params,
-            "spec": s.spec,
-        })).collect::<Vec<_>>(),
-        "teacher": match teacher {
-            Some(t) => json!({"available": true, "sampler": t.sampler.method, "steps": t.sampler.steps, "guidance": t.sampler.guidance, "nfe": t.nfe}),
-            None => json!({"available": false, "reason": teacher_note}),
-        },
-        "limits": {
-            "max_n": cfg.max_n,
-            "max_teacher_n": cfg.max_teacher_n,
-            "max_batch": cfg.max_batch,
-            "max_wait_ms": cfg.max_wait.as_secs_f64() * 1e3,
-            "queue_cap": cfg.queue_cap,
-            "body_limit": cfg.body_limit,
-        },
-    })
-}
-
 /// Known routes by name; anything else is counted as `other` (bounded label set).
 fn route_label(path: &str) -> &'static str {
     match path {
@@ -268,10 +235,10 @@ async fn index() -> Html<&'static str> {
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({"status": "ok", "students": st.info["students"].as_array().map(|s| s.len())}))
+    Json(json!({"status": "ok", "students": st.info.students.len()}))
 }
 
-async fn bundle(State(st): State<Arc<AppState>>) -> Json<Value> {
+async fn bundle(State(st): State<Arc<AppState>>) -> Json<BundleInfo> {
     Json(st.info.clone())
 }
 
@@ -429,10 +396,7 @@ async fn teacher(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Some(t) = st.teacher.as_ref() else {
-        let reason = st.info["teacher"]["reason"]
-            .as_str()
-            .unwrap_or("no teacher")
-            .to_string();
+        let reason = st.info.teacher.reason.clone().unwrap_or_default();
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no_teacher", reason));
     };
     let req = parse(&st, body, st.cfg.max_teacher_n)?;

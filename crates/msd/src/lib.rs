@@ -22,6 +22,7 @@ pub mod run;
 mod tagged;
 pub mod teacher;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};
 

@@ -1,7 +1,7 @@
 //! `msd distill`: trains students of a run (one, several, or all K, one after another) through
 //! [`msd::pipeline::Distiller`]; this file maps flags onto its options and shows its progress.
 
-use crate::{device, progress};
+use crate::progress;
 use anyhow::{anyhow, bail, Context, Result};
 use msd::distill::{distill_student, DistillConfig, StudentJob};
 use msd::model::EdmModel;
@@ -20,8 +20,8 @@ pub struct Args {
     /// Stages to run, in order: consecutive stages of tsm, dm, adm (or tsm, cd).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dm")]
     pub stages: Vec<StageKind>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 /// Shows a progress bar for a training run and clears it at the end.
@@ -107,7 +107,7 @@ impl Observer for Bars {
 
 pub fn run(a: Args) -> Result<()> {
     check_stages(&a.stages).map_err(|e| anyhow!("--stages: {e}"))?;
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     let distiller = Distiller::new(&a.run);
     let partition = distiller.partition(&distiller.run.load_teacher(device)?)?;
     if let Some(&k) = a.student.iter().find(|&&k| k >= partition.students) {

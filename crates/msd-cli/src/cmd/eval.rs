@@ -8,7 +8,7 @@
 //! fall back to the shipped MNIST-10k.
 
 use crate::cmd::train_classifier::{train_into, DEFAULT_DATA};
-use crate::{device, grid, progress};
+use crate::{grid, progress};
 use anyhow::{bail, Context, Result};
 use msd::config::{DataConfig, RunConfig};
 use msd::data::TrainingData;
@@ -57,8 +57,8 @@ pub struct Args {
     /// Samples per generation batch.
     #[arg(long, default_value_t = 250)]
     pub batch: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 /// CPU model name and the number of threads torch uses.
@@ -133,7 +133,7 @@ fn beside(teacher: &Path, name: &str) -> PathBuf {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     if a.n < 4 || a.steps == Some(0) {
         bail!("--n must be ≥ 4 and --steps ≥ 1");
     }

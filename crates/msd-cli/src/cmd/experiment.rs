@@ -43,12 +43,12 @@ pub struct Args {
     /// that every row is timed under the same conditions).
     #[arg(long)]
     pub retime: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = crate::device::parse(&a.device)?;
+    let device = a.device;
     let cfg_path = a
         .config
         .clone()
@@ -96,7 +96,6 @@ pub fn run(a: Args) -> Result<()> {
         base: &base,
         out: &a.out,
         device,
-        device_name: &a.device,
         teacher: &teacher,
         retime: a.retime,
     };
@@ -159,7 +158,6 @@ struct Ctx<'a> {
     base: &'a RunConfig,
     out: &'a Path,
     device: Device,
-    device_name: &'a str,
     teacher: &'a EdmModel,
     /// Time finished rows again.
     retime: bool,
@@ -191,7 +189,7 @@ impl Ctx<'_> {
             guidance: Some(self.base.sampler.guidance),
             seed: self.exp.eval_seed,
             batch: self.exp.eval_batch,
-            device: self.device_name.to_string(),
+            device: self.device,
         })
     }
 
@@ -323,7 +321,7 @@ impl Ctx<'_> {
                 .iter()
                 .map(|s| s.parse())
                 .collect::<msd::Result<_>>()?,
-            device: self.device_name.to_string(),
+            device: self.device,
         })?;
         Ok(run)
     }

@@ -1,6 +1,5 @@
 //! `msd partition`: splits the classes of a run among K students and writes `partition.json`.
 
-use crate::device;
 use anyhow::{bail, Result};
 use msd::partition::Strategy;
 use msd::run::{ensure_partition, RunDir};
@@ -14,24 +13,21 @@ pub struct Args {
     /// Number of students (default: the config's distill.students).
     #[arg(long)]
     pub students: Option<usize>,
-    /// contiguous, random or kmeans (default: the config's distill.partition).
-    #[arg(long)]
-    pub strategy: Option<String>,
+    /// How to split the classes (default: the config's distill.partition).
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
     /// Replace an existing partition.json.
     #[arg(long)]
     pub force: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let run = RunDir::new(&a.run);
     let cfg = run.load_config()?;
     let k = a.students.unwrap_or(cfg.distill.students);
-    let strategy: Strategy = match &a.strategy {
-        Some(s) => s.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?,
-        None => cfg.distill.partition,
-    };
+    let strategy = a.strategy.unwrap_or(cfg.distill.partition);
     let path = run.partition_path();
     if path.exists() {
         if !a.force {
@@ -42,7 +38,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         std::fs::remove_file(&path)?;
     }
-    let teacher = run.load_teacher(device::parse(&a.device)?)?;
+    let teacher = run.load_teacher(a.device)?;
     let p = ensure_partition(
         &path,
         &teacher,

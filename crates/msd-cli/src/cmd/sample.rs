@@ -2,7 +2,7 @@
 //! evaluation per sample, routed by class), written as a picture (scatter plot for 2-D data) and
 //! optionally as raw values (`.csv` or `.npy`).
 
-use crate::{device, plot};
+use crate::plot;
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
 use msd::diffusion::{sample, SamplerConfig, SamplerMethod};
@@ -28,9 +28,9 @@ pub struct Args {
     /// Sampler steps (Heun: 2·steps − 1 network evaluations).
     #[arg(long, default_value_t = 18)]
     pub steps: usize,
-    /// heun or euler.
-    #[arg(long, default_value = "heun")]
-    pub method: String,
+    /// The ODE integrator.
+    #[arg(long, value_enum, default_value = "heun")]
+    pub method: SamplerMethod,
     /// Stochastic churn S_churn (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
@@ -45,20 +45,16 @@ pub struct Args {
     /// Also write the samples as .csv or .npy (with labels in the last CSV column).
     #[arg(long)]
     pub points: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     if a.n < 1 {
         bail!("--n must be ≥ 1");
     }
-    let method = match a.method.as_str() {
-        "heun" => SamplerMethod::Heun,
-        "euler" => SamplerMethod::Euler,
-        m => bail!("--method: unknown sampler `{m}` (expected heun or euler)"),
-    };
+    let method = a.method;
     if a.steps < 1 {
         bail!("--steps must be ≥ 1");
     }

@@ -1,7 +1,6 @@
 //! `msd serve`: serves a bundle over HTTP (see the `msd-serve` crate) until SIGTERM or Ctrl-C,
 //! then finishes the requests in flight and exits.
 
-use crate::device;
 use anyhow::{Context, Result};
 use msd::bundle::Bundle;
 use msd_serve::{ServeConfig, Server};
@@ -68,8 +67,8 @@ pub struct Args {
     pub addr: SocketAddr,
     #[command(flatten)]
     pub limits: Limits,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 /// Torch threads when `--threads` is not given: the cores shared among the K student threads.
@@ -80,13 +79,13 @@ pub fn default_threads(students: usize) -> i32 {
 
 pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     let cfg = a.limits.config()?;
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     let bundle = Bundle::load(&a.bundle, device)
         .with_context(|| format!("--bundle {}", a.bundle.display()))?;
     tch::set_num_threads(threads.unwrap_or_else(|| default_threads(bundle.students.len())));
     let k = bundle.students.len();
     let server = Server::new(bundle, cfg).context("starting the server")?;
-    let teacher = server.info()["teacher"]["available"].as_bool() == Some(true);
+    let teacher = server.info().teacher.available;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

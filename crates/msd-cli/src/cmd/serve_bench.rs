@@ -6,7 +6,6 @@
 
 use crate::cmd::eval::hardware;
 use crate::cmd::serve::{default_threads, Limits};
-use crate::device;
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
 use msd_serve::bench::{load_level, raw_throughput, table, LoadOptions, RawResult};
@@ -39,8 +38,8 @@ pub struct Args {
     /// Also write the results as markdown to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
@@ -54,7 +53,7 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     if a.concurrency.is_empty() || a.concurrency.contains(&0) {
         bail!("--concurrency: levels must be ≥ 1");
     }
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     let load = || {
         Bundle::load(&a.bundle, device).with_context(|| format!("--bundle {}", a.bundle.display()))
     };

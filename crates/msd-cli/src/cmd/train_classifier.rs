@@ -1,7 +1,7 @@
 //! `msd train-classifier`: trains the feature network (a small CNN classifier) on the training
 //! split of an image dataset and stores it with its held-out accuracy.
 
-use crate::{device, progress};
+use crate::progress;
 use anyhow::{Context, Result};
 use msd::config::DataConfig;
 use msd::data::TrainingData;
@@ -26,8 +26,8 @@ pub struct Args {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 /// Trains a classifier on `data` into `out` and returns its held-out accuracy.
@@ -60,7 +60,7 @@ pub fn train_into(
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     let train = ClassifierTrainConfig {
         steps: a.steps,
         batch_size: a.batch_size,

@@ -1,6 +1,6 @@
 //! `msd train-teacher`: trains (or resumes) the teacher of a run directory.
 
-use crate::{device, progress};
+use crate::progress;
 use anyhow::{Context, Result};
 use msd::config::RunConfig;
 use msd::teacher::{train_teacher, Progress};
@@ -18,8 +18,8 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 /// Loads `config` (with an optional seed override) and stores the resolved copy as
@@ -37,7 +37,7 @@ pub fn prepare_run(config: &Path, out: &Path, seed: Option<u64>) -> Result<RunCo
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = device::parse(&a.device)?;
+    let device = a.device;
     let cfg = prepare_run(&a.config, &a.out, a.seed)?;
     let data = cfg.data.open(&a.out)?;
     let dir = a.out.join("teacher");

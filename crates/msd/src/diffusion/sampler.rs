@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 /// Which ODE integrator to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SamplerMethod {
     Euler,
     Heun,
