@@ -67,6 +67,7 @@ pub fn run(a: Args) -> Result<()> {
     let run = RunDir::new(&a.run);
     let cfg = run.load_config()?;
     let teacher = run.load_teacher(device)?;
+    msd::distill::checks::check_teacher_record(&cfg, &run.teacher_dir())?;
     let d = &cfg.distill;
     if stages.contains(&"tsm") && d.student_net.is_none() {
         bail!(

@@ -1,6 +1,7 @@
 //! Regression pairs (DMD): noise z, class c and the teacher's deterministic sample y = ODE(z, c),
 //! generated once over **all** classes and shared, unfiltered, by every student (the paper found
-//! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`).
+//! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`,
+//! and `sigma_max`, the noise level the teacher's ODE started from).
 
 use crate::diffusion::{sample, Guided, SamplerConfig};
 use crate::model::EdmModel;
@@ -17,6 +18,8 @@ pub struct RegressionPairs {
     pub labels: Tensor,
     /// `[N, ...]` teacher outputs.
     pub y: Tensor,
+    /// The σ_max the ODE started from (y = ODE(σ_max·z)); NaN when a file does not record it.
+    pub sigma_max: f64,
 }
 
 impl RegressionPairs {
@@ -60,6 +63,7 @@ impl RegressionPairs {
             z,
             labels: l,
             y: Tensor::cat(&ys, 0),
+            sigma_max: cfg.sigma_max,
         }
     }
 
@@ -81,6 +85,7 @@ impl RegressionPairs {
                 ("z".into(), self.z.shallow_clone()),
                 ("labels".into(), self.labels.shallow_clone()),
                 ("y".into(), self.y.shallow_clone()),
+                ("sigma_max".into(), Tensor::from_slice(&[self.sigma_max])),
             ],
         )
     }
@@ -98,6 +103,10 @@ impl RegressionPairs {
             z: get("z")?,
             labels: get("labels")?,
             y: get("y")?,
+            sigma_max: get("sigma_max")
+                .ok()
+                .and_then(|t| t.f_double_value(&[0]).ok())
+                .unwrap_or(f64::NAN),
         };
         if p.z.size()[0] != p.len() || p.y.size()[0] != p.len() || p.z.size() != p.y.size() {
             return Err(Error::format(path, "z, labels and y disagree in shape"));

@@ -4,8 +4,12 @@
 //! exact resume. Each student is an independent job writing only into its own directory.
 
 use super::adm::{discriminator_loss, generator_gan_loss, judge};
+use super::checks::{check_pairs_sigma, distillation_copy, without_dropout};
 use super::dm::{dm_pseudo_loss, fake_score_loss, vsd_gradient};
+use super::export::Export;
+use super::grad_share::grad_share;
 use super::pairs::RegressionPairs;
+use super::regression::RegressionDistance;
 use crate::data::uniform_labels;
 use crate::data::TrainingData;
 use crate::diffusion::precond::broadcast_to;
@@ -59,6 +63,12 @@ pub struct DistillConfig {
     pub ema_decay: f64,
     /// Weight of the regression loss (0 = off).
     pub regression_weight: f64,
+    /// Distance of the regression loss (`l2`, `pseudo_huber`).
+    #[serde(skip_serializing_if = "RegressionDistance::is_default")]
+    pub regression_distance: RegressionDistance,
+    /// Which generator the stage exports: its EMA (`ema`) or the raw generator (`raw`, DMD2).
+    #[serde(skip_serializing_if = "Export::is_default")]
+    pub export: Export,
     /// Regression pairs per class, generated once by the teacher and shared by all students.
     pub regression_pairs_per_class: usize,
     pub regression_batch: usize,
@@ -153,6 +163,8 @@ impl Default for DistillConfig {
             },
             ema_decay: 0.99,
             regression_weight: 0.25,
+            regression_distance: RegressionDistance::L2,
+            export: Export::Ema,
             regression_pairs_per_class: 512,
             regression_batch: 128,
             checkpoint_every: 1000,
@@ -244,6 +256,10 @@ pub struct AdmConfig {
     /// w_D: weight of the discriminator loss in the fake-score step (paper: 1e-2).
     pub discriminator_gan_weight: f64,
     pub head: DiscHeadConfig,
+    /// Clip the fake score's and the head's gradients by their joint norm (DMD2: one parameter
+    /// set) instead of each by its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub joint_clip: bool,
 }
 
 impl Default for AdmConfig {
@@ -255,6 +271,7 @@ impl Default for AdmConfig {
             generator_gan_weight: 3e-3,
             discriminator_gan_weight: 1e-2,
             head: DiscHeadConfig::default(),
+            joint_clip: false,
         }
     }
 }
@@ -302,13 +319,17 @@ pub fn distill_student(
         ));
     }
     let dir = job.dir;
-    let gen_spec = ModelSpec {
+    // Generator and fake score run without dropout, whatever the teacher's config says (DMD2).
+    let gen_spec = without_dropout(&ModelSpec {
         net: cfg
             .student_net
             .clone()
             .unwrap_or_else(|| job.teacher.spec.net.clone()),
         precond: job.teacher.spec.precond,
-    };
+    });
+    if let (Some(p), true) = (job.pairs, cfg.regression_weight > 0.0) {
+        check_pairs_sigma(p, cfg.sigma_max)?;
+    }
     let init_id = job
         .generator_init
         .map(|(_, id)| id)
@@ -336,15 +357,11 @@ pub fn distill_student(
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let device = job.teacher.device();
-    let copy_of = |src: &EdmModel| -> Result<EdmModel> {
-        let mut m = EdmModel::from_spec(&src.spec, device);
-        m.copy_from(src)?;
-        Ok(m)
-    };
+    let copy_of = distillation_copy;
     // Generator: the given init, else the teacher when same-size, else a seeded random init.
     let mut generator = match job.generator_init {
         Some((init, _)) => copy_of(init)?,
-        None if gen_spec == job.teacher.spec => copy_of(job.teacher)?,
+        None if gen_spec == without_dropout(&job.teacher.spec) => copy_of(job.teacher)?,
         None => {
             let _ = step_rng(job.seed, job.student as u64, 0x1A17);
             EdmModel::from_spec(&gen_spec, device)
@@ -476,6 +493,10 @@ struct Window {
     d_fake: f64,
     grad_ratio: f64,
     n_ratio: u64,
+    reg_share: f64,
+    reg_gnorm: f64,
+    dm_gnorm: f64,
+    n_share: u64,
     n_gen: u64,
     n_fake: u64,
 }
@@ -548,11 +569,22 @@ fn run_loop(
                     (Kind::Int64, device),
                 );
                 let (zp, lp, yp) = p.select(&idx);
-                let reg = (generator.generate_t(&zp, &lp, cfg.sigma_max, true) - yp)
-                    .square()
-                    .mean(Kind::Float);
+                let reg = cfg
+                    .regression_distance
+                    .loss(&generator.generate_t(&zp, &lp, cfg.sigma_max, true), &yp);
                 reg_v = reg.double_value(&[]);
-                loss += reg * cfg.regression_weight;
+                let weighted = reg * cfg.regression_weight;
+                if w.n_share == 0 {
+                    // Once per log window (its first generator step): the regression term's
+                    // share of the generator's gradient against the DM term's.
+                    let params: Vec<Tensor> = generator.vs.trainable_variables();
+                    let s = grad_share(&weighted, &vsd, &params)?;
+                    w.reg_share += s.share();
+                    w.reg_gnorm += s.regression;
+                    w.dm_gnorm += s.dm;
+                    w.n_share += 1;
+                }
+                loss += weighted;
             }
             if let Some(h) = &head {
                 let sigma_gan = grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
@@ -614,10 +646,15 @@ fn run_loop(
         o.f.zero_grad();
         o.h.zero_grad();
         f_loss.backward();
-        let fnorm = o.f.step();
-        if adm {
-            o.h.step();
-        }
+        let fnorm = if adm && cfg.adm.joint_clip {
+            AdamW::step_jointly(&mut [&mut o.f, &mut o.h])
+        } else {
+            let n = o.f.step();
+            if adm {
+                o.h.step();
+            }
+            n
+        };
         if !fl.is_finite() || !fnorm.is_finite() {
             return Err(Error::NonFinite {
                 what: format!("student {} fake-score loss/gradient ({stage})", job.student),
@@ -657,6 +694,12 @@ fn run_loop(
                     "generator_grad_norm": generator_grad_norm, "fake_grad_norm": fake_grad_norm,
                     "images_per_s": images_per_s, "generator_lr": o.g.current_lr(), "fake_lr": o.f.current_lr(),
                 });
+                if w.n_share > 0 {
+                    let n = w.n_share as f64;
+                    rec["reg_grad_share"] = (w.reg_share / n).into();
+                    rec["reg_grad_norm"] = (w.reg_gnorm / n).into();
+                    rec["dm_grad_norm"] = (w.dm_gnorm / n).into();
+                }
                 if adm {
                     rec["gan_generator_loss"] = (w.gan_g / ng).into();
                     rec["gan_discriminator_loss"] = (w.gan_d / nf).into();
@@ -692,8 +735,14 @@ fn run_loop(
             })?;
         }
     }
-    let summary = finish(dir, &ckpts, &ema, iterations, last_fake, job.seed, hash)?;
-    Ok((ema, summary))
+    let exported = match cfg.export {
+        Export::Ema => ema,
+        Export::Raw => generator,
+    };
+    let summary = finish(
+        dir, &ckpts, &exported, iterations, last_fake, job.seed, hash,
+    )?;
+    Ok((exported, summary))
 }
 
 #[cfg(test)]
