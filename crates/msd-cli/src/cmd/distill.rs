@@ -100,7 +100,13 @@ pub fn run(a: Args) -> Result<()> {
             partition.students - 1
         );
     }
-    let pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
+    let mut pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
+    msd::distill::regression::attach_features(
+        &mut pairs,
+        d.regression_distance,
+        &run.root,
+        device,
+    )?;
     let tid = teacher_id(&run.teacher_dir());
     for &k in &students {
         let tsm = match (&data, &d.student_net) {

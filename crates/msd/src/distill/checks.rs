@@ -229,6 +229,7 @@ mod tests {
             labels: Tensor::zeros([1], (Kind::Int64, Device::Cpu)),
             y: Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)),
             sigma_max: 80.0,
+            features: None,
         };
         assert!(check_pairs_sigma(&p, 80.0).is_ok());
         let e = check_pairs_sigma(&p, 40.0).unwrap_err().to_string();

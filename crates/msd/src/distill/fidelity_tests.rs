@@ -201,3 +201,51 @@ fn dmd2_presets_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn a_perceptual_regression_trains_through_a_second_classifier_and_needs_one() {
+    use crate::eval::classifier::{
+        Classifier, ClassifierConfig, ClassifierRecord, ClassifierTrainConfig,
+    };
+    let _g = crate::rng_guard();
+    let t = teacher(0.0);
+    let mut p = pairs(&t, 80.0);
+    let c = DistillConfig {
+        regression_distance: RegressionDistance::Perceptual,
+        ..cfg()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let e = match run(&c, &t, &p, &d.path().join("none")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("perceptual regression ran without a feature network"),
+    };
+    assert!(e.contains("distill.regression_distance"), "{e}");
+
+    let run_root = d.path().join("run");
+    let fdir = run_root.join(super::regression::REGRESSION_FEATURES_DIR);
+    let ccfg = ClassifierConfig::new(1, 2);
+    Classifier::new(&ccfg, Device::Cpu)
+        .save_dir(
+            &fdir,
+            &ClassifierRecord {
+                config: ccfg,
+                train: ClassifierTrainConfig::default(),
+                heldout_accuracy: 0.0,
+                heldout_n: 0,
+                train_seconds: 0.0,
+                data_id: "test".into(),
+            },
+        )
+        .unwrap();
+    let mut some = Some(p);
+    super::regression::attach_features(&mut some, c.regression_distance, &run_root, Device::Cpu)
+        .unwrap();
+    p = some.unwrap();
+    assert!(p.features.is_some());
+    let out = d.path().join("dm");
+    run(&c, &t, &p, &out).unwrap();
+    let stats = std::fs::read_to_string(out.join("stats.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    let share = last["reg_grad_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{share}");
+}

@@ -3,6 +3,7 @@
 //! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`,
 //! and `sigma_max`, the noise level the teacher's ODE started from).
 
+use super::regression::FeatureDistance;
 use crate::diffusion::{sample, Guided, SamplerConfig};
 use crate::model::EdmModel;
 use crate::train::checkpoint;
@@ -20,6 +21,9 @@ pub struct RegressionPairs {
     pub y: Tensor,
     /// The σ_max the ODE started from (y = ODE(σ_max·z)); NaN when a file does not record it.
     pub sigma_max: f64,
+    /// The network of the `perceptual` regression distance, when that distance is used (not
+    /// stored with the pairs: see [`super::regression::attach_features`]).
+    pub features: Option<FeatureDistance>,
 }
 
 impl RegressionPairs {
@@ -64,6 +68,7 @@ impl RegressionPairs {
             labels: l,
             y: Tensor::cat(&ys, 0),
             sigma_max: cfg.sigma_max,
+            features: None,
         }
     }
 
@@ -107,6 +112,7 @@ impl RegressionPairs {
                 .ok()
                 .and_then(|t| t.f_double_value(&[0]).ok())
                 .unwrap_or(f64::NAN),
+            features: None,
         };
         if p.z.size()[0] != p.len() || p.y.size()[0] != p.len() || p.z.size() != p.y.size() {
             return Err(Error::format(path, "z, labels and y disagree in shape"));

@@ -329,6 +329,10 @@ pub fn distill_student(
     });
     if let (Some(p), true) = (job.pairs, cfg.regression_weight > 0.0) {
         check_pairs_sigma(p, cfg.sigma_max)?;
+        if cfg.regression_distance == RegressionDistance::Perceptual && p.features.is_none() {
+            // The same error the loss would give at its first step, before anything is written.
+            let _ = cfg.regression_distance.loss(&p.y, &p.y, None)?;
+        }
     }
     let init_id = job
         .generator_init
@@ -352,6 +356,14 @@ pub fn distill_student(
         init_id,
         adm_id,
     ));
+    // A perceptual regression is tied to its feature network (older hashes stay as they were).
+    let hash = match (
+        cfg.regression_distance,
+        job.pairs.and_then(|p| p.features.as_ref()),
+    ) {
+        (RegressionDistance::Perceptual, Some(f)) => config_hash(&(&hash, &f.id)),
+        _ => hash,
+    };
     if let Some(done) = finished(dir, &hash, job.teacher.device())? {
         return Ok(done);
     }
@@ -569,9 +581,11 @@ fn run_loop(
                     (Kind::Int64, device),
                 );
                 let (zp, lp, yp) = p.select(&idx);
-                let reg = cfg
-                    .regression_distance
-                    .loss(&generator.generate_t(&zp, &lp, cfg.sigma_max, true), &yp);
+                let reg = cfg.regression_distance.loss(
+                    &generator.generate_t(&zp, &lp, cfg.sigma_max, true),
+                    &yp,
+                    p.features.as_ref(),
+                )?;
                 reg_v = reg.double_value(&[]);
                 let weighted = reg * cfg.regression_weight;
                 if w.n_share == 0 {
