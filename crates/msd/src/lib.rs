@@ -17,7 +17,9 @@ pub mod eval;
 pub mod model;
 pub mod nets;
 pub mod partition;
+pub mod pipeline;
 pub mod run;
+mod tagged;
 pub mod teacher;
 pub mod train;
 

@@ -6,8 +6,7 @@ use super::checks::without_dropout;
 use super::export::Export;
 use super::pairs::RegressionPairs;
 use super::regression::RegressionDistance;
-use super::trainer::Stage;
-use super::{distill_student, DistillConfig, StudentJob};
+use super::{distill_student, DistillConfig, StageKind, StudentJob};
 use crate::diffusion::SamplerConfig;
 use crate::model::{EdmModel, ModelSpec};
 use crate::nets::{NetConfig, UNetConfig};
@@ -78,7 +77,7 @@ fn run(
         seed: 3,
         teacher_id: "t",
         generator_init: None,
-        stage: Stage::Dm,
+        stage: StageKind::Dm,
         real_data: None,
         data_id: "d",
         resume_from: None,
