@@ -376,3 +376,188 @@ impl Method for CdMethod<'_> {
         Ok(self.ema.num_params())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::denoiser::GaussianDenoiser;
+    use crate::diffusion::EdmPrecond;
+    use crate::nets::MlpConfig;
+    use crate::train::Runner;
+    use rand_chacha::ChaCha8Rng;
+    use tch::{nn, Device};
+
+    const MU: f64 = 1.5;
+    const S: f64 = 0.6;
+    const SMIN: f64 = 0.002;
+
+    fn teacher() -> GaussianDenoiser {
+        GaussianDenoiser {
+            mean: Tensor::from_slice(&[MU as f32]),
+            std: S,
+        }
+    }
+
+    /// f(x, σ) = m + (x − m)·√(q² + σ_min²)/√(q² + σ²): the ideal consistency function of
+    /// N(m, q²); f* at m = μ, q = s.
+    fn family(m: &Tensor, q: &Tensor, x: &Tensor, sigma: &Tensor) -> Tensor {
+        let ratio = (q.square() + SMIN * SMIN).sqrt() * (sigma.square() + q.square()).rsqrt();
+        m + (x - m) * broadcast_to(&ratio, x)
+    }
+
+    /// CD loss and gradient norm of `family` at (m, q) over every adjacent pair of a 200-level
+    /// Karras grid (fine enough that the teacher's Heun steps are nearly exact).
+    fn loss_and_grad(m0: f64, q0: f64) -> (f64, f64) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = vs.root().var("m", &[1], nn::Init::Const(m0));
+        let q = vs.root().var("q", &[1], nn::Init::Const(q0));
+        let levels = 200;
+        let grid = KarrasGrid::new(levels, SMIN, 80.0, 7.0);
+        let per = 64;
+        let at = |r: std::ops::Range<usize>| {
+            let v: Vec<f32> = r
+                .flat_map(|i| std::iter::repeat_n(grid.sigma(i) as f32, per))
+                .collect();
+            Tensor::from_slice(&v)
+        };
+        let (lo, hi) = (at(0..levels - 1), at(1..levels));
+        let n = lo.size()[0];
+        let x0 = Tensor::randn([n, 1], (Kind::Float, Device::Cpu)) * S + MU;
+        let noise = Tensor::randn([n, 1], (Kind::Float, Device::Cpu));
+        let labels = Tensor::zeros([n], (Kind::Int64, Device::Cpu));
+        let (md, qd) = (m.detach(), q.detach());
+        let loss = cd_loss(
+            &|x, s| family(&m, &q, x, s),
+            &|x, s| family(&md, &qd, x, s),
+            &teacher(),
+            &x0,
+            &noise,
+            &labels,
+            &lo,
+            &hi,
+            CdDistance::L2,
+            0.03,
+        );
+        loss.backward();
+        let g = (m.grad().square() + q.grad().square())
+            .sum(Kind::Float)
+            .sqrt();
+        (loss.double_value(&[]), g.double_value(&[]))
+    }
+
+    #[test]
+    fn the_ideal_consistency_function_of_a_gaussian_has_zero_loss_and_gradient() {
+        let _rng = crate::rng_guard();
+        tch::manual_seed(3);
+        let (l_star, g_star) = loss_and_grad(MU, S);
+        let (l_off, g_off) = loss_and_grad(MU + 0.3, 0.8 * S);
+        assert!(
+            l_star < 1e-4 * l_off && g_star < 1e-2 * g_off,
+            "at f*: loss {l_star:.3e}, |grad| {g_star:.3e}; off f*: {l_off:.3e}, {g_off:.3e}"
+        );
+    }
+
+    #[test]
+    fn the_consistency_function_meets_the_boundary_condition() {
+        let _rng = crate::rng_guard();
+        tch::manual_seed(0);
+        let net = NetConfig::Mlp(MlpConfig {
+            dim: 2,
+            num_classes: 3,
+            width: 16,
+            depth: 1,
+            noise_freqs: 4,
+        });
+        let m = EdmModel::new(&net, EdmPrecond::default(), Device::Cpu);
+        let x = Tensor::randn([6, 2], (Kind::Float, Device::Cpu));
+        let l = Tensor::zeros([6], (Kind::Int64, Device::Cpu));
+        let s = Tensor::full([6], SMIN, (Kind::Float, Device::Cpu));
+        let f = consistency(&m, &x, &s, &l, SMIN, false);
+        assert!(f.allclose(&x, 1e-6, 1e-6, false));
+        // Away from σ_min it is the model's own output scaled as the EDM form implies.
+        let s = Tensor::full([6], 1.0, (Kind::Float, Device::Cpu));
+        let (a, r) = boundary_coefficients(&s, SMIN, 0.5);
+        let d = m.denoise_t(&x, &s, &l, false);
+        let f = consistency(&m, &x, &s, &l, SMIN, false);
+        let want = broadcast_to(&a, &x) * &x + broadcast_to(&r, &x) * d;
+        assert!(f.allclose(&want, 1e-6, 1e-6, false));
+        // c_skip' and c_out' by hand at σ = 1: a + r·c_skip = σ_d²/((1 − σ_min)² + σ_d²).
+        let (a, r) = (a.double_value(&[0]), r.double_value(&[0]));
+        assert!((r - (1.0 - SMIN)).abs() < 1e-6);
+        assert!((a + r * 0.25 / 1.25 - 0.25 / ((1.0 - SMIN).powi(2) + 0.25)).abs() < 1e-6);
+    }
+
+    /// One-dimensional N(μ, s²) data with a single class.
+    struct Gaussian;
+    impl TrainingData for Gaussian {
+        fn num_classes(&self) -> i64 {
+            1
+        }
+        fn sample_shape(&self) -> Vec<i64> {
+            vec![1]
+        }
+        fn batch(
+            &self,
+            n: usize,
+            _: &[i64],
+            _: &mut ChaCha8Rng,
+            device: Device,
+        ) -> Result<(Tensor, Tensor)> {
+            let x = Tensor::randn([n as i64, 1], (Kind::Float, device)) * S + MU;
+            Ok((x, Tensor::zeros([n as i64], (Kind::Int64, device))))
+        }
+    }
+
+    /// Mean and std of 4000 one-step samples f(σ_max·z, σ_max).
+    fn one_step_moments(m: &EdmModel) -> (f64, f64) {
+        tch::manual_seed(11);
+        let z = Tensor::randn([4000, 1], (Kind::Float, Device::Cpu));
+        let l = Tensor::zeros([4000], (Kind::Int64, Device::Cpu));
+        let s = Tensor::full([4000], 80.0, (Kind::Float, Device::Cpu));
+        let x = tch::no_grad(|| consistency(m, &(z * 80.0), &s, &l, SMIN, false));
+        (
+            x.mean(Kind::Float).double_value(&[]),
+            x.std(true).double_value(&[]),
+        )
+    }
+
+    #[test]
+    fn a_few_hundred_cd_steps_move_one_step_samples_towards_the_data() {
+        let _rng = crate::rng_guard();
+        tch::manual_seed(2);
+        let net = NetConfig::Mlp(MlpConfig {
+            dim: 1,
+            num_classes: 1,
+            width: 64,
+            depth: 2,
+            noise_freqs: 8,
+        });
+        let g = EdmModel::new(&net, EdmPrecond::default(), Device::Cpu);
+        let (m0, s0) = one_step_moments(&g);
+        let cfg = DistillConfig {
+            cd: CdConfig {
+                iterations: 400,
+                batch_size: 256,
+                optimizer: AdamWConfig {
+                    lr: 3e-3,
+                    ..Default::default()
+                },
+                target_decay: 0.9,
+                ema_decay: 0.9,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = teacher();
+        let mut method = CdMethod::new(&cfg, &t, 1, &Gaussian, vec![0], 0, 0, g).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Runner::new(dir.path(), "h".into(), 0, 1000, 100)
+            .run(&mut method, &mut |_| {})
+            .unwrap();
+        let (m1, s1) = one_step_moments(&method.into_ema());
+        assert!(
+            (m1 - MU).abs() < 0.3 * (m0 - MU).abs() && (s1 - S).abs() < 0.5 * (s0 - S).abs(),
+            "one-step mean {m0:.3} → {m1:.3} (data {MU}), std {s0:.3} → {s1:.3} (data {S})"
+        );
+    }
+}
