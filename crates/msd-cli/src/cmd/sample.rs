@@ -62,6 +62,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.steps < 1 {
         bail!("--steps must be ≥ 1");
     }
+    if !a.guidance.is_finite() {
+        bail!("--guidance must be a finite number, got {}", a.guidance);
+    }
+    if !(a.churn.is_finite() && a.churn >= 0.0) {
+        bail!("--churn must be a finite number ≥ 0, got {}", a.churn);
+    }
     if let Some(b) = &a.bundle {
         return run_bundle(&a, b, device);
     }

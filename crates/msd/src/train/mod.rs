@@ -4,6 +4,7 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod ema;
+pub mod lock;
 pub mod seed;
 pub mod stats;
 pub mod stop;
