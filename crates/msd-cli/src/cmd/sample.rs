@@ -80,7 +80,7 @@ pub fn run(a: Args) -> Result<()> {
         a.class.clone()
     };
     teacher.check_labels(&classes).context("--class")?;
-    check_memory(a, classes.len(), &teacher.spec.net, a.guidance != 1.0)?;
+    check_memory(&a, classes.len(), &teacher.spec.net, a.guidance != 1.0)?;
     let cfg = SamplerConfig {
         method,
         steps: a.steps,
