@@ -179,7 +179,11 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
             .run(listener, msd_serve::server::shutdown_signal())
             .await
             .context("serving")?;
-        println!("stopped: all requests in flight were answered");
+        // stdout may be gone by now (a closed pipe): never fail the shutdown over it.
+        let _ = writeln!(
+            std::io::stdout(),
+            "stopped: all requests in flight were answered"
+        );
         Ok(())
     })
 }

@@ -64,9 +64,12 @@ fn start_server(args: &[String]) -> Result<ServerProcess> {
         .context("starting `msd serve`")?;
     let out = child.stdout.take().context("no stdout of `msd serve`")?;
     let mut line = String::new();
-    BufReader::new(out)
+    let mut reader = BufReader::new(out);
+    reader
         .read_line(&mut line)
         .context("reading the address of `msd serve`")?;
+    // Keep reading what the server prints, so that its stdout never breaks.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let addr = line
         .split("http://")
         .nth(1)
