@@ -340,6 +340,14 @@ fn worker(
                 }
             }
         }
+        metrics
+            .queued_samples
+            .with_label_values(&l)
+            .set(load.queued() as i64);
+        metrics
+            .chunk_seconds
+            .with_label_values(&l)
+            .set(load.chunk_cost().as_secs_f64());
         ACTIVITY.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -247,6 +247,8 @@ pub fn table(rows: &[(RawResult, LevelResult)]) -> String {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct LoadRunResult {
     pub clients: usize,
+    /// Whether clients waited the `Retry-After` seconds after a 503.
+    pub honour_retry_after: bool,
     pub seconds: f64,
     pub n: usize,
     pub requests: usize,
@@ -280,13 +282,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// `clients` concurrent clients send requests for `duration`, each waiting for its answer before
 /// the next; request i asks for `opts.n` samples of class i mod C with seed i. After a 503 a
-/// client pauses `pause_after_503` (a real client would honour `Retry-After`; a short pause keeps
-/// the load at its worst without spinning). Latencies are kept per outcome.
+/// client waits the `Retry-After` seconds when `honour_retry_after` (as a well-behaved client
+/// does; at most 10 s), else `pause_after_503` (the harsher load). Latencies are kept per
+/// outcome.
 pub async fn load_run(
     addr: SocketAddr,
     clients: usize,
     duration: Duration,
     pause_after_503: Duration,
+    honour_retry_after: bool,
     opts: &LoadOptions,
 ) -> LoadRunResult {
     #[derive(Default)]
@@ -323,7 +327,12 @@ pub async fn load_run(
                 match client.post(&url).body(body).send().await {
                     Ok(r) => {
                         let status = r.status().as_u16();
-                        let retry = r.headers().contains_key("retry-after");
+                        let retry_s = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok());
+                        let retry = retry_s.is_some();
                         let read = r.bytes().await.is_ok();
                         let ms = start.elapsed().as_secs_f64() * 1e3;
                         match status {
@@ -332,7 +341,11 @@ pub async fn load_run(
                             503 => {
                                 t.refused.push(ms);
                                 t.retry_after += retry as usize;
-                                tokio::time::sleep(pause_after_503).await;
+                                let pause = match (honour_retry_after, retry_s) {
+                                    (true, Some(secs)) => Duration::from_secs(secs.min(10)),
+                                    _ => pause_after_503,
+                                };
+                                tokio::time::sleep(pause).await;
                             }
                             500..=599 => t.other_5xx += 1,
                             _ => t.c4xx += 1,
@@ -361,6 +374,7 @@ pub async fn load_run(
     let answered = all.ok.len() + all.refused.len() + all.other_5xx + all.c4xx;
     LoadRunResult {
         clients,
+        honour_retry_after,
         seconds,
         n: opts.n,
         requests: answered + all.transport,

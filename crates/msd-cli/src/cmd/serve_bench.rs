@@ -53,9 +53,13 @@ pub struct Args {
     /// Length of the load run in seconds.
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
-    /// Pause of a client after a 503 answer, in milliseconds.
+    /// Clients pause this many milliseconds after a 503 instead of waiting its Retry-After
+    /// (with --ignore-retry-after).
     #[arg(long, default_value_t = 50)]
     pub pause_after_503_ms: u64,
+    /// Clients retry after --pause-after-503-ms instead of the Retry-After seconds.
+    #[arg(long)]
+    pub ignore_retry_after: bool,
     /// Idle seconds after the load before the server's memory is read again.
     #[arg(long, default_value_t = 5.0)]
     pub settle_s: f64,

@@ -32,6 +32,9 @@ pub struct LoadReport {
     pub rss_after_mb: f64,
     pub rss_after_over_idle: f64,
     pub settle_s: f64,
+    pub pause_after_503_ms: u64,
+    /// The server's estimate of one evaluation chunk per student at the end (`msd_chunk_seconds`).
+    pub chunk_seconds: Vec<f64>,
 }
 
 struct ServerProcess {
@@ -83,6 +86,20 @@ fn start_server(args: &[String]) -> Result<ServerProcess> {
             bail!("`msd serve` did not start (its first line: {line:?})")
         }
     }
+}
+
+/// A plain HTTP/1.1 GET (connection: close); the whole answer as text.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 fn mb(b: u64) -> f64 {
@@ -140,6 +157,7 @@ pub fn run(a: &Args, threads: Option<i32>) -> Result<()> {
         num_classes.min(8),
         Duration::from_millis(1),
         Duration::ZERO,
+        false,
         &opts,
     ));
     std::thread::sleep(Duration::from_secs(2));
@@ -167,6 +185,7 @@ pub fn run(a: &Args, threads: Option<i32>) -> Result<()> {
         a.clients,
         Duration::from_secs_f64(a.seconds),
         Duration::from_millis(a.pause_after_503_ms),
+        !a.ignore_retry_after,
         &opts,
     ));
     std::thread::sleep(Duration::from_secs_f64(a.settle_s));
@@ -174,6 +193,13 @@ pub fn run(a: &Args, threads: Option<i32>) -> Result<()> {
     let _ = sampler.join();
     let after = read()?;
     let load_after = loadavg();
+    // The server's own estimate of one evaluation chunk, per student, at the end.
+    let metrics = http_get(server.addr, "/metrics").unwrap_or_default();
+    let chunk_seconds: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("msd_chunk_seconds{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
     drop(server);
     let report = LoadReport {
         machine: format!(
@@ -191,6 +217,8 @@ pub fn run(a: &Args, threads: Option<i32>) -> Result<()> {
         rss_after_mb: mb(after.current),
         rss_after_over_idle: after.current as f64 / idle.current.max(1) as f64,
         settle_s: a.settle_s,
+        pause_after_503_ms: a.pause_after_503_ms,
+        chunk_seconds,
         result,
     };
     let md = markdown(&report);
@@ -219,11 +247,16 @@ fn write(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 pub fn markdown(r: &LoadReport) -> String {
     let l = &r.result;
     format!(
-        "| clients × seconds | n per request | requests | accepted | 503 (with Retry-After) | 503 share | other 5xx | 4xx | no answer | accepted p50 ms | accepted p99 ms | accepted max ms | 503 p99 ms | samples/s | RSS idle MB | RSS peak MB | RSS after {settle} s MB | after / idle |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
-         | {c} × {s:.0} | {n} | {req} | {acc} | {r503} ({ra}) | {share:.1}% | {o5} | {c4} | {te} | {p50:.0} | {p99:.0} | {max:.0} | {rp99:.1} | {sps:.0} | {idle:.0} | {peak:.0} | {after:.0} | {ratio:.2} |\n",
+        "| clients × seconds | after a 503 | n per request | requests | accepted | 503 (with Retry-After) | 503 share | other 5xx | 4xx | no answer | accepted p50 ms | accepted p99 ms | accepted max ms | 503 p99 ms | samples/s | RSS idle MB | RSS peak MB | RSS after {settle} s MB | after / idle |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {c} × {s:.0} | {pause} | {n} | {req} | {acc} | {r503} ({ra}) | {share:.1}% | {o5} | {c4} | {te} | {p50:.0} | {p99:.0} | {max:.0} | {rp99:.1} | {sps:.0} | {idle:.0} | {peak:.0} | {after:.0} | {ratio:.2} |\n",
         settle = r.settle_s,
         c = l.clients,
+        pause = if l.honour_retry_after {
+            "waits Retry-After".to_string()
+        } else {
+            format!("waits {} ms", r.pause_after_503_ms)
+        },
         s = l.seconds,
         n = l.n,
         req = l.requests,
