@@ -50,8 +50,9 @@ pub struct ServeConfig {
     pub read_timeout: Duration,
     /// Most connections open at once; beyond it a new connection gets 503 and is closed.
     pub max_connections: usize,
-    /// Heun steps of the teacher comparison (2·steps − 1 network evaluations per sample).
-    pub teacher_steps: usize,
+    /// Steps of the teacher comparison, overriding those the bundle records for its teacher
+    /// (`None`: the bundle's sampler as it is, guidance included).
+    pub teacher_steps: Option<usize>,
     /// Seconds sent in `Retry-After` when the teacher's queue is full (student queues send
     /// their expected wait).
     pub retry_after_s: u64,
@@ -76,7 +77,7 @@ impl Default for ServeConfig {
             body_limit: 16 * 1024,
             read_timeout: Duration::from_secs(10),
             max_connections: 256,
-            teacher_steps: 18,
+            teacher_steps: None,
             retry_after_s: 1,
             trim_after_idle: Some(Duration::from_millis(500)),
             batch_delay: Duration::ZERO,
@@ -104,7 +105,7 @@ impl ServeConfig {
                 self.max_connections,
                 MAX_CONNECTIONS_LIMIT,
             ),
-            ("teacher_steps", self.teacher_steps, 1000),
+            ("teacher_steps", self.teacher_steps.unwrap_or(1), 1000),
         ];
         if let Some((name, v, hi)) = ranges.iter().find(|(_, v, hi)| *v == 0 || v > hi) {
             return Err(format!("{name} must be between 1 and {hi}, got {v}"));

@@ -46,9 +46,10 @@ pub struct Limits {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16384)]
     pub body_limit: usize,
-    /// Heun steps of the teacher comparison.
-    #[arg(long, default_value_t = 18)]
-    pub teacher_steps: usize,
+    /// Sampler steps of the teacher comparison (default: the teacher's own sampler settings,
+    /// as the bundle records them).
+    #[arg(long)]
+    pub teacher_steps: Option<usize>,
 }
 
 impl Limits {
@@ -65,12 +66,15 @@ impl Limits {
             ("--max-n", self.max_n.to_string()),
             ("--max-teacher-n", self.max_teacher_n.to_string()),
             ("--body-limit", self.body_limit.to_string()),
-            ("--teacher-steps", self.teacher_steps.to_string()),
         ];
-        pairs
+        let mut args: Vec<String> = pairs
             .into_iter()
             .flat_map(|(k, v)| [k.to_string(), v])
-            .collect()
+            .collect();
+        if let Some(t) = self.teacher_steps {
+            args.extend(["--teacher-steps".to_string(), t.to_string()]);
+        }
+        args
     }
 
     pub fn config(&self) -> Result<ServeConfig> {
