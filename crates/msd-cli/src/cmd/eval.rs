@@ -137,6 +137,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.n < 4 || a.steps == Some(0) {
         bail!("--n must be ≥ 4 and --steps ≥ 1");
     }
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
+    if !a.guidance.is_finite() {
+        bail!("--guidance must be a finite number, got {}", a.guidance);
+    }
     // The folder outputs go beside: the teacher's, or the bundle file's.
     let anchor = match (&a.teacher, &a.bundle) {
         (Some(t), _) => t.clone(),
