@@ -140,8 +140,8 @@ pub fn run(a: Args) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be ≥ 1");
     }
-    if !a.guidance.is_finite() {
-        bail!("--guidance must be a finite number, got {}", a.guidance);
+    if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
+        bail!("--guidance must be a finite number, got {g}");
     }
     // The folder outputs go beside: the teacher's, or the bundle file's.
     let anchor = match (&a.teacher, &a.bundle) {
