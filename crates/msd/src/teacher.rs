@@ -401,7 +401,9 @@ fn run_loop(
             loss_n = 0;
             last_log = Instant::now();
         }
-        if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
+        // Preemption (SIGTERM): checkpoint at this step and stop; a rerun resumes here.
+        let stop = crate::train::stop::stop_requested() && done < cfg.steps;
+        if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps || stop {
             let secs = elapsed_before + t0.elapsed().as_secs_f64();
             let state = TrainState {
                 format_version: FORMAT_VERSION,
@@ -415,6 +417,9 @@ fn run_loop(
                 checkpoint::save_varstore(&ema.vs, &d.join("ema.safetensors"))?;
                 opt.save(&d.join("optim.safetensors"))
             })?;
+            if stop {
+                return Err(Error::Interrupted { step: done });
+            }
             on(Progress::Checkpoint {
                 step: done,
                 ema: &ema,

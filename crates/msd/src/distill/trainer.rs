@@ -670,7 +670,9 @@ fn run_loop(
             w = Window::default();
             window = Instant::now();
         }
-        if done % cfg.checkpoint_every.max(1) == 0 || done == iterations {
+        // Preemption (SIGTERM): checkpoint at this step and stop; a rerun resumes here.
+        let stop = crate::train::stop::stop_requested() && done < iterations;
+        if done % cfg.checkpoint_every.max(1) == 0 || done == iterations || stop {
             let state = TrainState {
                 format_version: FORMAT_VERSION,
                 step: done,
@@ -690,6 +692,9 @@ fn run_loop(
                 }
                 Ok(())
             })?;
+            if stop {
+                return Err(Error::Interrupted { step: done });
+            }
         }
     }
     let summary = finish(dir, &ckpts, &ema, iterations, last_fake, job.seed, hash)?;
