@@ -35,7 +35,12 @@ pub fn train_one(
 ) -> Result<(EdmModel, TrainSummary)> {
     let bar = progress::bar(cfg.iterations, label);
     let r = distill_student(cfg, job, &mut |p| match p {
-        DistillProgress::Start { step, .. } => bar.set_position(step),
+        DistillProgress::Start { step, .. } => {
+            if step > 0 {
+                bar.suspend(|| eprintln!("{label}: resuming from the checkpoint at step {step}"));
+            }
+            bar.set_position(step)
+        }
         DistillProgress::Step {
             step,
             vsd_loss,

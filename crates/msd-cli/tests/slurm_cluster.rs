@@ -1,0 +1,341 @@
+//! `msd launch slurm` against a real Slurm: a private one-node cluster (Debian's `slurm-wlm` and
+//! `munge`, started by scripts/slurm-cluster.sh in a temp directory and stopped by pid) runs the
+//! students of a tiny toy run as a job array, and the bundle job that depends on it:
+//! 1. the students come out byte-identical to the same run made locally;
+//! 2. a student requeued mid-training (`scontrol requeue`) checkpoints on Slurm's SIGTERM, is
+//!    requeued, and resumes from that checkpoint; it ends identical to an uninterrupted run.
+//!
+//! Without Slurm the tests fail and say what to install (scripts/install-test-deps.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/slurm-cluster.sh"
+);
+
+/// A running private cluster; stopped (by pid) when dropped.
+struct Cluster {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let missing: Vec<&str> = [
+            "slurmctld",
+            "slurmd",
+            "sbatch",
+            "squeue",
+            "scontrol",
+            "munged",
+        ]
+        .into_iter()
+        .filter(|b| {
+            !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+                .iter()
+                .any(|d| Path::new(d).join(b).exists())
+        })
+        .collect();
+        assert!(
+            missing.is_empty(),
+            "the Slurm tests need Debian's `slurm-wlm` and `munge`, and {missing:?} were not found: \
+             install them with `apt-get update && apt-get install -y slurm-wlm munge` \
+             (scripts/install-test-deps.sh and .ci/run do this)"
+        );
+        let out = Command::new("bash")
+            .args([SCRIPT, "start"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let c = Cluster {
+            dir: dir.to_path_buf(),
+            conf: dir.join("slurm.conf"),
+        };
+        assert!(
+            out.status.success(),
+            "could not start a one-node Slurm cluster with {SCRIPT}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c
+    }
+
+    /// A Slurm client command against this cluster.
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", &self.conf);
+        c
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = self.cmd(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the queue is empty (accounting is off: squeue is the record).
+    fn wait_empty(&self, run: &Path, limit: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let q = self.run("squeue", &["-h", "-o", "%i %T %r"]);
+            if q.trim().is_empty() {
+                return;
+            }
+            if t0.elapsed() > limit {
+                panic!(
+                    "jobs still queued after {limit:?}:\n{q}\nlogs:\n{}",
+                    logs(run)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .args([SCRIPT, "stop"])
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn logs(run: &Path) -> String {
+    let dir = run.join("launch/slurm/logs");
+    let mut s = String::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        s += &format!(
+            "--- {}\n{}\n",
+            e.path().display(),
+            std::fs::read_to_string(e.path()).unwrap_or_default()
+        );
+    }
+    s
+}
+
+fn config(iterations: u64, checkpoint_every: u64) -> String {
+    format!(
+        r#"
+seed = 2
+[data]
+kind = "toy2d"
+[model.net]
+kind = "mlp"
+dim = 2
+num_classes = 8
+width = 32
+depth = 2
+[teacher]
+steps = 60
+batch_size = 64
+checkpoint_every = 30
+[distill]
+students = 2
+iterations = {iterations}
+batch_size = 16
+regression_pairs_per_class = 4
+regression_batch = 8
+checkpoint_every = {checkpoint_every}
+log_every = 20
+"#
+    )
+}
+
+fn msd(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_msd"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "msd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A teacher in `slurm/`, copied to `local/` (the same run made two ways from here on).
+fn two_runs(d: &Path, iterations: u64, checkpoint_every: u64) -> (PathBuf, PathBuf) {
+    let cfg = d.join("cfg.toml");
+    std::fs::write(&cfg, config(iterations, checkpoint_every)).unwrap();
+    let (slurm, local) = (d.join("slurm"), d.join("local"));
+    msd(&[
+        "--threads",
+        "1",
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        slurm.to_str().unwrap(),
+    ]);
+    std::fs::create_dir_all(local.join("teacher")).unwrap();
+    std::fs::copy(slurm.join("config.toml"), local.join("config.toml")).unwrap();
+    for f in ["model.json", "model.safetensors", "train.json"] {
+        std::fs::copy(slurm.join("teacher").join(f), local.join("teacher").join(f)).unwrap();
+    }
+    (slurm, local)
+}
+
+/// `msd launch slurm` output → (array job id, bundle job id).
+fn job_ids(out: &str) -> (String, String) {
+    let id = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
+            .to_string()
+    };
+    (id("array job: "), id("bundle job: "))
+}
+
+fn launch(c: &Cluster, run: &Path) -> (String, String) {
+    let out = c
+        .cmd(env!("CARGO_BIN_EXE_msd"))
+        .args(["launch", "slurm", "--run"])
+        .arg(run)
+        .args(["--cpus-per-task", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "msd launch slurm failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for k in 0..2 {
+        assert!(stdout.contains(&format!("student-{k}.log")), "{stdout}");
+    }
+    job_ids(&stdout)
+}
+
+fn same_students(a: &Path, b: &Path) {
+    for k in 0..2 {
+        let f = format!("students/{k}/dm/model.safetensors");
+        let (x, y) = (std::fs::read(a.join(&f)), std::fs::read(b.join(&f)));
+        let (x, y) = (
+            x.unwrap_or_else(|e| panic!("{}: {e}\n{}", a.join(&f).display(), logs(a))),
+            y.unwrap(),
+        );
+        assert!(
+            x == y,
+            "student {k}: the cluster's weights differ from the local run's"
+        );
+    }
+}
+
+fn bundle_ok(c: &Cluster, run: &Path, bundle_job: &str) {
+    let log = std::fs::read_to_string(run.join("launch/slurm/logs/bundle.log")).unwrap_or_default();
+    assert!(
+        log.contains("validated"),
+        "bundle job: {log}\n{}",
+        logs(run)
+    );
+    let job = c.run("scontrol", &["show", "job", bundle_job]);
+    assert!(job.contains("JobState=COMPLETED"), "{job}");
+    assert!(run.join("bundle.json").exists());
+}
+
+#[test]
+fn a_job_array_distils_the_students_identically_to_a_local_run() {
+    let d = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&d.path().join("cluster"));
+    let (slurm, local) = two_runs(d.path(), 60, 20);
+    let (array, bundle) = launch(&cluster, &slurm);
+    assert!(slurm.join("partition.json").exists() && slurm.join("pairs.safetensors").exists());
+    msd(&[
+        "--threads",
+        "1",
+        "distill",
+        "--run",
+        local.to_str().unwrap(),
+    ]);
+    cluster.wait_empty(&slurm, Duration::from_secs(600));
+    for k in 0..2 {
+        let job = cluster.run("scontrol", &["show", "job", &format!("{array}_{k}")]);
+        assert!(job.contains("JobState=COMPLETED"), "{job}");
+    }
+    bundle_ok(&cluster, &slurm, &bundle);
+    same_students(&slurm, &local);
+}
+
+#[test]
+fn a_requeued_student_resumes_from_its_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&d.path().join("cluster"));
+    let (slurm, local) = two_runs(d.path(), 1000, 25);
+    let (array, bundle) = launch(&cluster, &slurm);
+    let task = format!("{array}_1");
+    // Requeue student 1 once it has a checkpoint and is still training.
+    let stage = slurm.join("students/1/dm");
+    let t0 = Instant::now();
+    while !stage.join("checkpoints/latest.json").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "student 1 wrote no checkpoint in 300 s:\n{}",
+            logs(&slurm)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !stage.join("model.safetensors").exists(),
+        "student 1 finished before it could be requeued; raise its iterations"
+    );
+    cluster.run("scontrol", &["requeue", &task]);
+    // A requeued job is held for ~2 minutes before it may start again; release it now.
+    let t0 = Instant::now();
+    loop {
+        let st = cluster.run("squeue", &["-h", "-j", &task, "-o", "%T"]);
+        if st.trim() == "PENDING" {
+            if cluster
+                .cmd("scontrol")
+                .args(["update", &format!("JobId={task}"), "StartTime=now"])
+                .status()
+                .unwrap()
+                .success()
+            {
+                break;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "student 1 never became pending after the requeue (state {st}):\n{}",
+            logs(&slurm)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    msd(&[
+        "--threads",
+        "1",
+        "distill",
+        "--run",
+        local.to_str().unwrap(),
+    ]);
+    cluster.wait_empty(&slurm, Duration::from_secs(900));
+    let job = cluster.run("scontrol", &["show", "job", &task]);
+    assert!(job.contains("Restarts=1"), "{job}");
+    let log = std::fs::read_to_string(slurm.join("launch/slurm/logs/student-1.log")).unwrap();
+    assert!(
+        log.contains("attempt 1,") && log.contains("attempt 2,"),
+        "{log}"
+    );
+    assert!(
+        log.contains("exited with status 75"),
+        "the first attempt did not checkpoint on Slurm's SIGTERM:\n{log}"
+    );
+    let resumed = log
+        .lines()
+        .find_map(|l| l.split("resuming from the checkpoint at step ").nth(1))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the second attempt did not resume:\n{log}"));
+    assert!(resumed > 0 && resumed < 1000, "resumed at {resumed}");
+    bundle_ok(&cluster, &slurm, &bundle);
+    same_students(&slurm, &local);
+}
