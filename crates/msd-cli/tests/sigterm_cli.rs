@@ -17,18 +17,18 @@ num_classes = 8
 width = 32
 depth = 2
 [teacher]
-steps = 4000
+steps = 1500
 batch_size = 32
 checkpoint_every = 100
 log_every = 100
 [distill]
 students = 2
-iterations = 3000
+iterations = 500
 batch_size = 16
 regression_pairs_per_class = 4
 regression_batch = 8
-checkpoint_every = 100
-log_every = 100
+checkpoint_every = 50
+log_every = 50
 "#;
 
 fn msd(args: &[&str]) -> Command {
@@ -119,7 +119,7 @@ fn sigterm_checkpoints_exits_75_and_the_rerun_matches_an_uninterrupted_run() {
 
     // Teacher.
     let args = ["train-teacher", "--config", cfg, "--out", c];
-    terminate_during(&args, &cut.join("teacher"), 4000);
+    terminate_during(&args, &cut.join("teacher"), 1500);
     ok(&args);
     ok(&["train-teacher", "--config", cfg, "--out", f]);
     same_bytes(
@@ -129,7 +129,7 @@ fn sigterm_checkpoints_exits_75_and_the_rerun_matches_an_uninterrupted_run() {
 
     // A student (DM stage).
     let args = ["distill", "--run", c, "--student", "1"];
-    terminate_during(&args, &cut.join("students/1/dm"), 3000);
+    terminate_during(&args, &cut.join("students/1/dm"), 500);
     let out = msd(&args).output().unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -339,3 +339,55 @@ fn a_requeued_student_resumes_from_its_checkpoint() {
     bundle_ok(&cluster, &slurm, &bundle);
     same_students(&slurm, &local);
 }
+
+/// No scheduler needed: `--dry-run` writes the Slurm scripts and `launch k8s` the manifests,
+/// both after making the shared artifacts.
+#[test]
+fn dry_runs_write_scripts_and_manifests_without_a_scheduler() {
+    let d = tempfile::tempdir().unwrap();
+    let (run, _) = two_runs(d.path(), 20, 10);
+    let r = run.to_str().unwrap();
+    let out = msd(&[
+        "launch",
+        "slurm",
+        "--run",
+        r,
+        "--students",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(out.contains("dry run: nothing submitted"), "{out}");
+    let script = std::fs::read_to_string(run.join("launch/slurm/students.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=1\n"), "{script}");
+    assert!(run.join("partition.json").exists() && run.join("pairs.safetensors").exists());
+    let out = msd(&[
+        "launch", "k8s", "--run", r, "--image", "msd:test", "--volume", "runs", "--gpus", "1",
+    ]);
+    assert!(out.contains("Indexed Job, 2 completions"), "{out}");
+    let yaml = std::fs::read_to_string(run.join("launch/k8s/students.yaml")).unwrap();
+    for want in [
+        "completionMode: \"Indexed\"",
+        "completions: 2",
+        "\"$(JOB_COMPLETION_INDEX)\"",
+        "claimName: \"runs\"",
+        "nvidia.com/gpu: \"1\"",
+        "\"cuda\"",
+    ] {
+        assert!(yaml.contains(want), "{want} missing from\n{yaml}");
+    }
+    // A student that does not exist is refused with the flag named.
+    let out = Command::new(env!("CARGO_BIN_EXE_msd"))
+        .args([
+            "launch",
+            "slurm",
+            "--run",
+            r,
+            "--students",
+            "0-2",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--students 0-2"));
+}
