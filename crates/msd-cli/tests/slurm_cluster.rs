@@ -3,7 +3,8 @@
 //! students of a tiny toy run as a job array, and the bundle job that depends on it:
 //! 1. the students come out byte-identical to the same run made locally;
 //! 2. a student requeued mid-training (`scontrol requeue`) checkpoints on Slurm's SIGTERM, is
-//!    requeued, and resumes from that checkpoint; it ends identical to an uninterrupted run.
+//!    requeued, and resumes from that checkpoint; another, warned of its time limit (SIGUSR1 to
+//!    the batch shell), checkpoints and requeues itself; both end identical to a local run.
 //!
 //! Without Slurm the tests fail and say what to install (scripts/install-test-deps.sh).
 
@@ -266,51 +267,86 @@ fn a_job_array_distils_the_students_identically_to_a_local_run() {
     same_students(&slurm, &local);
 }
 
-#[test]
-fn a_requeued_student_resumes_from_its_checkpoint() {
-    let d = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(&d.path().join("cluster"));
-    let (slurm, local) = two_runs(d.path(), 1000, 25);
-    let (array, bundle) = launch(&cluster, &slurm);
-    let task = format!("{array}_1");
-    // Requeue student 1 once it has a checkpoint and is still training.
-    let stage = slurm.join("students/1/dm");
+/// Waits until student `k` of `run` has a checkpoint and is still training.
+fn wait_mid_training(run: &Path, k: usize) {
+    let stage = run.join(format!("students/{k}/dm"));
     let t0 = Instant::now();
     while !stage.join("checkpoints/latest.json").exists() {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
-            "student 1 wrote no checkpoint in 300 s:\n{}",
-            logs(&slurm)
+            "student {k} wrote no checkpoint in 300 s:\n{}",
+            logs(run)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
         !stage.join("model.safetensors").exists(),
-        "student 1 finished before it could be requeued; raise its iterations"
+        "student {k} finished before it could be interrupted; raise its iterations"
     );
-    cluster.run("scontrol", &["requeue", &task]);
-    // A requeued job is held for ~2 minutes before it may start again; release it now.
+}
+
+/// A requeued job is held for ~2 minutes before it may start again; release it now.
+fn release(c: &Cluster, run: &Path, task: &str) {
     let t0 = Instant::now();
     loop {
-        let st = cluster.run("squeue", &["-h", "-j", &task, "-o", "%T"]);
-        if st.trim() == "PENDING" {
-            if cluster
-                .cmd("scontrol")
+        let st = c.run("squeue", &["-h", "-j", task, "-o", "%T"]);
+        if st.trim() == "PENDING"
+            && c.cmd("scontrol")
                 .args(["update", &format!("JobId={task}"), "StartTime=now"])
                 .status()
                 .unwrap()
                 .success()
-            {
-                break;
-            }
+        {
+            return;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(120),
-            "student 1 never became pending after the requeue (state {st}):\n{}",
-            logs(&slurm)
+            "{task} never became pending after its requeue (state {st}):\n{}",
+            logs(run)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Checks student `k`'s log: two attempts, the first ended by a checkpoint (status 75), the
+/// second resumed from a checkpoint step > 0 and succeeded.
+fn resumed(run: &Path, k: usize, iterations: u64) -> String {
+    let log =
+        std::fs::read_to_string(run.join(format!("launch/slurm/logs/student-{k}.log"))).unwrap();
+    assert!(
+        log.contains("attempt 1,") && log.contains("attempt 2,"),
+        "{log}"
+    );
+    assert!(
+        log.contains("exited with status 75"),
+        "student {k}'s first attempt did not checkpoint and exit with 75:\n{log}"
+    );
+    assert!(log.contains("exited with status 0"), "{log}");
+    let step = log
+        .lines()
+        .find_map(|l| l.split("resuming from the checkpoint at step ").nth(1))
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("student {k}'s second attempt did not resume:\n{log}"));
+    assert!(step > 0 && step < iterations, "resumed at {step}");
+    log
+}
+
+/// Student 1 is requeued by `scontrol requeue` (SIGTERM to the job, as on preemption); student
+/// 0 gets the time-limit warning (`--signal=B:USR1`, sent here with `scancel --signal=USR1
+/// --batch`) and requeues itself. Both resume and end identical to the local run.
+#[test]
+fn requeued_students_resume_from_their_checkpoints() {
+    let d = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&d.path().join("cluster"));
+    let (slurm, local) = two_runs(d.path(), 1000, 25);
+    let (array, bundle) = launch(&cluster, &slurm);
+    let (t0, t1) = (format!("{array}_0"), format!("{array}_1"));
+    wait_mid_training(&slurm, 1);
+    cluster.run("scontrol", &["requeue", &t1]);
+    wait_mid_training(&slurm, 0);
+    cluster.run("scancel", &["--signal=USR1", "--batch", &t0]);
+    release(&cluster, &slurm, &t1);
+    release(&cluster, &slurm, &t0);
     msd(&[
         "--threads",
         "1",
@@ -319,23 +355,19 @@ fn a_requeued_student_resumes_from_its_checkpoint() {
         local.to_str().unwrap(),
     ]);
     cluster.wait_empty(&slurm, Duration::from_secs(900));
-    let job = cluster.run("scontrol", &["show", "job", &task]);
-    assert!(job.contains("Restarts=1"), "{job}");
-    let log = std::fs::read_to_string(slurm.join("launch/slurm/logs/student-1.log")).unwrap();
+    for t in [&t0, &t1] {
+        let job = cluster.run("scontrol", &["show", "job", t]);
+        assert!(
+            job.contains("Restarts=1") && job.contains("JobState=COMPLETED"),
+            "{job}"
+        );
+    }
+    resumed(&slurm, 1, 1000);
+    let log0 = resumed(&slurm, 0, 1000);
     assert!(
-        log.contains("attempt 1,") && log.contains("attempt 2,"),
-        "{log}"
+        log0.contains("checkpointed before its time limit; requeueing"),
+        "{log0}"
     );
-    assert!(
-        log.contains("exited with status 75"),
-        "the first attempt did not checkpoint on Slurm's SIGTERM:\n{log}"
-    );
-    let resumed = log
-        .lines()
-        .find_map(|l| l.split("resuming from the checkpoint at step ").nth(1))
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("the second attempt did not resume:\n{log}"));
-    assert!(resumed > 0 && resumed < 1000, "resumed at {resumed}");
     bundle_ok(&cluster, &slurm, &bundle);
     same_students(&slurm, &local);
 }

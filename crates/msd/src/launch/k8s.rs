@@ -296,7 +296,7 @@ pub fn students_job(o: &K8sOptions) -> Result<Job> {
     if o.gpus > 0 {
         limits.insert("nvidia.com/gpu".into(), o.gpus.to_string());
     }
-    let resources = (!limits.is_empty()).then(|| Resources {
+    let resources = (!limits.is_empty()).then_some(Resources {
         requests: res,
         limits,
     });
