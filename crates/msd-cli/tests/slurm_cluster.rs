@@ -267,22 +267,30 @@ fn a_job_array_distils_the_students_identically_to_a_local_run() {
     same_students(&slurm, &local);
 }
 
-/// Waits until student `k` of `run` has a checkpoint and is still training.
-fn wait_mid_training(run: &Path, k: usize) {
-    let stage = run.join(format!("students/{k}/dm"));
+/// Calls `act(k)` for each student of `ks` as soon as it has a checkpoint (still training).
+fn when_mid_training(run: &Path, ks: &[usize], mut act: impl FnMut(usize)) {
+    let mut left = ks.to_vec();
     let t0 = Instant::now();
-    while !stage.join("checkpoints/latest.json").exists() {
+    while !left.is_empty() {
+        left.retain(|&k| {
+            let stage = run.join(format!("students/{k}/dm"));
+            if !stage.join("checkpoints/latest.json").exists() {
+                return true;
+            }
+            assert!(
+                !stage.join("model.safetensors").exists(),
+                "student {k} finished before it could be interrupted; raise its iterations"
+            );
+            act(k);
+            false
+        });
         assert!(
             t0.elapsed() < Duration::from_secs(300),
-            "student {k} wrote no checkpoint in 300 s:\n{}",
+            "students {left:?} wrote no checkpoint in 300 s:\n{}",
             logs(run)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        !stage.join("model.safetensors").exists(),
-        "student {k} finished before it could be interrupted; raise its iterations"
-    );
 }
 
 /// A requeued job is held for ~2 minutes before it may start again; release it now.
@@ -341,10 +349,13 @@ fn requeued_students_resume_from_their_checkpoints() {
     let (slurm, local) = two_runs(d.path(), 1000, 25);
     let (array, bundle) = launch(&cluster, &slurm);
     let (t0, t1) = (format!("{array}_0"), format!("{array}_1"));
-    wait_mid_training(&slurm, 1);
-    cluster.run("scontrol", &["requeue", &t1]);
-    wait_mid_training(&slurm, 0);
-    cluster.run("scancel", &["--signal=USR1", "--batch", &t0]);
+    when_mid_training(&slurm, &[0, 1], |k| {
+        if k == 1 {
+            cluster.run("scontrol", &["requeue", &t1]);
+        } else {
+            cluster.run("scancel", &["--signal=USR1", "--batch", &t0]);
+        }
+    });
     release(&cluster, &slurm, &t1);
     release(&cluster, &slurm, &t0);
     msd(&[

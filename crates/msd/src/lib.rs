@@ -18,7 +18,9 @@ pub mod launch;
 pub mod model;
 pub mod nets;
 pub mod partition;
+pub mod pipeline;
 pub mod run;
+mod tagged;
 pub mod teacher;
 pub mod train;
 

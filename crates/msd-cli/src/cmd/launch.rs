@@ -4,9 +4,10 @@
 //! bundle job that waits for the whole array.
 
 use anyhow::{Context, Result};
+use msd::distill::StageKind;
 use msd::launch::k8s::{self, K8sOptions};
 use msd::launch::slurm::{self, SlurmOptions};
-use msd::launch::{parse_students, prepare_shared, StageName};
+use msd::launch::{parse_students, prepare_shared};
 use msd::run::RunDir;
 use std::path::{Path, PathBuf};
 
@@ -24,24 +25,6 @@ pub enum Target {
     K8s(K8sArgs),
 }
 
-/// Stages on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Stage {
-    Tsm,
-    Dm,
-    Adm,
-}
-
-impl From<Stage> for StageName {
-    fn from(s: Stage) -> Self {
-        match s {
-            Stage::Tsm => StageName::Tsm,
-            Stage::Dm => StageName::Dm,
-            Stage::Adm => StageName::Adm,
-        }
-    }
-}
-
 #[derive(clap::Args)]
 pub struct SlurmArgs {
     /// Run directory (with config.toml and teacher/), on a file system the nodes share.
@@ -50,9 +33,9 @@ pub struct SlurmArgs {
     /// Students to launch: a range or list such as 0-3 or 0,2 (default: all).
     #[arg(long)]
     pub students: Option<String>,
-    /// Stages each student runs, in order (as `msd distill --stages`).
+    /// Stages each student runs, in order (as `msd distill --stages`: tsm,dm,adm or tsm,cd).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dm")]
-    pub stages: Vec<Stage>,
+    pub stages: Vec<StageKind>,
     /// Slurm partition.
     #[arg(long)]
     pub partition: Option<String>,
@@ -103,7 +86,7 @@ pub struct K8sArgs {
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dm")]
-    pub stages: Vec<Stage>,
+    pub stages: Vec<StageKind>,
     /// GPUs per student pod (nvidia.com/gpu); implies --device cuda unless given.
     #[arg(long, default_value_t = 0)]
     pub gpus: u32,
@@ -156,7 +139,7 @@ fn run_slurm(a: SlurmArgs) -> Result<()> {
         program: std::env::current_exe().context("locating the msd binary")?,
         run: run_path.clone(),
         students: students.clone(),
-        stages: a.stages.iter().map(|&s| s.into()).collect(),
+        stages: a.stages.clone(),
         device,
         partition: a.partition,
         gres: a.gres,
@@ -226,7 +209,7 @@ fn run_k8s(a: K8sArgs) -> Result<()> {
         mount_path: a.mount_path,
         students: partition.students,
         parallelism: a.parallelism,
-        stages: a.stages.iter().map(|&s| s.into()).collect(),
+        stages: a.stages.clone(),
         device,
         gpus: a.gpus,
         cpus: a.cpus,

@@ -8,7 +8,8 @@
 //! Manifests are typed structs written as block YAML by [`to_yaml`] (strings double-quoted, so
 //! no value is ever re-typed by a YAML reader).
 
-use super::{shell_quote, StageName};
+use super::shell_quote;
+use crate::distill::StageKind;
 use crate::launch::slurm::EXIT_INTERRUPTED;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub struct K8sOptions {
     pub students: usize,
     /// Pods running at once (default K).
     pub parallelism: Option<usize>,
-    pub stages: Vec<StageName>,
+    pub stages: Vec<StageKind>,
     /// `--device` of `msd distill`.
     pub device: String,
     /// GPUs per student pod (`nvidia.com/gpu` limit; 0 = none).
@@ -267,7 +268,7 @@ fn labels(o: &K8sOptions, role: &str) -> BTreeMap<String, String> {
 /// The students' Indexed Job.
 pub fn students_job(o: &K8sOptions) -> Result<Job> {
     check(o)?;
-    let stages: Vec<&str> = o.stages.iter().map(|s| s.as_str()).collect();
+    let stages: Vec<&str> = o.stages.iter().map(|s| s.name()).collect();
     let mut command = vec!["msd".to_string()];
     if let Some(n) = o.cpus {
         command.extend(["--threads".into(), n.to_string()]);
@@ -361,7 +362,7 @@ pub fn bundle_job(o: &K8sOptions) -> Result<Job> {
             "--run".into(),
             o.mount_path.clone(),
             "--stage".into(),
-            stage.as_str().into(),
+            stage.name().into(),
         ],
         resources: None,
         volume_mounts: mounts(o),
@@ -519,7 +520,7 @@ mod tests {
             mount_path: "/msd/run".into(),
             students: 4,
             parallelism: None,
-            stages: vec![StageName::Dm],
+            stages: vec![StageKind::Dm],
             device: "cuda".into(),
             gpus: 1,
             cpus: Some(8),

@@ -7,44 +7,29 @@
 pub mod k8s;
 pub mod slurm;
 
+use crate::distill::StageKind;
 use crate::partition::Partition;
-use crate::run::{ensure_pairs, ensure_partition, RunDir};
+use crate::pipeline::{check_stages, Distiller};
+use crate::run::{ensure_pairs, RunDir};
 use crate::{Error, Result};
 use tch::Device;
 
-/// The distillation stages a launched student runs, in order (the `--stages` of `msd distill`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StageName {
-    Tsm,
-    Dm,
-    Adm,
-}
-
-impl StageName {
-    /// The name used on the command line and in directory names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageName::Tsm => "tsm",
-            StageName::Dm => "dm",
-            StageName::Adm => "adm",
-        }
-    }
-}
-
-/// Checks a stage list (consecutive stages of tsm, dm, adm ending in a generator stage) and
-/// returns the stage whose students are bundled.
-pub fn bundle_stage(stages: &[StageName]) -> Result<StageName> {
-    const ORDER: [StageName; 3] = [StageName::Tsm, StageName::Dm, StageName::Adm];
-    let ok = !stages.is_empty() && ORDER.windows(stages.len().min(3)).any(|w| w == stages);
+/// Checks a stage list (as `msd distill --stages`) and returns the stage whose students are
+/// bundled: the last one, which must make a generator (not TSM).
+pub fn bundle_stage(stages: &[StageKind]) -> Result<StageKind> {
+    let names = || {
+        stages
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    check_stages(stages).map_err(|e| Error::Invalid(format!("--stages {}: {e}", names())))?;
     match stages.last() {
-        Some(&last) if ok && last != StageName::Tsm => Ok(last),
+        Some(&last) if last != StageKind::Tsm => Ok(last),
         _ => Err(Error::Invalid(format!(
-            "--stages {}: give consecutive stages of tsm,dm,adm in that order, ending in dm or adm",
-            stages
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
+            "--stages {}: the last stage must make a generator (dm, adm or cd) to bundle",
+            names()
         ))),
     }
 }
@@ -107,17 +92,14 @@ pub fn ranges(students: &[usize]) -> String {
 pub fn prepare_shared(run: &RunDir, device: Device) -> Result<Partition> {
     let cfg = run.load_config()?;
     let teacher = run.load_teacher(device)?;
-    let d = &cfg.distill;
-    let partition = ensure_partition(
-        &run.partition_path(),
+    let partition = Distiller::new(&run.root).partition(&teacher)?;
+    ensure_pairs(
+        &run.pairs_path(),
         &teacher,
-        d.students,
-        d.partition,
-        cfg.seed,
+        &cfg.distill,
         &cfg.sampler,
-        d.kmeans_samples_per_class,
+        cfg.seed,
     )?;
-    ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
     Ok(partition)
 }
 
@@ -152,10 +134,11 @@ mod tests {
 
     #[test]
     fn stage_lists_must_be_consecutive_and_end_in_a_generator_stage() {
-        use StageName::*;
+        use StageKind::*;
         assert_eq!(bundle_stage(&[Dm]).unwrap(), Dm);
         assert_eq!(bundle_stage(&[Tsm, Dm, Adm]).unwrap(), Adm);
-        for bad in [&[][..], &[Tsm], &[Adm, Dm], &[Tsm, Adm]] {
+        assert_eq!(bundle_stage(&[Tsm, Cd]).unwrap(), Cd);
+        for bad in [&[][..], &[Tsm], &[Adm, Dm], &[Tsm, Adm], &[Dm, Cd]] {
             assert!(bundle_stage(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -6,7 +6,8 @@
 //! Before the time limit the batch shell gets SIGUSR1 (`--signal=B:USR1@…`): it stops `msd`
 //! the same way and requeues the task itself.
 
-use super::{ranges, shell_quote, StageName};
+use super::{ranges, shell_quote};
+use crate::distill::StageKind;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +25,7 @@ pub struct SlurmOptions {
     /// Students to train (array task ids).
     pub students: Vec<usize>,
     /// Stages each task runs, in order; the last one is bundled.
-    pub stages: Vec<StageName>,
+    pub stages: Vec<StageKind>,
     /// `--device` of `msd distill` (`cpu`, `cuda`).
     pub device: String,
     /// Slurm partition (`--partition`).
@@ -133,7 +134,7 @@ fn check(o: &SlurmOptions) -> Result<()> {
 pub fn array_script(o: &SlurmOptions) -> Result<String> {
     check(o)?;
     let logs = scripts_dir(&o.run).join("logs");
-    let stages: Vec<&str> = o.stages.iter().map(|s| s.as_str()).collect();
+    let stages: Vec<&str> = o.stages.iter().map(|s| s.name()).collect();
     let threads = o
         .cpus_per_task
         .map(|n| format!(" --threads {n}"))
@@ -211,7 +212,7 @@ pub fn bundle_script(o: &SlurmOptions) -> Result<String> {
         "set -eu\nexec {} --threads 1 bundle --run {} --stage {}\n",
         q(&o.program),
         q(&o.run),
-        stage.as_str()
+        stage.name()
     ));
     Ok(s)
 }
@@ -299,7 +300,7 @@ mod tests {
             program: "/opt/msd/bin/msd".into(),
             run: "/shared/runs/my-run".into(),
             students: vec![0, 1, 2, 3],
-            stages: vec![StageName::Dm, StageName::Adm],
+            stages: vec![StageKind::Dm, StageKind::Adm],
             device: "cuda".into(),
             partition: Some("gpu".into()),
             gres: Some("gpu:1".into()),
@@ -373,7 +374,7 @@ mod tests {
         o.time = Some("4 h".into());
         assert!(array_script(&o).unwrap_err().to_string().contains("--time"));
         let mut o = opts();
-        o.stages = vec![StageName::Tsm];
+        o.stages = vec![StageKind::Tsm];
         assert!(array_script(&o)
             .unwrap_err()
             .to_string()
