@@ -15,6 +15,7 @@ pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod limits;
+pub mod launch;
 pub mod model;
 pub mod nets;
 pub mod partition;
