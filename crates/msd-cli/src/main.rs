@@ -54,6 +54,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any tensor exists: keep large freed blocks in the heap (see msd::runtime).
+    msd::runtime::configure_allocator(msd::runtime::AllocatorPolicy::from_env());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MSD_LOG")
@@ -63,7 +65,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        tch::set_num_threads(n.max(1));
+        msd::runtime::fix_threads(n);
     }
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),

@@ -18,6 +18,7 @@ pub mod model;
 pub mod nets;
 pub mod partition;
 pub mod run;
+pub mod runtime;
 pub mod teacher;
 pub mod train;
 
