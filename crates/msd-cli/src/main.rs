@@ -6,6 +6,7 @@ mod curves;
 mod device;
 mod grid;
 mod plot;
+mod precision;
 mod progress;
 
 use clap::{Parser, Subcommand};

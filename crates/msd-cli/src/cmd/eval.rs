@@ -4,6 +4,7 @@
 //! `eval.json`, `eval.md` and a sample grid.
 
 use crate::cmd::train_classifier::{train_into, DEFAULT_DATA};
+use crate::precision::PrecisionArg;
 use crate::{device, grid, progress};
 use anyhow::{bail, Context, Result};
 use msd::config::DataConfig;
@@ -54,6 +55,9 @@ pub struct Args {
     pub batch: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Precision of the network's evaluation (recorded in eval.json).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
 }
 
 /// CPU model name and the number of threads torch uses.
@@ -137,8 +141,9 @@ pub fn run(a: Args) -> Result<()> {
             device,
         );
     }
-    let teacher = EdmModel::load_dir(&anchor, device)
+    let mut teacher = EdmModel::load_dir(&anchor, device)
         .with_context(|| format!("--teacher {}", anchor.display()))?;
+    teacher.set_precision(a.precision.into());
     let data = dc
         .open_images(Path::new("."))
         .with_context(|| format!("--data {}", a.data))?;
@@ -203,6 +208,8 @@ pub fn run(a: Args) -> Result<()> {
         scale: a.guidance,
         null_label: teacher.num_classes(),
     };
+    let through_net = a.batch as i64 * if a.guidance != 1.0 { 2 } else { 1 };
+    msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
     let bar = progress::bar(a.n as u64, "sampling");
     let t0 = Instant::now();
     let x = generate(
@@ -250,6 +257,7 @@ pub fn run(a: Args) -> Result<()> {
         "data": a.data,
         "generation_seconds": gen_seconds,
         "hardware": hw,
+        "precision": msd::nets::Precision::from(a.precision),
     });
     msd::train::checkpoint::write_json_atomic(&out.join("eval.json"), &report)?;
 

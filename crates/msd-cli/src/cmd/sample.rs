@@ -2,6 +2,7 @@
 //! evaluation per sample, routed by class), written as a picture (scatter plot for 2-D data) and
 //! optionally as raw values (`.csv` or `.npy`).
 
+use crate::precision::PrecisionArg;
 use crate::{device, plot};
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
@@ -47,6 +48,9 @@ pub struct Args {
     pub points: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Precision of the network's evaluation.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -66,8 +70,9 @@ pub fn run(a: Args) -> Result<()> {
         return run_bundle(&a, b, device);
     }
     let tdir = a.teacher.clone().unwrap_or_default();
-    let teacher = EdmModel::load_dir(&tdir, device)
+    let mut teacher = EdmModel::load_dir(&tdir, device)
         .with_context(|| format!("--teacher {}", tdir.display()))?;
+    teacher.set_precision(a.precision.into());
     let classes: Vec<i64> = if a.class.is_empty() {
         (0..teacher.num_classes()).collect()
     } else {
@@ -85,6 +90,8 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
         .collect();
+    let through_net = labels.len() as i64 * if a.guidance != 1.0 { 2 } else { 1 };
+    msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
     let x = draw(&teacher, &labels, &cfg, a.seed, device);
     write_picture(&x, &labels, &a.out)?;
     if let Some(p) = &a.points {
@@ -101,8 +108,11 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
-    let bundle =
+    let mut bundle =
         Bundle::load(path, device).with_context(|| format!("--bundle {}", path.display()))?;
+    for s in &mut bundle.students {
+        s.set_precision(a.precision.into());
+    }
     let n_classes = bundle.manifest.partition.num_conditions as i64;
     let classes: Vec<i64> = if a.class.is_empty() {
         (0..n_classes).collect()
@@ -114,6 +124,7 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
         .collect();
     let z = bundle.noise(labels.len(), a.seed, device);
+    msd::runtime::apply_threads(msd::runtime::CallSite::StudentOneStep, labels.len() as i64);
     let (x, owners) = bundle.generate(&labels, &z).context("--class")?;
     write_picture(&x, &labels, &a.out)?;
     if let Some(p) = &a.points {
