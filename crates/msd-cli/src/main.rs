@@ -6,7 +6,6 @@ mod curves;
 mod device;
 mod grid;
 mod plot;
-mod precision;
 mod progress;
 
 use clap::{Parser, Subcommand};

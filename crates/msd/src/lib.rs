@@ -17,8 +17,10 @@ pub mod eval;
 pub mod model;
 pub mod nets;
 pub mod partition;
+pub mod pipeline;
 pub mod run;
 pub mod runtime;
+mod tagged;
 pub mod teacher;
 pub mod train;
 

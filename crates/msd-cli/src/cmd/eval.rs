@@ -4,7 +4,6 @@
 //! `eval.json`, `eval.md` and a sample grid.
 
 use crate::cmd::train_classifier::{train_into, DEFAULT_DATA};
-use crate::precision::PrecisionArg;
 use crate::{device, grid, progress};
 use anyhow::{bail, Context, Result};
 use msd::config::DataConfig;
@@ -15,6 +14,7 @@ use msd::eval::{
     Reference,
 };
 use msd::model::EdmModel;
+use msd::nets::Precision;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -56,8 +56,8 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Precision of the network's evaluation (recorded in eval.json).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-    pub precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// CPU model name and the number of threads torch uses.
@@ -143,7 +143,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut teacher = EdmModel::load_dir(&anchor, device)
         .with_context(|| format!("--teacher {}", anchor.display()))?;
-    teacher.set_precision(a.precision.into());
+    teacher.set_precision(a.precision);
     let data = dc
         .open_images(Path::new("."))
         .with_context(|| format!("--data {}", a.data))?;
@@ -257,7 +257,7 @@ pub fn run(a: Args) -> Result<()> {
         "data": a.data,
         "generation_seconds": gen_seconds,
         "hardware": hw,
-        "precision": msd::nets::Precision::from(a.precision),
+        "precision": a.precision,
     });
     msd::train::checkpoint::write_json_atomic(&out.join("eval.json"), &report)?;
 

@@ -29,7 +29,7 @@ pub fn run(
     let mut bundle = Bundle::load(bundle_path, device)
         .with_context(|| format!("--bundle {}", bundle_path.display()))?;
     for s in &mut bundle.students {
-        s.set_precision(a.precision.into());
+        s.set_precision(a.precision);
     }
     let c = bundle.manifest.partition.num_conditions as i64;
     let mc = MetricsConfig::default();
@@ -93,7 +93,7 @@ pub fn run(
         "bundle": bundle_path, "students": bundle.manifest.students.len(), "per_student": per_student,
         "nfe": 1,
         "seeds": { "first": a.seed, "last": a.seed + batches as u64 - 1, "batch": a.batch, "rule": "batch b draws its noise after manual_seed(first + b); sample i asks for class i mod C" },
-        "metrics": mc, "data": a.data, "generation_seconds": gen_seconds, "hardware": hw, "precision": msd::nets::Precision::from(a.precision),
+        "metrics": mc, "data": a.data, "generation_seconds": gen_seconds, "hardware": hw, "precision": a.precision,
     });
     msd::train::checkpoint::write_json_atomic(&out.join("eval.json"), &report)?;
     let mut md = format!(

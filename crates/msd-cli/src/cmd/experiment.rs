@@ -324,7 +324,11 @@ impl Ctx<'_> {
         distill::run(distill::Args {
             run: run.root.clone(),
             student: Vec::new(),
-            stages: r.stages.iter().map(|s| s.to_string()).collect(),
+            stages: r
+                .stages
+                .iter()
+                .map(|s| s.parse())
+                .collect::<msd::Result<_>>()?,
             device: self.device_name.to_string(),
         })?;
         Ok(run)

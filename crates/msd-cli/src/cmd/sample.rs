@@ -2,12 +2,12 @@
 //! evaluation per sample, routed by class), written as a picture (scatter plot for 2-D data) and
 //! optionally as raw values (`.csv` or `.npy`).
 
-use crate::precision::PrecisionArg;
 use crate::{device, plot};
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
 use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig, SamplerMethod};
 use msd::model::EdmModel;
+use msd::nets::Precision;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -49,8 +49,8 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Precision of the network's evaluation.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-    pub precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -72,7 +72,7 @@ pub fn run(a: Args) -> Result<()> {
     let tdir = a.teacher.clone().unwrap_or_default();
     let mut teacher = EdmModel::load_dir(&tdir, device)
         .with_context(|| format!("--teacher {}", tdir.display()))?;
-    teacher.set_precision(a.precision.into());
+    teacher.set_precision(a.precision);
     let classes: Vec<i64> = if a.class.is_empty() {
         (0..teacher.num_classes()).collect()
     } else {
@@ -111,7 +111,7 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
     let mut bundle =
         Bundle::load(path, device).with_context(|| format!("--bundle {}", path.display()))?;
     for s in &mut bundle.students {
-        s.set_precision(a.precision.into());
+        s.set_precision(a.precision);
     }
     let n_classes = bundle.manifest.partition.num_conditions as i64;
     let classes: Vec<i64> = if a.class.is_empty() {

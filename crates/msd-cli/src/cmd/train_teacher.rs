@@ -65,7 +65,7 @@ pub fn run(a: Args) -> Result<()> {
                 bar.set_position(step);
                 bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
             }
-            Progress::Checkpoint { step, ema } => {
+            Progress::Checkpoint { step, model: ema } => {
                 let _ = crate::curves::write_loss_curve(
                     &dir.join("stats.jsonl"),
                     &dir.join("loss.png"),

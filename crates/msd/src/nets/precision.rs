@@ -11,6 +11,7 @@ use tch::Kind;
 
 /// Precision of network evaluation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit floats throughout (the default; training's master weights are always f32).
