@@ -146,7 +146,22 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
     assert_eq!(j["feature_net"]["path"], "clf");
     assert!(j["feature_net"]["heldout_accuracy"].as_f64().unwrap() > 0.5);
     assert!(j["floor_fd"].as_f64().unwrap() >= 0.0);
+    // Scored as 8-bit images, and the FD says which network made it (not Inception FID).
+    assert!(
+        j["samples_as"].as_str().unwrap().starts_with("uint8"),
+        "{j}"
+    );
+    assert!(j["feature_net"]["kind"]
+        .as_str()
+        .unwrap()
+        .contains("not Inception FID"));
+    assert_eq!(j["sampler"]["steps"], 2);
+    assert!(out.contains("not Inception FID"), "{out}");
     let md = std::fs::read_to_string(p.join("run/eval/eval.md")).unwrap();
+    assert!(
+        md.contains("| FD (msd CNN `clf`, not Inception FID) |"),
+        "{md}"
+    );
     assert!(
         md.contains("Feature network")
             && md.contains("Hardware")

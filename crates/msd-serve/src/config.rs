@@ -18,8 +18,9 @@ pub struct ServeConfig {
     pub max_teacher_n: usize,
     /// Largest request body in bytes.
     pub body_limit: usize,
-    /// Heun steps of the teacher comparison (2·steps − 1 network evaluations per sample).
-    pub teacher_steps: usize,
+    /// Steps of the teacher comparison, overriding those the bundle records for its teacher
+    /// (`None`: the bundle's sampler as it is, guidance included).
+    pub teacher_steps: Option<usize>,
     /// Seconds sent in `Retry-After` when a queue is full.
     pub retry_after_s: u64,
     /// Artificial pause after every batch. Zero in service; tests use it to fill queues and to
@@ -36,7 +37,7 @@ impl Default for ServeConfig {
             max_n: 1024,
             max_teacher_n: 256,
             body_limit: 16 * 1024,
-            teacher_steps: 18,
+            teacher_steps: None,
             retry_after_s: 1,
             batch_delay: Duration::ZERO,
         }
@@ -52,7 +53,7 @@ impl ServeConfig {
             ("max_n", self.max_n),
             ("max_teacher_n", self.max_teacher_n),
             ("body_limit", self.body_limit),
-            ("teacher_steps", self.teacher_steps),
+            ("teacher_steps", self.teacher_steps.unwrap_or(1)),
         ];
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(format!("{name} must be at least 1")),

@@ -27,6 +27,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use msd::bundle::Bundle;
+use msd::diffusion::SamplerConfig;
 use msd::model::EdmModel;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -74,7 +75,10 @@ impl Server {
         let teacher = match teacher_model {
             Some(m) => Some(Teacher::spawn(
                 m,
-                cfg.teacher_steps,
+                SamplerConfig {
+                    steps: cfg.teacher_steps.unwrap_or(bundle.teacher_sampler().steps),
+                    ..bundle.teacher_sampler()
+                },
                 cfg.queue_cap,
                 shape.clone(),
                 metrics.clone(),
@@ -216,7 +220,7 @@ fn bundle_info(
             "spec": s.spec,
         })).collect::<Vec<_>>(),
         "teacher": match teacher {
-            Some(t) => json!({"available": true, "sampler": "heun", "steps": t.steps, "nfe": t.nfe}),
+            Some(t) => json!({"available": true, "sampler": t.sampler.method, "steps": t.sampler.steps, "guidance": t.sampler.guidance, "nfe": t.nfe}),
             None => json!({"available": false, "reason": teacher_note}),
         },
         "limits": {

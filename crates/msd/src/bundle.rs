@@ -1,8 +1,11 @@
 //! A multi-student bundle: the partition, K one-step students and (optionally) a reference to the
 //! teacher, described by `bundle.json`. Loading validates everything; generation routes each
 //! condition to its owner and runs **one network evaluation per sample**: a mixed batch is split
-//! by student, each sub-batch evaluated once, and outputs returned in request order.
+//! by student, each sub-batch evaluated once, and outputs returned in request order. A bundle
+//! that references its teacher also records the teacher's sampler settings (steps, guidance),
+//! so a comparison with the teacher samples it as the run did.
 
+use crate::diffusion::SamplerConfig;
 use crate::model::{EdmModel, ModelSpec};
 use crate::partition::Partition;
 use crate::train::checkpoint::{self, FORMAT_VERSION};
@@ -30,9 +33,20 @@ pub struct BundleManifest {
     pub partition: Partition,
     /// Teacher directory relative to the bundle file, if known.
     pub teacher: Option<String>,
+    /// The teacher's sampler (method, steps, guidance…) as its run configured it; absent in
+    /// bundles written before it was recorded (and when there is no teacher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_sampler: Option<SamplerConfig>,
     /// The σ at which students are evaluated as generators.
     pub sigma_max: f64,
     pub students: Vec<StudentEntry>,
+}
+
+/// The teacher a bundle references: its directory and the sampler settings of its run.
+#[derive(Clone, Copy, Debug)]
+pub struct TeacherRef<'a> {
+    pub dir: &'a Path,
+    pub sampler: &'a SamplerConfig,
 }
 
 /// A loaded bundle: all students resident on one device.
@@ -55,12 +69,13 @@ fn rel(from: &Path, to: &Path) -> String {
 
 impl Bundle {
     /// Writes `bundle_path` for `partition` and the student directories (index = student id),
-    /// after loading each student to check it; returns the manifest.
+    /// after loading each student to check it; returns the manifest. `teacher` (if any) is
+    /// recorded with its sampler settings.
     pub fn assemble(
         bundle_path: &Path,
         partition: &Partition,
         student_dirs: &[PathBuf],
-        teacher: Option<&Path>,
+        teacher: Option<TeacherRef<'_>>,
         sigma_max: f64,
     ) -> Result<BundleManifest> {
         partition.validate()?;
@@ -104,7 +119,8 @@ impl Bundle {
         let manifest = BundleManifest {
             format_version: FORMAT_VERSION,
             partition: partition.clone(),
-            teacher: teacher.map(|t| rel(base, t)),
+            teacher: teacher.map(|t| rel(base, t.dir)),
+            teacher_sampler: teacher.map(|t| t.sampler.clone()),
             sigma_max,
             students,
         };
@@ -172,6 +188,12 @@ impl Bundle {
     pub fn teacher_dir(&self) -> Option<PathBuf> {
         let base = self.path.parent().unwrap_or(Path::new("."));
         self.manifest.teacher.as_ref().map(|t| base.join(t))
+    }
+
+    /// The sampler the teacher comparison uses: the one recorded in the bundle, or EDM's
+    /// default (deterministic Heun-18, unguided) for bundles that predate the record.
+    pub fn teacher_sampler(&self) -> SamplerConfig {
+        self.manifest.teacher_sampler.clone().unwrap_or_default()
     }
 
     /// The student that owns `class`.

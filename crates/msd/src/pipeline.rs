@@ -223,7 +223,7 @@ impl Distiller {
         if last == StageKind::Tsm || !all_done {
             return Ok(None);
         }
-        let manifest = assemble_bundle(run, &partition, last.name(), d.sigma_max)?;
+        let manifest = assemble_bundle(run, &partition, last.name(), &cfg)?;
         obs.bundle_written(&run.bundle_path(), last);
         Ok(Some(manifest))
     }

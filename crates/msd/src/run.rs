@@ -2,7 +2,7 @@
 //! `pairs.safetensors`, `students/<k>/<stage>/`, `bundle.json`. Helpers create the shared
 //! artifacts on first use (atomically), so K student jobs can start independently.
 
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, TeacherRef};
 use crate::config::RunConfig;
 use crate::diffusion::{sample, SamplerConfig};
 use crate::distill::pairs::RegressionPairs;
@@ -87,11 +87,16 @@ pub fn class_embeddings(
             shape.extend(teacher.spec.net.sample_shape());
             let z = Tensor::randn(shape.as_slice(), (Kind::Float, teacher.device()));
             let l = Tensor::full([per_class as i64], c, (Kind::Int64, teacher.device()));
-            let x =
-                sample(teacher, &z, &l, sampler)
-                    .flatten(1, -1)
-                    .mean_dim(0, false, Kind::Double);
-            Vec::<f64>::try_from(x.to_device(Device::Cpu)).unwrap_or_default()
+            // The teacher's conditional distribution, unguided (as it has always been: the
+            // committed k-means partitions were made so).
+            let unguided = SamplerConfig {
+                guidance: 1.0,
+                ..sampler.clone()
+            };
+            let x = sample(teacher, &z, &l, &unguided)
+                .map(|x| x.flatten(1, -1).mean_dim(0, false, Kind::Double));
+            x.and_then(|x| Ok(Vec::<f64>::try_from(x.to_device(Device::Cpu))?))
+                .unwrap_or_default()
         })
         .collect()
 }
@@ -181,12 +186,13 @@ pub fn ensure_pairs(
     Ok(Some(p))
 }
 
-/// Assembles `bundle.json` of a run from its students' final stage directories.
+/// Assembles `bundle.json` of a run from its students' final stage directories, with the
+/// run's generator σ_max and the teacher's sampler settings from `cfg`.
 pub fn assemble_bundle(
     run: &RunDir,
     partition: &Partition,
     stage: &str,
-    sigma_max: f64,
+    cfg: &RunConfig,
 ) -> Result<crate::bundle::BundleManifest> {
     let dirs: Vec<PathBuf> = (0..partition.students)
         .map(|k| run.student_dir(k, stage))
@@ -196,8 +202,11 @@ pub fn assemble_bundle(
         &run.bundle_path(),
         partition,
         &dirs,
-        teacher.exists().then_some(teacher.as_path()),
-        sigma_max,
+        teacher.exists().then_some(TeacherRef {
+            dir: &teacher,
+            sampler: &cfg.sampler,
+        }),
+        cfg.distill.sigma_max,
     )
 }
 

@@ -8,14 +8,13 @@ use crate::{device, grid, progress};
 use anyhow::{bail, Context, Result};
 use msd::config::DataConfig;
 use msd::data::TrainingData;
-use msd::diffusion::{Denoiser, Guided, SamplerConfig};
+use msd::diffusion::SamplerConfig;
 use msd::eval::{
-    balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, MetricsConfig,
-    Reference,
+    balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, EvalReport,
+    FeatureNetInfo, MetricsConfig, Reference, SeedsInfo,
 };
 use msd::model::EdmModel;
 use msd::nets::Precision;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,7 +54,7 @@ pub struct Args {
     pub batch: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Precision of the network's evaluation (recorded in eval.json).
+    /// Precision of the network's evaluation (f32, or bf16 weights and activations).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
@@ -72,23 +71,6 @@ pub fn hardware() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{model}, {} torch threads", tch::get_num_threads())
-}
-
-/// The markdown table of per-class accuracies under a `title` line.
-pub fn per_class_table(title: &str, acc: &[f64]) -> String {
-    let mut md = format!("\n{title}\n\n| class |");
-    for c in 0..acc.len() {
-        md.push_str(&format!(" {c} |"));
-    }
-    md.push_str(&format!(
-        "\n|---|{}\n| accuracy |",
-        "---|".repeat(acc.len())
-    ));
-    for v in acc {
-        md.push_str(&format!(" {:.1}% |", 100.0 * v));
-    }
-    md.push('\n');
-    md
 }
 
 fn beside(teacher: &Path, name: &str) -> PathBuf {
@@ -130,16 +112,7 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("--classifier {}", clf_dir.display()))?;
         let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        return crate::cmd::eval_bundle::run(
-            &a,
-            bpath,
-            &data,
-            &clf,
-            &clf_dir,
-            rec.heldout_accuracy,
-            &out,
-            device,
-        );
+        return crate::cmd::eval_bundle::run(&a, bpath, &data, &clf, &clf_dir, &rec, &out, device);
     }
     let mut teacher = EdmModel::load_dir(&anchor, device)
         .with_context(|| format!("--teacher {}", anchor.display()))?;
@@ -203,17 +176,12 @@ pub fn run(a: Args) -> Result<()> {
         ..Default::default()
     };
     let labels = balanced_labels(a.n, teacher.num_classes());
-    let guided = Guided {
-        inner: &teacher as &dyn Denoiser,
-        scale: a.guidance,
-        null_label: teacher.num_classes(),
-    };
     let through_net = a.batch as i64 * if a.guidance != 1.0 { 2 } else { 1 };
     msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
     let bar = progress::bar(a.n as u64, "sampling");
     let t0 = Instant::now();
     let x = generate(
-        &guided,
+        &teacher,
         &teacher.spec.net.sample_shape(),
         &labels,
         &cfg,
@@ -221,7 +189,7 @@ pub fn run(a: Args) -> Result<()> {
         a.batch,
         device,
         &mut |d| bar.set_position(d as u64),
-    );
+    )?;
     let gen_seconds = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let m = image_metrics(&clf, &reference, &x, &labels, &mc)?;
@@ -234,68 +202,26 @@ pub fn run(a: Args) -> Result<()> {
         &out.join("samples.png"),
     )?;
 
-    let hw = hardware();
-    let batches = a.n.div_ceil(a.batch);
-    let report = json!({
-        "n": m.n,
-        "fd": m.fd,
-        "kid": m.kid,
-        "kid_std": m.kid_std,
-        "precision": m.precision,
-        "recall": m.recall,
-        "class_accuracy": m.class_accuracy,
-        "per_class_accuracy": m.per_class_accuracy,
-        "floor_fd": floor.fd,
-        "floor": floor,
-        "reference": { "split": "train", "n": m.n_reference },
-        "feature_net": { "path": clf_dir, "heldout_accuracy": rec.heldout_accuracy, "heldout_n": rec.heldout_n, "features": clf.config.features },
-        "teacher": anchor,
-        "sampler": cfg,
-        "nfe": cfg.nfe(),
-        "seeds": { "first": a.seed, "last": a.seed + batches as u64 - 1, "batch": a.batch, "rule": "batch b draws its noise after manual_seed(first + b); sample i asks for class i mod C" },
-        "metrics": mc,
-        "data": a.data,
-        "generation_seconds": gen_seconds,
-        "hardware": hw,
-        "precision": a.precision,
-    });
-    msd::train::checkpoint::write_json_atomic(&out.join("eval.json"), &report)?;
-
-    let mut md = String::new();
-    md.push_str(&format!(
-        "# Evaluation of `{}`\n\nFeature network: the project's own CNN classifier `{}` (penultimate layer, {} features; held-out accuracy {:.2}% on {} images) — not Inception, so these FD/KID figures are not comparable with published FID.\n\n",
-        anchor.display(),
-        clf_dir.display(),
-        clf.config.features,
-        100.0 * rec.heldout_accuracy,
-        rec.heldout_n
-    ));
-    md.push_str(&format!(
-        "Samples: {} (balanced, classes i mod {}), Heun-{} ({} NFE), guidance {}, seeds {}..={} (batches of {}); reference: training split ({} images). Hardware: {}; generation took {:.0} s.\n\n",
-        m.n, teacher.num_classes(), a.steps, cfg.nfe(), a.guidance, a.seed, a.seed + batches as u64 - 1, a.batch, m.n_reference, hw, gen_seconds
-    ));
-    md.push_str("| set | n | FD | KID | precision | recall | class accuracy |\n|---|---|---|---|---|---|---|\n");
-    for (name, r) in [("teacher samples", &m), ("held-out real (floor)", &floor)] {
-        md.push_str(&format!(
-            "| {name} | {} | {:.3} | {:.4} ± {:.4} | {:.3} | {:.3} | {:.2}% |\n",
-            r.n,
-            r.fd,
-            r.kid,
-            r.kid_std,
-            r.precision,
-            r.recall,
-            100.0 * r.class_accuracy
-        ));
-    }
-    md.push_str(&per_class_table(
-        "Per-class accuracy of the teacher's samples:",
-        &m.per_class_accuracy,
-    ));
-    msd::train::checkpoint::write_bytes_atomic(&out.join("eval.md"), md.as_bytes())?;
-    println!(
-        "teacher: FD {:.3} (floor {:.3}), KID {:.4}, precision {:.3}, recall {:.3}, class accuracy {:.2}% on {} samples",
-        m.fd, floor.fd, m.kid, m.precision, m.recall, 100.0 * m.class_accuracy, m.n
+    let mut report = EvalReport::new(
+        &m,
+        &floor,
+        FeatureNetInfo::new(&clf_dir, &clf, &rec),
+        cfg.nfe(),
+        SeedsInfo::new(a.seed, a.n, a.batch),
+        &mc,
+        &a.data,
+        gen_seconds,
+        &hardware(),
     );
+    report.teacher = Some(anchor.clone());
+    report.sampler = Some(cfg.clone());
+    report.net_precision = Some(a.precision);
+    report.save(&out.join("eval.json"))?;
+    msd::train::checkpoint::write_bytes_atomic(
+        &out.join("eval.md"),
+        report.to_markdown().as_bytes(),
+    )?;
+    println!("{}", report.summary_line("teacher"));
     println!(
         "report: {} and eval.md; grid: {}",
         out.join("eval.json").display(),

@@ -11,9 +11,9 @@ use super::experiment_plan::{
 };
 use crate::cmd::{bench::median_ms, distill, eval};
 use anyhow::{bail, Context, Result};
-use msd::bundle::Bundle;
+use msd::bundle::{Bundle, TeacherRef};
 use msd::config::RunConfig;
-use msd::diffusion::{sample, Denoiser, Guided};
+use msd::diffusion::sample;
 use msd::model::EdmModel;
 use msd::partition::Partition;
 use msd::run::{ensure_pairs, teacher_id, RunDir};
@@ -228,18 +228,13 @@ impl Ctx<'_> {
             );
             eval::run(self.eval_args(Some(self.exp.teacher.clone()), None, dir.clone())?)?;
         }
-        let guided = Guided {
-            inner: self.teacher as &dyn Denoiser,
-            scale: s.guidance,
-            null_label: self.teacher.num_classes(),
-        };
         let teacher_reps = self.exp.latency_reps.div_ceil(10).max(1);
         let (b1, bn) = self.timings(teacher_reps, &mut |labels| {
             let l = Tensor::from_slice(labels).to_device(self.device);
             let mut shape = vec![labels.len() as i64];
             shape.extend(self.teacher.spec.net.sample_shape());
             let z = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
-            let _ = sample(&guided, &z, &l, s);
+            let _ = sample(self.teacher, &z, &l, s);
         });
         let train: Option<TrainSummary> = read_json(&self.exp.teacher.join("train.json")).ok();
         let row = json!({
@@ -365,7 +360,10 @@ impl Ctx<'_> {
                 &bundle_path,
                 &partition,
                 &dirs,
-                Some(&run.teacher_dir()),
+                Some(TeacherRef {
+                    dir: &run.teacher_dir(),
+                    sampler: &self.base.sampler,
+                }),
                 self.base.distill.sigma_max,
             )?;
             println!(

@@ -5,7 +5,7 @@
 use crate::{device, plot};
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
-use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig, SamplerMethod};
+use msd::diffusion::{sample, SamplerConfig, SamplerMethod};
 use msd::model::EdmModel;
 use msd::nets::Precision;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ pub struct Args {
     pub points: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Precision of the network's evaluation.
+    /// Precision of the network's evaluation (f32, or bf16 weights and activations).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
@@ -92,7 +92,7 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     let through_net = labels.len() as i64 * if a.guidance != 1.0 { 2 } else { 1 };
     msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
-    let x = draw(&teacher, &labels, &cfg, a.seed, device);
+    let x = draw(&teacher, &labels, &cfg, a.seed, device)?;
     write_picture(&x, &labels, &a.out)?;
     if let Some(p) = &a.points {
         write_points(&x, &labels, p)?;
@@ -150,18 +150,13 @@ pub fn draw(
     cfg: &SamplerConfig,
     seed: u64,
     device: Device,
-) -> Tensor {
+) -> Result<Tensor> {
     tch::manual_seed(seed as i64);
     let mut shape = vec![labels.len() as i64];
     shape.extend(model.spec.net.sample_shape());
     let z = Tensor::randn(shape.as_slice(), (Kind::Float, device));
     let l = Tensor::from_slice(labels).to_device(device);
-    let guided = Guided {
-        inner: model as &dyn Denoiser,
-        scale: cfg.guidance,
-        null_label: model.num_classes(),
-    };
-    sample(&guided, &z, &l, cfg)
+    Ok(sample(model, &z, &l, cfg)?)
 }
 
 /// A picture of samples: a scatter plot (coloured by class) for 2-D data, a grid with one row
@@ -233,6 +228,6 @@ pub fn preview(model: &EdmModel, cfg: &SamplerConfig, seed: u64, out: &Path) -> 
     let labels: Vec<i64> = (0..model.num_classes())
         .flat_map(|c| std::iter::repeat_n(c, per))
         .collect();
-    let x = draw(model, &labels, cfg, seed, model.device());
+    let x = draw(model, &labels, cfg, seed, model.device())?;
     write_picture(&x, &labels, out)
 }

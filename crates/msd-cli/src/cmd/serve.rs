@@ -31,9 +31,10 @@ pub struct Limits {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16384)]
     pub body_limit: usize,
-    /// Heun steps of the teacher comparison.
-    #[arg(long, default_value_t = 18)]
-    pub teacher_steps: usize,
+    /// Sampler steps of the teacher comparison (default: the teacher's own sampler settings,
+    /// as the bundle records them).
+    #[arg(long)]
+    pub teacher_steps: Option<usize>,
 }
 
 impl Limits {

@@ -2,7 +2,7 @@
 //! generated once over **all** classes and shared, unfiltered, by every student (the paper found
 //! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`).
 
-use crate::diffusion::{sample, Guided, SamplerConfig};
+use crate::diffusion::{sample, SamplerConfig};
 use crate::model::EdmModel;
 use crate::train::checkpoint;
 use crate::{Error, Result};
@@ -39,21 +39,17 @@ impl RegressionPairs {
         shape.extend(teacher.spec.net.sample_shape());
         let z = Tensor::randn(shape.as_slice(), (Kind::Float, dev));
         let l = Tensor::from_slice(&labels).to_device(dev);
-        let guided = Guided {
-            inner: teacher,
-            scale: cfg.guidance,
-            null_label: teacher.num_classes(),
-        };
         let ys: Vec<Tensor> = (0..labels.len())
             .step_by(chunk.max(1))
             .map(|s| {
                 let n = chunk.min(labels.len() - s) as i64;
                 sample(
-                    &guided,
+                    teacher,
                     &z.narrow(0, s as i64, n),
                     &l.narrow(0, s as i64, n),
                     cfg,
                 )
+                .expect("an EdmModel has a null label, so any guidance applies")
             })
             .collect();
         Self {
