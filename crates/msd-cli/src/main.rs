@@ -57,6 +57,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any tensor exists: keep large freed blocks in the heap (see msd::runtime).
+    msd::runtime::configure_allocator(msd::runtime::AllocatorPolicy::from_env());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MSD_LOG")
@@ -71,7 +73,7 @@ fn main() -> ExitCode {
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(n) = cli.threads {
-        tch::set_num_threads(n);
+        msd::runtime::fix_threads(n);
     }
     if matches!(
         cli.command,

@@ -21,6 +21,7 @@ pub mod nets;
 pub mod partition;
 pub mod pipeline;
 pub mod run;
+pub mod runtime;
 mod tagged;
 pub mod teacher;
 pub mod train;
