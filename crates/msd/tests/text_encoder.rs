@@ -213,3 +213,25 @@ fn bad_weight_files_are_named() {
     let err = TextEncoder::load(&dir.path().join("nowhere"), Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("setup-text-encoder.sh"), "{err}");
 }
+
+#[test]
+fn embedding_cache_is_reused_only_for_the_same_texts() {
+    let enc = encoder();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("emb.safetensors");
+    let a = ["a thin eight", "a bold two leaning left"];
+    let (e1, hit1) = enc.encode_cached(&a, &path, 8).unwrap();
+    let (e2, hit2) = enc.encode_cached(&a, &path, 8).unwrap();
+    assert!(!hit1 && hit2);
+    assert!(e1.equal(&e2));
+    // Other texts (even one word) miss and replace the file.
+    let b = ["a thin eight", "a bold two leaning right"];
+    let (e3, hit3) = enc.encode_cached(&b, &path, 8).unwrap();
+    assert!(!hit3);
+    assert!(!e3.equal(&e1));
+    assert!(enc.encode_cached(&b, &path, 8).unwrap().1);
+    // A corrupt cache file is an error that names it, not a silent recompute.
+    std::fs::write(&path, b"not safetensors").unwrap();
+    let err = enc.encode_cached(&b, &path, 8).unwrap_err().to_string();
+    assert!(err.contains("emb.safetensors"), "{err}");
+}

@@ -9,9 +9,13 @@
 //!   horizontal shift per pixel of height, positive when the top of the digit leans right.
 //! - **Size** = area (px²) of the bounding box of the pixels with intensity ≥ 0.5.
 //!
-//! Each attribute is cut into three levels at the terciles of its value among the *training*
-//! images of the same digit ([`Thresholds::fit`]), so every level holds about a third of each
-//! class ("thin" means thin for a seven) and the same thresholds score generated images later.
+//! Each attribute is cut into three levels at terciles fitted on the *training* images
+//! ([`Thresholds::fit`]); the same thresholds score generated images later. Thickness (px) and
+//! slant (shear) are physical measures that mean the same for every digit, so their terciles
+//! are over all training images ("leaning left" is a negative or small shear whatever the digit;
+//! most MNIST digits lean right, so the cut between "upright" and "leaning right" is above 0).
+//! The bounding-box area depends on the digit's shape (a one is narrow), so size terciles are
+//! per digit class: "a large one" is large for a one.
 //! The templates ([`TEMPLATES`]) all name the digit and the three levels; [`HELDOUT_TEMPLATES`]
 //! are never used for training captions, so evaluation can prompt with wordings no model saw.
 //! Template choice is a seeded ChaCha8 draw per image: same images + seed → same captions.
@@ -41,7 +45,7 @@ pub struct Attributes {
     pub size: f32,
 }
 
-/// Which tercile an attribute falls in (among training images of the same digit).
+/// Which tercile an attribute falls in (see the module doc for the reference population).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -200,17 +204,23 @@ fn quantile(sorted: &[f32], q: f64) -> f32 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * t
 }
 
-/// Tercile cut points of each attribute, per digit class (index = label).
+/// Tercile cut points `[t1, t2]`: thickness and slant over all training images, size per
+/// digit class (index = label).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
-    pub thickness: Vec<[f32; 2]>,
-    pub slant: Vec<[f32; 2]>,
+    pub thickness: [f32; 2],
+    pub slant: [f32; 2],
     pub size: Vec<[f32; 2]>,
 }
 
+fn terciles(v: &mut [f32]) -> [f32; 2] {
+    v.sort_by(f32::total_cmp);
+    [quantile(v, 1.0 / 3.0), quantile(v, 2.0 / 3.0)]
+}
+
 impl Thresholds {
-    /// Terciles of each attribute among the images of each class (`labels[i]` is the class of
-    /// `attrs[i]`). Every class in `0..NUM_DIGITS` needs at least one image.
+    /// Fits the terciles (`labels[i]` is the class of `attrs[i]`). Every class in
+    /// `0..NUM_DIGITS` needs at least one image.
     pub fn fit(attrs: &[Attributes], labels: &[i64]) -> Result<Self> {
         if attrs.len() != labels.len() {
             return Err(Error::Invalid(format!(
@@ -219,54 +229,45 @@ impl Thresholds {
                 labels.len()
             )));
         }
-        let mut per: Vec<[Vec<f32>; 3]> = vec![Default::default(); NUM_DIGITS as usize];
+        let mut sizes: Vec<Vec<f32>> = vec![Vec::new(); NUM_DIGITS as usize];
         for (a, &l) in attrs.iter().zip(labels) {
-            let slot = per
+            sizes
                 .get_mut(usize::try_from(l).unwrap_or(usize::MAX))
                 .ok_or(Error::UnknownClass {
                     class: l,
                     num_classes: NUM_DIGITS,
-                })?;
-            slot[0].push(a.thickness);
-            slot[1].push(a.slant);
-            slot[2].push(a.size);
+                })?
+                .push(a.size);
         }
-        let mut out = Thresholds {
-            thickness: Vec::new(),
-            slant: Vec::new(),
-            size: Vec::new(),
-        };
-        for (class, vals) in per.iter_mut().enumerate() {
-            if vals[0].is_empty() {
+        let mut size = Vec::with_capacity(sizes.len());
+        for (class, v) in sizes.iter_mut().enumerate() {
+            if v.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "captions: no training image of digit {class} to fit its attribute terciles"
+                    "captions: no training image of digit {class} to fit its size terciles"
                 )));
             }
-            let mut cuts = [[0f32; 2]; 3];
-            for (k, v) in vals.iter_mut().enumerate() {
-                v.sort_by(f32::total_cmp);
-                cuts[k] = [quantile(v, 1.0 / 3.0), quantile(v, 2.0 / 3.0)];
-            }
-            out.thickness.push(cuts[0]);
-            out.slant.push(cuts[1]);
-            out.size.push(cuts[2]);
+            size.push(terciles(v));
         }
-        Ok(out)
+        Ok(Thresholds {
+            thickness: terciles(&mut attrs.iter().map(|a| a.thickness).collect::<Vec<_>>()),
+            slant: terciles(&mut attrs.iter().map(|a| a.slant).collect::<Vec<_>>()),
+            size,
+        })
     }
 
     /// The levels of `a`, an image of digit `label`.
     pub fn levels(&self, label: i64, a: &Attributes) -> Result<Levels> {
-        let i = usize::try_from(label)
+        let size = usize::try_from(label)
             .ok()
-            .filter(|&i| i < self.thickness.len())
+            .and_then(|i| self.size.get(i))
             .ok_or(Error::UnknownClass {
                 class: label,
-                num_classes: self.thickness.len() as i64,
+                num_classes: self.size.len() as i64,
             })?;
         Ok(Levels {
-            thickness: Level::of(a.thickness, self.thickness[i]),
-            slant: Level::of(a.slant, self.slant[i]),
-            size: Level::of(a.size, self.size[i]),
+            thickness: Level::of(a.thickness, self.thickness),
+            slant: Level::of(a.slant, self.slant),
+            size: Level::of(a.size, *size),
         })
     }
 }
@@ -399,6 +400,96 @@ pub fn caption_training_set(
     Ok((thresholds, captions))
 }
 
+/// Every distinct caption text of `captions`, in first-seen order, and for each caption the
+/// row of its text (captions repeat: 10 digits × 27 level combinations × a few templates).
+pub fn distinct_texts(captions: &[Caption]) -> (Vec<String>, Vec<usize>) {
+    let mut rows = std::collections::HashMap::new();
+    let mut texts = Vec::new();
+    let idx = captions
+        .iter()
+        .map(|c| {
+            *rows.entry(c.text.clone()).or_insert_with(|| {
+                texts.push(c.text.clone());
+                texts.len() - 1
+            })
+        })
+        .collect();
+    (texts, idx)
+}
+
+/// How often the nearest training wording of a held-out wording (by embedding cosine) agrees
+/// with it: a first look at whether an embedding router would send unseen wordings to the
+/// right place. Fractions over all held-out wordings (every template × digit × levels).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WordingCheck {
+    /// Held-out wordings queried.
+    pub queries: usize,
+    /// Training wordings searched.
+    pub candidates: usize,
+    /// Nearest names the same digit.
+    pub digit: f64,
+    /// Nearest has the same thickness level.
+    pub thickness: f64,
+    /// Nearest has the same slant level.
+    pub slant: f64,
+    /// Nearest has the same size level.
+    pub size: f64,
+    /// Nearest agrees on the digit and all three levels.
+    pub all: f64,
+}
+
+/// Embeds every wording of every digit × level combination with the training and the held-out
+/// templates, and matches each held-out wording to its nearest training wording.
+pub fn heldout_wording_check(
+    encoder: &crate::nets::text_encoder::TextEncoder,
+    batch_size: usize,
+) -> Result<WordingCheck> {
+    let mut seen = Vec::new();
+    let mut held = Vec::new();
+    let train = training_templates();
+    for label in 0..NUM_DIGITS {
+        for lv in Levels::all() {
+            for t in 0..TEMPLATES.len() {
+                let entry = (label, lv, render(t, label, lv)?);
+                if train.contains(&t) {
+                    seen.push(entry);
+                } else {
+                    held.push(entry);
+                }
+            }
+        }
+    }
+    let texts = |v: &[(i64, Levels, String)]| v.iter().map(|e| e.2.clone()).collect::<Vec<_>>();
+    let es = encoder.encode(&texts(&seen), batch_size)?;
+    let eh = encoder.encode(&texts(&held), batch_size)?;
+    // Rows are unit vectors: the largest dot product is the largest cosine.
+    let nearest: Vec<i64> = Vec::try_from(eh.matmul(&es.tr()).argmax(1, false))?;
+    let mut hits = [0usize; 5];
+    for ((label, lv, _), &j) in held.iter().zip(&nearest) {
+        let (nl, nlv, _) = &seen[j as usize];
+        let m = [
+            label == nl,
+            lv.thickness == nlv.thickness,
+            lv.slant == nlv.slant,
+            lv.size == nlv.size,
+            label == nl && lv == nlv,
+        ];
+        for (h, ok) in hits.iter_mut().zip(m) {
+            *h += usize::from(ok);
+        }
+    }
+    let frac = |k: usize| hits[k] as f64 / held.len() as f64;
+    Ok(WordingCheck {
+        queries: held.len(),
+        candidates: seen.len(),
+        digit: frac(0),
+        thickness: frac(1),
+        slant: frac(2),
+        size: frac(3),
+        all: frac(4),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,8 +567,8 @@ mod tests {
     }
 
     #[test]
-    fn terciles_split_each_class_into_thirds() {
-        // Class c's values are c·100 + 0..30: each class's terciles fall inside its own range.
+    fn terciles_pool_thickness_and_slant_but_not_size() {
+        // Class c's values are c·100 + 0..30 (slant: negated).
         let mut attrs = Vec::new();
         let mut labels = Vec::new();
         for c in 0..NUM_DIGITS {
@@ -492,26 +583,36 @@ mod tests {
             }
         }
         let th = Thresholds::fit(&attrs, &labels).unwrap();
-        let mut counts = std::collections::HashMap::new();
+        let mut pooled = std::collections::HashMap::new();
+        let mut per_class = std::collections::HashMap::new();
         for (a, &l) in attrs.iter().zip(&labels) {
             let lv = th.levels(l, a).unwrap();
-            *counts.entry((l, lv.thickness)).or_insert(0) += 1;
-            // Size has the same values (same levels); slant the negated ones (reversed order).
-            assert_eq!(lv.size, lv.thickness);
+            *pooled.entry(lv.thickness).or_insert(0) += 1;
+            *per_class.entry((l, lv.size)).or_insert(0) += 1;
+            // Slant is the negated value: its order is reversed.
             let flipped = match lv.slant {
                 Level::Low => Level::High,
                 Level::Mid => Level::Mid,
                 Level::High => Level::Low,
             };
             assert_eq!(flipped, lv.thickness);
+            // Pooled terciles: digits 0–2 are all thin, 7–9 all thick.
+            if l <= 2 {
+                assert_eq!(lv.thickness, Level::Low);
+            }
+            if l >= 7 {
+                assert_eq!(lv.thickness, Level::High);
+            }
         }
-        for c in 0..NUM_DIGITS {
-            for lv in Level::ALL {
-                let n = counts.get(&(c, lv)).copied().unwrap_or(0);
-                assert!((9..=11).contains(&n), "class {c} level {lv:?}: {n} of 30");
+        for lv in Level::ALL {
+            assert!((99..=101).contains(&pooled[&lv]), "{lv:?}: {}", pooled[&lv]);
+            for c in 0..NUM_DIGITS {
+                let n = per_class.get(&(c, lv)).copied().unwrap_or(0);
+                assert_eq!(n, 10, "class {c} size level {lv:?}: {n} of 30");
             }
         }
         assert!(th.levels(10, &attrs[0]).is_err());
+        assert!(th.levels(-1, &attrs[0]).is_err());
         // A class with no image cannot be fitted.
         assert!(Thresholds::fit(&attrs[..30], &labels[..30]).is_err());
     }
@@ -574,6 +675,12 @@ mod tests {
                 cap.text,
                 render(cap.template, cap.label, cap.levels).unwrap()
             );
+        }
+        let (texts, rows) = distinct_texts(&a);
+        assert!(texts.len() <= a.len());
+        assert_eq!(texts.iter().collect::<HashSet<_>>().len(), texts.len());
+        for (cap, &r) in a.iter().zip(&rows) {
+            assert_eq!(texts[r], cap.text);
         }
         assert!(caption_images(&t, &labels[1..], &th, &train, 7).is_err());
         assert!(caption_images(&t, &labels, &th, &[], 7).is_err());

@@ -413,6 +413,55 @@ impl TextEncoder {
     }
 }
 
+impl TextEncoder {
+    /// [`Self::encode`] through a file cache: `path` (safetensors) holds `embeddings`
+    /// `[N, hidden]` and `key`, the sha256 of the encoder's name and `texts` (length-prefixed).
+    /// A file whose key or shape does not match is recomputed and replaced (written
+    /// atomically). Returns the embeddings (on the encoder's device) and whether the cache hit.
+    pub fn encode_cached<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        path: &Path,
+        batch_size: usize,
+    ) -> Result<(Tensor, bool)> {
+        let key = Tensor::from_slice(&texts_key(texts)).to_kind(Kind::Uint8);
+        if path.exists() {
+            let named = crate::train::checkpoint::read_tensors(path)?;
+            let get = |name: &str| named.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            if let (Some(k), Some(e)) = (get("key"), get("embeddings")) {
+                if k.size() == key.size()
+                    && k.to_kind(Kind::Uint8).equal(&key)
+                    && e.size() == [texts.len() as i64, self.cfg.hidden]
+                {
+                    return Ok((e.to_kind(Kind::Float).to_device(self.device), true));
+                }
+            }
+        }
+        let emb = self.encode(texts, batch_size)?;
+        crate::train::checkpoint::write_tensors_atomic(
+            path,
+            &[
+                ("embeddings".to_string(), emb.shallow_clone()),
+                ("key".to_string(), key),
+            ],
+        )?;
+        Ok((emb, false))
+    }
+}
+
+/// sha256 of the model name and the length-prefixed texts: the embedding cache's key.
+fn texts_key<S: AsRef<str>>(texts: &[S]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(MODEL_DIR_NAME.as_bytes());
+    for t in texts {
+        let b = t.as_ref().as_bytes();
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    }
+    h.finalize().to_vec()
+}
+
 fn layer_norm(x: &Tensor, n: &LayerNorm, eps: f64) -> Tensor {
     let last = *x.size().last().expect("layer_norm on a 0-d tensor");
     x.layer_norm(
