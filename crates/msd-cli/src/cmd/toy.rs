@@ -7,11 +7,12 @@
 use crate::cmd::distill::train_one;
 use crate::{plot, progress};
 use anyhow::{bail, Context, Result};
-use msd::bundle::Bundle;
+use msd::bundle::{Bundle, TeacherRef};
 use msd::config::RunConfig;
 use msd::data::toy2d::{Toy2d, BOX};
+use msd::data::TrainingData;
 use msd::diffusion::sample;
-use msd::distill::trainer::Stage;
+use msd::distill::StageKind;
 use msd::distill::StudentJob;
 use msd::eval::{hist_l1, Hist2d};
 use msd::model::EdmModel;
@@ -45,6 +46,9 @@ pub struct Args {
     /// Another config instead of the embedded configs/toy.toml.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The students' method: dm (distribution matching) or cd (consistency distillation).
+    #[arg(long, value_enum, default_value = "dm")]
+    pub method: StageKind,
 }
 
 #[derive(Serialize)]
@@ -70,6 +74,7 @@ struct TeacherReport {
 #[derive(Serialize)]
 struct Report {
     seed: u64,
+    method: StageKind,
     quick: bool,
     samples_per_class: usize,
     bins: usize,
@@ -92,11 +97,17 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 /// Teacher samples of one class, `[n, 2]`.
-fn teacher_samples(teacher: &EdmModel, cfg: &RunConfig, class: i64, n: usize, seed: u64) -> Tensor {
+fn teacher_samples(
+    teacher: &EdmModel,
+    cfg: &RunConfig,
+    class: i64,
+    n: usize,
+    seed: u64,
+) -> Result<Tensor> {
     tch::manual_seed(seed as i64);
     let z = Tensor::randn([n as i64, 2], (Kind::Float, Device::Cpu));
     let l = Tensor::full([n as i64], class, (Kind::Int64, Device::Cpu));
-    sample(teacher, &z, &l, &cfg.sampler)
+    Ok(sample(teacher, &z, &l, &cfg.sampler)?)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -123,8 +134,19 @@ pub fn run(a: Args) -> Result<()> {
         cfg.distill.iterations = 300;
         cfg.distill.regression_pairs_per_class = 64;
         cfg.distill.checkpoint_every = 300;
+        cfg.distill.cd.iterations = 300;
         n_eval = 2000;
     }
+    if !matches!(a.method, StageKind::Dm | StageKind::Cd) {
+        bail!(
+            "--method: {} is not a per-student method (dm or cd)",
+            a.method
+        );
+    }
+    let iterations = match a.method {
+        StageKind::Cd => cfg.distill.cd.iterations,
+        _ => cfg.distill.iterations,
+    };
     let toy = match cfg.data.open(Path::new("."))?.num_classes() {
         8 => Toy2d::standard(),
         _ => {
@@ -171,8 +193,8 @@ pub fn run(a: Args) -> Result<()> {
     let mut data_hist = Vec::new();
     let mut teacher_to_data = Vec::new();
     for c in 0..num_classes {
-        let xa = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + c as u64);
-        let xb = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + 100 + c as u64);
+        let xa = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + c as u64)?;
+        let xb = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + 100 + c as u64)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(eval_seed + 200 + c as u64);
         let pts: Vec<[f32; 2]> = toy
             .sample_class(c, n_eval, &mut rng)
@@ -207,7 +229,10 @@ pub fn run(a: Args) -> Result<()> {
         let mut params = 0;
         let mut dirs = Vec::new();
         for s in 0..k {
-            let dir = kdir.join("students").join(s.to_string()).join("dm");
+            let dir = kdir
+                .join("students")
+                .join(s.to_string())
+                .join(a.method.name());
             let job = StudentJob {
                 teacher: &teacher,
                 partition: &partition,
@@ -217,8 +242,8 @@ pub fn run(a: Args) -> Result<()> {
                 seed: cfg.seed,
                 teacher_id: &tid,
                 generator_init: None,
-                stage: Stage::Dm,
-                real_data: None,
+                stage: a.method,
+                real_data: (a.method == StageKind::Cd).then_some(&toy as &dyn TrainingData),
                 data_id: "toy",
                 resume_from: None,
             };
@@ -232,7 +257,10 @@ pub fn run(a: Args) -> Result<()> {
             &bpath,
             &partition,
             &dirs,
-            Some(&tdir),
+            Some(TeacherRef {
+                dir: &tdir,
+                sampler: &cfg.sampler,
+            }),
             cfg.distill.sigma_max,
         )?;
         let bundle = Bundle::load(&bpath, device)?;
@@ -271,11 +299,12 @@ pub fn run(a: Args) -> Result<()> {
 
     let report = Report {
         seed: cfg.seed,
+        method: a.method,
         quick: a.quick,
         samples_per_class: n_eval,
         bins: BINS,
         box_half_width: BOX,
-        per_student_iterations: cfg.distill.iterations,
+        per_student_iterations: iterations,
         noise_floor_l1: mean(&floor),
         per_class_noise_floor_l1: floor,
         teacher: TeacherReport {
@@ -304,10 +333,10 @@ fn markdown(r: &Report) -> String {
     let mut s = format!(
         "# Toy MSD: distance to the teacher against the number of students\n\n\
          Metric: per-class ℓ1 between 2-D histograms ({b}×{b} bins over [−{h}, {h}]²) of {n} samples per class, \
-         averaged over the 8 classes. Students: one-step (1 NFE), DM stage, {it} iterations each, contiguous partition. \
+         averaged over the 8 classes. Students: one-step (1 NFE), {m} stage, {it} iterations each, contiguous partition. \
          Teacher: Heun-18 (35 NFE). Seed {seed}. Hardware: {hw}. Wall time {w:.0} s.\n\n\
          | K | ℓ1 to teacher | ℓ1 to data | params/student | train s (all students) |\n|---|---|---|---|---|\n",
-        b = r.bins, h = r.box_half_width, n = r.samples_per_class, it = r.per_student_iterations, seed = r.seed, hw = r.hardware, w = r.wall_seconds
+        m = r.method.name().to_uppercase(), b = r.bins, h = r.box_half_width, n = r.samples_per_class, it = r.per_student_iterations, seed = r.seed, hw = r.hardware, w = r.wall_seconds
     );
     for run in &r.runs {
         s.push_str(&format!(
