@@ -54,6 +54,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Load benchmark of `serve`: samples/s over HTTP against the raw batched generator.
     ServeBench(cmd::serve_bench::Args),
+    /// Caption the training digits (label, thickness, slant, size) and embed the captions.
+    Captions(cmd::captions::Args),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Serve(a) => cmd::serve::run(a, cli.threads),
         Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),
+        Command::Captions(a) => cmd::captions::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod captions;
 pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
