@@ -114,6 +114,7 @@ impl Distiller {
         let device = opts.device;
         let cfg = run.load_config()?;
         let teacher = run.load_teacher(device)?;
+        crate::distill::checks::check_teacher_record(&cfg, &run.teacher_dir())?;
         let d = &cfg.distill;
         let has = |s: StageKind| opts.stages.contains(&s);
         if has(StageKind::Tsm) && d.student_net.is_none() {
@@ -144,7 +145,13 @@ impl Distiller {
                 partition.students - 1
             )));
         }
-        let pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
+        let mut pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
+        crate::distill::regression::attach_features(
+            &mut pairs,
+            d.regression_distance,
+            &run.root,
+            device,
+        )?;
         let tid = teacher_id(&run.teacher_dir());
         for &k in &students {
             let classes = partition.classes_of(k);
@@ -223,7 +230,7 @@ impl Distiller {
         if last == StageKind::Tsm || !all_done {
             return Ok(None);
         }
-        let manifest = assemble_bundle(run, &partition, last.name(), d.sigma_max)?;
+        let manifest = assemble_bundle(run, &partition, last.name(), &cfg)?;
         obs.bundle_written(&run.bundle_path(), last);
         Ok(Some(manifest))
     }

@@ -11,9 +11,9 @@ use super::experiment_plan::{
 };
 use crate::cmd::{bench::median_ms, distill, eval};
 use anyhow::{bail, Context, Result};
-use msd::bundle::Bundle;
+use msd::bundle::{Bundle, TeacherRef};
 use msd::config::RunConfig;
-use msd::diffusion::{sample, Denoiser, Guided};
+use msd::diffusion::sample;
 use msd::model::EdmModel;
 use msd::partition::Partition;
 use msd::run::{ensure_pairs, teacher_id, RunDir};
@@ -183,12 +183,12 @@ impl Ctx<'_> {
         Ok(eval::Args {
             teacher,
             bundle,
-            steps: self.base.sampler.steps,
+            steps: Some(self.base.sampler.steps),
             n: self.exp.n,
             classifier: Some(self.exp.classifier.clone()),
-            data: data.to_spec(),
+            data: Some(data.to_spec()),
             out: Some(out),
-            guidance: self.base.sampler.guidance,
+            guidance: Some(self.base.sampler.guidance),
             seed: self.exp.eval_seed,
             batch: self.exp.eval_batch,
             device: self.device_name.to_string(),
@@ -227,18 +227,13 @@ impl Ctx<'_> {
             );
             eval::run(self.eval_args(Some(self.exp.teacher.clone()), None, dir.clone())?)?;
         }
-        let guided = Guided {
-            inner: self.teacher as &dyn Denoiser,
-            scale: s.guidance,
-            null_label: self.teacher.num_classes(),
-        };
         let teacher_reps = self.exp.latency_reps.div_ceil(10).max(1);
         let (b1, bn) = self.timings(teacher_reps, &mut |labels| {
             let l = Tensor::from_slice(labels).to_device(self.device);
             let mut shape = vec![labels.len() as i64];
             shape.extend(self.teacher.spec.net.sample_shape());
             let z = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
-            let _ = sample(&guided, &z, &l, s);
+            let _ = sample(self.teacher, &z, &l, s);
         });
         let train: Option<TrainSummary> = read_json(&self.exp.teacher.join("train.json")).ok();
         let row = json!({
@@ -364,7 +359,10 @@ impl Ctx<'_> {
                 &bundle_path,
                 &partition,
                 &dirs,
-                Some(&run.teacher_dir()),
+                Some(TeacherRef {
+                    dir: &run.teacher_dir(),
+                    sampler: &self.base.sampler,
+                }),
                 self.base.distill.sigma_max,
             )?;
             println!(

@@ -185,7 +185,7 @@ batch {}, TTUR {}; training seed {}. Sizes: teacher and same-size students {} pa
         ("partition", "Partition strategy (K = 4, DM)"),
     ] {
         md.push_str(&format!(
-            "## {title}\n\n| row | K | size | stages | partition | FD | KID | precision | recall | class acc. | params/student | ms/image b1 | images/s b{tb} | train s | paper (ImageNet-64 FID) | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "## {title}\n\n| row | K | size | stages | partition | FD (msd CNN, not Inception FID) | KID | precision | recall | class acc. | params/student | ms/image b1 | images/s b{tb} | train s | paper (ImageNet-64 FID) | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
         for (plan, v) in rows.iter().zip(r["rows"].as_array().into_iter().flatten()) {
             if plan.section != section {
@@ -228,7 +228,7 @@ batch {}, TTUR {}; training seed {}. Sizes: teacher and same-size students {} pa
     }
     if let Some(f) = floor {
         md.push_str(&format!(
-            "Floor: the 1,000 held-out real images against the training split give FD {f:.3}.\n\n"
+            "Floor: the 1,000 held-out real images against the training split give FD {f:.3} (msd CNN features, not Inception FID).\n\n"
         ));
     }
     md.push_str("Columns: FD and KID on the classifier's features against the training split; precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); images/s at the throughput batch; train s = summed training-loop seconds of all the row's students and stages (the teacher row: its own training). Rows that share a run and stage share one evaluation (e.g. `4 students, DM` = `K = 4` = `contiguous`).\n");

@@ -7,7 +7,7 @@
 use crate::cmd::distill::train_one;
 use crate::{plot, progress};
 use anyhow::{bail, Context, Result};
-use msd::bundle::Bundle;
+use msd::bundle::{Bundle, TeacherRef};
 use msd::config::RunConfig;
 use msd::data::toy2d::{Toy2d, BOX};
 use msd::data::TrainingData;
@@ -97,11 +97,17 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 /// Teacher samples of one class, `[n, 2]`.
-fn teacher_samples(teacher: &EdmModel, cfg: &RunConfig, class: i64, n: usize, seed: u64) -> Tensor {
+fn teacher_samples(
+    teacher: &EdmModel,
+    cfg: &RunConfig,
+    class: i64,
+    n: usize,
+    seed: u64,
+) -> Result<Tensor> {
     tch::manual_seed(seed as i64);
     let z = Tensor::randn([n as i64, 2], (Kind::Float, Device::Cpu));
     let l = Tensor::full([n as i64], class, (Kind::Int64, Device::Cpu));
-    sample(teacher, &z, &l, &cfg.sampler)
+    Ok(sample(teacher, &z, &l, &cfg.sampler)?)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -187,8 +193,8 @@ pub fn run(a: Args) -> Result<()> {
     let mut data_hist = Vec::new();
     let mut teacher_to_data = Vec::new();
     for c in 0..num_classes {
-        let xa = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + c as u64);
-        let xb = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + 100 + c as u64);
+        let xa = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + c as u64)?;
+        let xb = teacher_samples(&teacher, &cfg, c as i64, n_eval, eval_seed + 100 + c as u64)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(eval_seed + 200 + c as u64);
         let pts: Vec<[f32; 2]> = toy
             .sample_class(c, n_eval, &mut rng)
@@ -251,7 +257,10 @@ pub fn run(a: Args) -> Result<()> {
             &bpath,
             &partition,
             &dirs,
-            Some(&tdir),
+            Some(TeacherRef {
+                dir: &tdir,
+                sampler: &cfg.sampler,
+            }),
             cfg.distill.sigma_max,
         )?;
         let bundle = Bundle::load(&bpath, device)?;
