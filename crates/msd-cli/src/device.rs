@@ -25,3 +25,11 @@ pub fn parse(s: &str) -> Result<Device> {
     }
     Ok(d)
 }
+
+/// The `--device` spelling of `d` (what [`parse`] reads back), for child processes.
+pub fn name(d: Device) -> String {
+    match d {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    }
+}

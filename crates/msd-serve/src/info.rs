@@ -60,7 +60,13 @@ pub struct Limits {
     pub max_batch: usize,
     pub max_wait_ms: f64,
     pub queue_cap: usize,
+    /// Longest a request may wait in a queue before it is answered 503.
+    pub max_queue_ms: f64,
+    /// Most samples per network evaluation.
+    pub eval_chunk: usize,
     pub body_limit: usize,
+    pub read_timeout_s: f64,
+    pub max_connections: usize,
 }
 
 impl BundleInfo {
@@ -117,7 +123,11 @@ impl BundleInfo {
                 max_batch: cfg.max_batch,
                 max_wait_ms: cfg.max_wait.as_secs_f64() * 1e3,
                 queue_cap: cfg.queue_cap,
+                max_queue_ms: cfg.max_queue.as_secs_f64() * 1e3,
+                eval_chunk: cfg.chunk(),
                 body_limit: cfg.body_limit,
+                read_timeout_s: cfg.read_timeout.as_secs_f64(),
+                max_connections: cfg.max_connections,
             },
         }
     }

@@ -190,6 +190,7 @@ impl Ctx<'_> {
             seed: self.exp.eval_seed,
             batch: self.exp.eval_batch,
             device: self.device,
+            precision: Default::default(),
         })
     }
 
@@ -209,7 +210,8 @@ impl Ctx<'_> {
         // is adopted rather than repeated.
         let prior: Option<Value> = read_json(&dir.join("eval.json")).ok();
         let adopt = prior.as_ref().is_some_and(|e| {
-            e["n"] == json!(self.exp.n)
+            !e["samples_as"].is_null()
+                && e["n"] == json!(self.exp.n)
                 && e["sampler"]["steps"] == json!(s.steps)
                 && e["sampler"]["guidance"].as_f64() == Some(s.guidance)
                 && e["seeds"]["first"] == json!(self.exp.eval_seed)
@@ -389,7 +391,9 @@ impl Ctx<'_> {
 }
 
 /// Whether `dir/row.json` exists and was made with `key`.
+/// An evaluation scored before generated images were quantised to 8 bits (no `samples_as`)
+/// is not done: it is made again.
 fn row_done(dir: &Path, key: &Value) -> bool {
     read_json::<Value>(&dir.join("row.json")).is_ok_and(|r| &r["key"] == key)
-        && dir.join("eval.json").exists()
+        && msd::eval::EvalReport::load(&dir.join("eval.json")).is_ok_and(|e| e.samples_as.is_some())
 }
