@@ -183,15 +183,16 @@ impl Ctx<'_> {
         Ok(eval::Args {
             teacher,
             bundle,
-            steps: self.base.sampler.steps,
+            steps: Some(self.base.sampler.steps),
             n: self.exp.n,
             classifier: Some(self.exp.classifier.clone()),
-            data: data.to_spec(),
+            data: Some(data.to_spec()),
             out: Some(out),
-            guidance: self.base.sampler.guidance,
+            guidance: Some(self.base.sampler.guidance),
             seed: self.exp.eval_seed,
             batch: self.exp.eval_batch,
             device: self.device_name.to_string(),
+            precision: Default::default(),
         })
     }
 
