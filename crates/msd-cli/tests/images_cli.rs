@@ -64,6 +64,10 @@ steps = 4
 batch_size = 8
 checkpoint_every = 2
 log_every = 1
+label_dropout = 0.1
+[sampler]
+steps = 2
+guidance = 1.5
 "#;
 
 #[test]
@@ -169,6 +173,37 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
         "{md}"
     );
     assert!(p.join("run/eval/samples.png").exists());
+
+    // Regression: without --data/--steps/--guidance, a run's teacher is scored against the
+    // run's own data (here the tiny IDX set, not MNIST-10k) with the run's sampler.
+    let (ok, out, err) = msd(
+        &[
+            "eval",
+            "--teacher",
+            "run/teacher",
+            "--n",
+            "20",
+            "--classifier",
+            "clf",
+            "--batch",
+            "8",
+            "--out",
+            "eval-defaults",
+        ],
+        p,
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("no run config"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("eval-defaults/eval.json")).unwrap())
+            .unwrap();
+    let data = j["data"].as_str().unwrap();
+    assert!(
+        data.starts_with("idx:img.idx,lab.idx") && data.contains("heldout=8"),
+        "{data}"
+    );
+    assert_eq!(j["sampler"]["steps"], 2);
+    assert_eq!(j["sampler"]["guidance"], 1.5);
 }
 
 #[test]

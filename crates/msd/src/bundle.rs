@@ -42,6 +42,56 @@ pub struct BundleManifest {
     pub students: Vec<StudentEntry>,
 }
 
+/// Range of `sigma_max` a bundle may declare: positive, finite, at most this (EDM uses 80).
+pub const SIGMA_MAX_LIMIT: f64 = 1000.0;
+
+/// The name of the first parameter that holds a NaN or an infinity, if any (sorted by name).
+pub fn non_finite_weight(m: &EdmModel) -> Option<String> {
+    let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter()
+        .find(|(_, t)| {
+            t.f_isfinite()
+                .and_then(|f| f.f_all())
+                .and_then(|a| a.f_int64_value(&[]))
+                .map_or(true, |v| v == 0)
+        })
+        .map(|(name, _)| name)
+}
+
+/// Checks what a student must satisfy to serve in a bundle: finite weights, a usable
+/// `sigma_data`, and as many classes as the partition.
+fn check_student(k: usize, m: &EdmModel, partition: &Partition) -> std::result::Result<(), String> {
+    let sd = m.spec.precond.sigma_data;
+    if !(sd.is_finite() && sd > 0.0) {
+        return Err(format!(
+            "student {k}: precond.sigma_data must be a positive finite number, got {sd}"
+        ));
+    }
+    if m.num_classes() != partition.num_conditions as i64 {
+        return Err(format!(
+            "student {k} has {} classes but the partition has {} conditions",
+            m.num_classes(),
+            partition.num_conditions
+        ));
+    }
+    if let Some(name) = non_finite_weight(m) {
+        return Err(format!(
+            "student {k}: weight `{name}` holds NaN or infinite values"
+        ));
+    }
+    Ok(())
+}
+
+fn check_sigma_max(sigma_max: f64) -> std::result::Result<(), String> {
+    if !(sigma_max.is_finite() && sigma_max > 0.0 && sigma_max <= SIGMA_MAX_LIMIT) {
+        return Err(format!(
+            "sigma_max must be a finite number in (0, {SIGMA_MAX_LIMIT}], got {sigma_max}"
+        ));
+    }
+    Ok(())
+}
+
 /// The teacher a bundle references: its directory and the sampler settings of its run.
 #[derive(Clone, Copy, Debug)]
 pub struct TeacherRef<'a> {
@@ -83,6 +133,7 @@ impl Bundle {
             path: bundle_path.to_path_buf(),
             msg,
         };
+        check_sigma_max(sigma_max).map_err(&bad)?;
         if student_dirs.len() != partition.students {
             return Err(bad(format!(
                 "the partition has {} students but {} student directories were given",
@@ -101,13 +152,7 @@ impl Bundle {
             }
             let m = EdmModel::load_dir(dir, Device::Cpu)
                 .map_err(|e| bad(format!("student {k}: {e}")))?;
-            if m.num_classes() != partition.num_conditions as i64 {
-                return Err(bad(format!(
-                    "student {k} has {} classes, the partition {}",
-                    m.num_classes(),
-                    partition.num_conditions
-                )));
-            }
+            check_student(k, &m, partition).map_err(&bad)?;
             students.push(StudentEntry {
                 id: k,
                 dir: rel(base, dir),
@@ -153,7 +198,21 @@ impl Bundle {
                 manifest.partition.students
             )));
         }
+        check_sigma_max(manifest.sigma_max).map_err(&bad)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // Two entries on the same weights would make one student serve another's classes.
+        let mut seen: Vec<(PathBuf, usize)> = Vec::new();
+        for (k, e) in manifest.students.iter().enumerate() {
+            let dir = base.join(&e.dir);
+            let key = std::fs::canonicalize(&dir).unwrap_or(dir);
+            if let Some((_, j)) = seen.iter().find(|(d, _)| *d == key) {
+                return Err(bad(format!(
+                    "students {j} and {k} point at the same weights ({})",
+                    e.dir
+                )));
+            }
+            seen.push((key, k));
+        }
         let mut students = Vec::new();
         for (k, e) in manifest.students.iter().enumerate() {
             if e.id != k {
@@ -175,6 +234,7 @@ impl Bundle {
                     dir.join("model.json").display()
                 )));
             }
+            check_student(k, &m, &manifest.partition).map_err(&bad)?;
             students.push(m);
         }
         Ok(Self {

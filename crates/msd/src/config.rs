@@ -252,6 +252,11 @@ impl RunConfig {
             .map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
         c.model.net.validate()?;
         c.distill.validate()?;
+        crate::distill::checks::check_guidance(
+            c.distill.real_guidance,
+            c.sampler.guidance,
+            &c.teacher,
+        )?;
         Ok(c)
     }
 

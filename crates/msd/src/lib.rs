@@ -14,6 +14,8 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod limits;
+pub mod launch;
 pub mod model;
 pub mod nets;
 pub mod partition;

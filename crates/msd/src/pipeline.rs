@@ -114,6 +114,7 @@ impl Distiller {
         let device = opts.device;
         let cfg = run.load_config()?;
         let teacher = run.load_teacher(device)?;
+        crate::distill::checks::check_teacher_record(&cfg, &run.teacher_dir())?;
         let d = &cfg.distill;
         let has = |s: StageKind| opts.stages.contains(&s);
         if has(StageKind::Tsm) && d.student_net.is_none() {
@@ -144,7 +145,13 @@ impl Distiller {
                 partition.students - 1
             )));
         }
-        let pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
+        let mut pairs = ensure_pairs(&run.pairs_path(), &teacher, d, &cfg.sampler, cfg.seed)?;
+        crate::distill::regression::attach_features(
+            &mut pairs,
+            d.regression_distance,
+            &run.root,
+            device,
+        )?;
         let tid = teacher_id(&run.teacher_dir());
         for &k in &students {
             let classes = partition.classes_of(k);

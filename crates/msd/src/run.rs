@@ -154,8 +154,10 @@ pub fn ensure_pairs(
     if cfg.regression_weight <= 0.0 || cfg.regression_pairs_per_class == 0 {
         return Ok(None);
     }
+    // Deterministic, and from the generator's σ_max (one owner: `distill.sigma_max`).
     let det = SamplerConfig {
         s_churn: 0.0,
+        sigma_max: cfg.sigma_max,
         ..sampler.clone()
     };
     // The pairs are tied to how they were drawn: a changed sampler (e.g. its guidance), count or
@@ -170,7 +172,9 @@ pub fn ensure_pairs(
     let stored_key = checkpoint::read_json::<String>(&key_path).ok();
     if path.exists() && stored_key.as_deref() == Some(key.as_str()) {
         let p = RegressionPairs::load(path, teacher.device())?;
-        if p.len() as usize == cfg.regression_pairs_per_class * teacher.num_classes() as usize {
+        if p.len() as usize == cfg.regression_pairs_per_class * teacher.num_classes() as usize
+            && p.sigma_max == cfg.sigma_max
+        {
             return Ok(Some(p));
         }
     }

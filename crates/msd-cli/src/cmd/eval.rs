@@ -2,11 +2,15 @@
 //! project's feature network (FD, KID, precision/recall, per-class accuracy) against the
 //! training split, puts the held-out split's scores beside it as the floor, and writes
 //! `eval.json`, `eval.md` and a sample grid.
+//!
+//! Data and sampler default to those of the run the model belongs to (`<run>/config.toml`
+//! beside `<run>/teacher` or `<run>/bundle*.json`); only without a run config does the data
+//! fall back to the shipped MNIST-10k.
 
 use crate::cmd::train_classifier::{train_into, DEFAULT_DATA};
 use crate::{device, grid, progress};
 use anyhow::{bail, Context, Result};
-use msd::config::DataConfig;
+use msd::config::{DataConfig, RunConfig};
 use msd::data::TrainingData;
 use msd::diffusion::SamplerConfig;
 use msd::eval::{
@@ -27,9 +31,10 @@ pub struct Args {
     /// A bundle of one-step students (bundle.json) instead of a teacher.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
-    /// Heun steps (2·steps − 1 network evaluations per sample).
-    #[arg(long, default_value_t = 18)]
-    pub steps: usize,
+    /// Heun steps (2·steps − 1 network evaluations per sample; default: the run's sampler,
+    /// else 18).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Number of generated samples (balanced over the classes).
     #[arg(long, default_value_t = 10_000)]
     pub n: usize,
@@ -37,15 +42,16 @@ pub struct Args {
     /// (default: a `classifier` folder beside the teacher).
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Data: idx:IMAGES,LABELS or folder:DIR (relative to the working directory).
-    #[arg(long, default_value = DEFAULT_DATA)]
-    pub data: String,
+    /// Data: idx:IMAGES,LABELS or folder:DIR (relative to the working directory; default: the
+    /// run's own data, from the config.toml beside the teacher or bundle, else MNIST-10k).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Output folder (default: an `eval` folder beside the teacher).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Classifier-free guidance scale (1 = none).
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance: f64,
+    /// Classifier-free guidance scale (1 = none; default: the run's sampler, else 1).
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// First noise seed; batch b uses seed + b.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -73,6 +79,55 @@ pub fn hardware() -> String {
     format!("{model}, {} torch threads", tch::get_num_threads())
 }
 
+/// What an evaluation samples with and scores against, after defaults.
+pub struct Resolved {
+    /// The `--data` spec (paths relative to the working directory).
+    pub data: String,
+    /// The teacher's sampler (ignored for bundles).
+    pub sampler: SamplerConfig,
+}
+
+/// The config of the run `anchor` (a teacher directory or a bundle file) belongs to:
+/// `config.toml` in the folder holding it, if there is one.
+fn run_config_beside(anchor: &Path) -> Result<Option<(PathBuf, RunConfig)>> {
+    let root = beside(anchor, "");
+    let p = root.join("config.toml");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let cfg = RunConfig::load(&p).with_context(|| format!("the run config {}", p.display()))?;
+    Ok(Some((root, cfg)))
+}
+
+/// Fills in the defaults of `a` for the model at `anchor`: the flags, else its run's config,
+/// else MNIST-10k and EDM's Heun-18 unguided.
+pub fn resolve(a: &Args, anchor: &Path) -> Result<Resolved> {
+    let run = run_config_beside(anchor)?;
+    let data = match (&a.data, &run) {
+        (Some(s), _) => s.clone(),
+        (None, Some((root, cfg))) => {
+            let mut d = cfg.data.clone();
+            d.rebase(root, Path::new("."))?;
+            d.to_spec()
+        }
+        (None, None) => {
+            println!(
+                "no run config beside {}; scoring against {DEFAULT_DATA} (give --data to choose)",
+                anchor.display()
+            );
+            DEFAULT_DATA.into()
+        }
+    };
+    let mut sampler = run.map(|(_, c)| c.sampler).unwrap_or_default();
+    if let Some(s) = a.steps {
+        sampler.steps = s;
+    }
+    if let Some(g) = a.guidance {
+        sampler.guidance = g;
+    }
+    Ok(Resolved { data, sampler })
+}
+
 fn beside(teacher: &Path, name: &str) -> PathBuf {
     let t = teacher.components().as_path();
     t.parent()
@@ -83,8 +138,14 @@ fn beside(teacher: &Path, name: &str) -> PathBuf {
 
 pub fn run(a: Args) -> Result<()> {
     let device = device::parse(&a.device)?;
-    if a.n < 4 || a.steps < 1 {
+    if a.n < 4 || a.steps == Some(0) {
         bail!("--n must be ≥ 4 and --steps ≥ 1");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
+    if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
+        bail!("--guidance must be a finite number, got {g}");
     }
     // The folder outputs go beside: the teacher's, or the bundle file's.
     let anchor = match (&a.teacher, &a.bundle) {
@@ -92,11 +153,12 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(b)) => b.clone(),
         _ => bail!("give --teacher or --bundle"),
     };
-    let dc = DataConfig::parse_spec(&a.data)?;
+    let r = resolve(&a, &anchor)?;
+    let dc = DataConfig::parse_spec(&r.data)?;
     if let Some(bpath) = &a.bundle {
         let data = dc
             .open_images(Path::new("."))
-            .with_context(|| format!("--data {}", a.data))?;
+            .with_context(|| format!("--data {}", r.data))?;
         let clf_dir = a
             .classifier
             .clone()
@@ -106,20 +168,22 @@ pub fn run(a: Args) -> Result<()> {
                 "no feature network at {}; training one first",
                 clf_dir.display()
             );
-            train_into(&a.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
+            train_into(&r.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
         }
         let (clf, rec) = Classifier::load_dir(&clf_dir, device)
             .with_context(|| format!("--classifier {}", clf_dir.display()))?;
         let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        return crate::cmd::eval_bundle::run(&a, bpath, &data, &clf, &clf_dir, &rec, &out, device);
+        return crate::cmd::eval_bundle::run(
+            &a, &r.data, bpath, &data, &clf, &clf_dir, &rec, &out, device,
+        );
     }
     let mut teacher = EdmModel::load_dir(&anchor, device)
         .with_context(|| format!("--teacher {}", anchor.display()))?;
     teacher.set_precision(a.precision);
     let data = dc
         .open_images(Path::new("."))
-        .with_context(|| format!("--data {}", a.data))?;
+        .with_context(|| format!("--data {}", r.data))?;
     if data.num_classes() != teacher.num_classes()
         || data.sample_shape() != teacher.spec.net.sample_shape()
     {
@@ -146,7 +210,7 @@ pub fn run(a: Args) -> Result<()> {
             "no feature network at {}; training one first",
             clf_dir.display()
         );
-        train_into(&a.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
+        train_into(&r.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
     }
     let (clf, rec) = Classifier::load_dir(&clf_dir, device)
         .with_context(|| format!("--classifier {}", clf_dir.display()))?;
@@ -170,11 +234,7 @@ pub fn run(a: Args) -> Result<()> {
         &mc,
     )?;
 
-    let cfg = SamplerConfig {
-        steps: a.steps,
-        guidance: a.guidance,
-        ..Default::default()
-    };
+    let cfg = r.sampler.clone();
     let labels = balanced_labels(a.n, teacher.num_classes());
     let through_net = a.batch as i64 * if a.guidance != 1.0 { 2 } else { 1 };
     msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
@@ -209,7 +269,7 @@ pub fn run(a: Args) -> Result<()> {
         cfg.nfe(),
         SeedsInfo::new(a.seed, a.n, a.batch),
         &mc,
-        &a.data,
+        &r.data,
         gen_seconds,
         &hardware(),
     );

@@ -20,6 +20,7 @@ use tch::{Device, Tensor};
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     a: &Args,
+    data_spec: &str,
     bundle_path: &Path,
     data: &ImageDataset,
     clf: &Classifier,
@@ -100,7 +101,7 @@ pub fn run(
         1,
         SeedsInfo::new(a.seed, a.n, a.batch),
         &mc,
-        &a.data,
+        data_spec,
         gen_seconds,
         &hardware(),
     );

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod captions;
 pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
@@ -9,10 +10,12 @@ pub mod experiment;
 pub mod experiment_plan;
 pub mod experiment_report;
 pub mod import_teacher;
+pub mod launch;
 pub mod partition;
 pub mod sample;
 pub mod serve;
 pub mod serve_bench;
+pub mod serve_load;
 pub mod toy;
 pub mod train_classifier;
 pub mod train_teacher;

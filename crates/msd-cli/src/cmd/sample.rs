@@ -66,6 +66,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.steps < 1 {
         bail!("--steps must be ≥ 1");
     }
+    if !a.guidance.is_finite() {
+        bail!("--guidance must be a finite number, got {}", a.guidance);
+    }
+    if !(a.churn.is_finite() && a.churn >= 0.0) {
+        bail!("--churn must be a finite number ≥ 0, got {}", a.churn);
+    }
     if let Some(b) = &a.bundle {
         return run_bundle(&a, b, device);
     }
@@ -79,6 +85,7 @@ pub fn run(a: Args) -> Result<()> {
         a.class.clone()
     };
     teacher.check_labels(&classes).context("--class")?;
+    check_memory(&a, classes.len(), &teacher.spec.net, a.guidance != 1.0)?;
     let cfg = SamplerConfig {
         method,
         steps: a.steps,
@@ -119,6 +126,7 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
     } else {
         a.class.clone()
     };
+    check_memory(a, classes.len(), &bundle.students[0].spec.net, false)?;
     let labels: Vec<i64> = classes
         .iter()
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
@@ -140,6 +148,14 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
         labels.len(),
         used
     );
+    Ok(())
+}
+
+/// Refuses `--n` × classes samples when one batch of them would not fit in memory.
+fn check_memory(a: &Args, classes: usize, net: &msd::nets::NetConfig, guided: bool) -> Result<()> {
+    let total = (a.n as u64).saturating_mul(classes as u64);
+    let what = format!("--n {} ({total} samples over {classes} classes)", a.n);
+    msd::limits::check_fits(&what, msd::limits::sampling_bytes(net, total, guided))?;
     Ok(())
 }
 

@@ -34,6 +34,10 @@ pub struct AdmConfig {
     /// w_D: weight of the discriminator loss in the fake-score step (paper: 1e-2).
     pub discriminator_gan_weight: f64,
     pub head: DiscHeadConfig,
+    /// Clip the fake score's and the head's gradients by their joint norm (DMD2: one parameter
+    /// set) instead of each by its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub joint_clip: bool,
 }
 
 impl Default for AdmConfig {
@@ -45,6 +49,7 @@ impl Default for AdmConfig {
             generator_gan_weight: 3e-3,
             discriminator_gan_weight: 1e-2,
             head: DiscHeadConfig::default(),
+            joint_clip: false,
         }
     }
 }
@@ -206,6 +211,10 @@ impl Adversary for GanAdversary<'_> {
 
     fn step(&mut self) {
         self.opt.step();
+    }
+
+    fn optimizer(&mut self) -> Option<&mut AdamW> {
+        Some(&mut self.opt)
     }
 
     fn state(&mut self) -> Vec<(&'static str, Slot<'_>)> {

@@ -4,6 +4,8 @@
 
 use super::adm::AdmConfig;
 use super::cd::CdConfig;
+use super::export::Export;
+use super::regression::RegressionDistance;
 use super::tsm::TsmConfig;
 use crate::diffusion::KarrasGrid;
 use crate::nets::NetConfig;
@@ -43,6 +45,12 @@ pub struct DistillConfig {
     pub ema_decay: f64,
     /// Weight of the regression loss (0 = off).
     pub regression_weight: f64,
+    /// Distance of the regression loss (`l2`, `pseudo_huber`, `perceptual`).
+    #[serde(skip_serializing_if = "RegressionDistance::is_default")]
+    pub regression_distance: RegressionDistance,
+    /// Which generator a stage exports: its EMA (`ema`) or the raw generator (`raw`, DMD2).
+    #[serde(skip_serializing_if = "Export::is_default")]
+    pub export: Export,
     /// Regression pairs per class, generated once by the teacher and shared by all students.
     pub regression_pairs_per_class: usize,
     pub regression_batch: usize,
@@ -89,6 +97,8 @@ impl Default for DistillConfig {
             },
             ema_decay: 0.99,
             regression_weight: 0.25,
+            regression_distance: RegressionDistance::L2,
+            export: Export::Ema,
             regression_pairs_per_class: 512,
             regression_batch: 128,
             checkpoint_every: 1000,
@@ -149,6 +159,10 @@ pub(crate) struct DmSemantics<'a> {
     fake_optimizer: &'a AdamWConfig,
     ema_decay: f64,
     regression: (f64, usize, usize),
+    #[serde(skip_serializing_if = "RegressionDistance::is_default")]
+    regression_distance: RegressionDistance,
+    #[serde(skip_serializing_if = "Export::is_default")]
+    export: Export,
     student_net: &'a Option<NetConfig>,
 }
 
@@ -170,6 +184,8 @@ impl DistillConfig {
                 self.regression_pairs_per_class,
                 self.regression_batch,
             ),
+            regression_distance: self.regression_distance,
+            export: self.export,
             student_net: &self.student_net,
         }
     }

@@ -10,7 +10,10 @@
 //! generator every `ttur`), the optional regression loss on shared pairs, and the EMA generator.
 //! An [`Adversary`] adds the terms of a variant (ADM's diffusion GAN, [`super::adm`]).
 
+use super::checks::distillation_copy;
 use super::config::DistillConfig;
+use super::export::Export;
+use super::grad_share::grad_share;
 use super::pairs::RegressionPairs;
 use crate::data::uniform_labels;
 use crate::diffusion::precond::broadcast_to;
@@ -90,6 +93,11 @@ pub trait Adversary {
     fn zero_grad(&mut self);
     /// Steps its own parameters (with the fake score).
     fn step(&mut self);
+    /// Its optimiser, when its parameters can be clipped jointly with the fake score's
+    /// (`distill.adm.joint_clip`); then [`Adversary::step`] is not called.
+    fn optimizer(&mut self) -> Option<&mut AdamW> {
+        None
+    }
     /// Its checkpointed state.
     fn state(&mut self) -> Vec<(&'static str, Slot<'_>)>;
     /// Adds its fields to a stats line (`n_gen`/`n_fake`: generator/fake steps in the window)
@@ -107,6 +115,10 @@ struct Window {
     f_norm: f64,
     n_gen: u64,
     n_fake: u64,
+    reg_share: f64,
+    reg_gnorm: f64,
+    dm_gnorm: f64,
+    n_share: u64,
 }
 
 const STREAM_STEP: u64 = 11;
@@ -161,12 +173,8 @@ impl<'a> DmMethod<'a> {
     /// The generator, its EMA and a fake score initialised from the teacher.
     pub fn new(p: DmParts<'a>) -> Result<Self> {
         let cfg = p.cfg;
-        let device = p.teacher.device();
-        let copy_of = |src: &EdmModel| -> Result<EdmModel> {
-            let mut m = EdmModel::from_spec(&src.spec, device);
-            m.copy_from(src)?;
-            Ok(m)
-        };
+        // Generator (built by `student`), EMA and fake score run without dropout (DMD2).
+        let copy_of = distillation_copy;
         let mut ema = copy_of(&p.generator)?;
         ema.vs.freeze();
         let fake = copy_of(p.teacher)?;
@@ -224,9 +232,20 @@ impl<'a> DmMethod<'a> {
         })
     }
 
-    /// The EMA generator.
+    /// The exported generator (`distill.export`: the EMA, or the raw generator).
     pub fn into_ema(self) -> EdmModel {
-        self.ema
+        match self.cfg.export {
+            Export::Ema => self.ema,
+            Export::Raw => self.generator,
+        }
+    }
+
+    /// The exported generator, by reference.
+    fn exported(&self) -> &EdmModel {
+        match self.cfg.export {
+            Export::Ema => &self.ema,
+            Export::Raw => &self.generator,
+        }
     }
 
     /// The generator step: VSD (+ regression, + the adversary's term), then the EMA update.
@@ -258,11 +277,25 @@ impl<'a> DmMethod<'a> {
                 (Kind::Int64, device),
             );
             let (zp, lp, yp) = p.select(&idx);
-            let reg = (self.generator.generate_t(&zp, &lp, cfg.sigma_max, true) - yp)
-                .square()
-                .mean(Kind::Float);
+            let reg = cfg.regression_distance.loss(
+                &self.generator.generate_t(&zp, &lp, cfg.sigma_max, true),
+                &yp,
+                p.features.as_ref(),
+            )?;
             reg_v = reg.double_value(&[]);
-            loss += reg * cfg.regression_weight;
+            let weighted = reg * cfg.regression_weight;
+            let w = &mut self.window;
+            if w.n_share == 0 {
+                // Once per log window (its first generator step): the regression term's share
+                // of the generator's gradient against the DM term's.
+                let params = self.generator.vs.trainable_variables();
+                let s = grad_share(&weighted, &vsd, &params)?;
+                w.reg_share += s.share();
+                w.reg_gnorm += s.regression;
+                w.dm_gnorm += s.dm;
+                w.n_share += 1;
+            }
+            loss += weighted;
         }
         if let Some(a) = &mut self.adversary {
             loss += a.generator_loss(&self.fake, &x, labels, &g)?;
@@ -348,10 +381,20 @@ impl Method for DmMethod<'_> {
             a.zero_grad();
         }
         f_loss.backward();
-        let fnorm = self.f_opt.step();
-        if let Some(a) = &mut self.adversary {
-            a.step();
-        }
+        let joint = match (&mut self.adversary, cfg.adm.joint_clip) {
+            (Some(a), true) => a.optimizer(),
+            _ => None,
+        };
+        let fnorm = match joint {
+            Some(h) => AdamW::step_jointly(&mut [&mut self.f_opt, h]),
+            None => {
+                let n = self.f_opt.step();
+                if let Some(a) = &mut self.adversary {
+                    a.step();
+                }
+                n
+            }
+        };
         checked.push(("fake-score gradient norm", fnorm));
         let w = &mut self.window;
         w.fake += fl;
@@ -375,6 +418,12 @@ impl Method for DmMethod<'_> {
         r.insert("images_per_s".into(), images_per_s.into());
         r.insert("generator_lr".into(), self.g_opt.current_lr().into());
         r.insert("fake_lr".into(), self.f_opt.current_lr().into());
+        if w.n_share > 0 {
+            let n = w.n_share as f64;
+            r.insert("reg_grad_share".into(), (w.reg_share / n).into());
+            r.insert("reg_grad_norm".into(), (w.reg_gnorm / n).into());
+            r.insert("dm_grad_norm".into(), (w.dm_gnorm / n).into());
+        }
         if let Some(a) = &mut self.adversary {
             a.log(&mut r, ng, nf);
         }
@@ -400,12 +449,13 @@ impl Method for DmMethod<'_> {
     }
 
     fn output(&self) -> &EdmModel {
-        &self.ema
+        self.exported()
     }
 
     fn export(&self, dir: &Path) -> Result<i64> {
-        self.ema.save_dir(dir)?;
-        Ok(self.ema.num_params())
+        let m = self.exported();
+        m.save_dir(dir)?;
+        Ok(m.num_params())
     }
 }
 

@@ -2,13 +2,22 @@
 //! [`crate::train::Method`] on the shared runner: [`tsm`] (stage 0 for smaller students),
 //! [`dm`] (distribution matching), [`adm`] (DM plus a diffusion GAN), [`cd`] (consistency
 //! distillation, the alternative per-student method); [`config`] holds the `[distill]` table,
-//! [`pairs`] the shared regression pairs, [`student`] one student's job and its dispatch.
+//! [`pairs`] the shared regression pairs and [`regression`] their distance, [`student`] one
+//! student's job and its dispatch; [`checks`] the consistency rules (σ_max of the pairs,
+//! guidance needs label dropout, no dropout while distilling), [`grad_share`] the regression
+//! term's share of the generator's gradient, [`export`] which generator a stage exports.
 
 pub mod adm;
 pub mod cd;
+pub mod checks;
 pub mod config;
 pub mod dm;
+pub mod export;
+#[cfg(test)]
+mod fidelity_tests;
+pub mod grad_share;
 pub mod pairs;
+pub mod regression;
 pub mod student;
 pub mod tsm;
 

@@ -1,7 +1,9 @@
 //! Regression pairs (DMD): noise z, class c and the teacher's deterministic sample y = ODE(z, c),
 //! generated once over **all** classes and shared, unfiltered, by every student (the paper found
-//! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`).
+//! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`,
+//! and `sigma_max`, the noise level the teacher's ODE started from).
 
+use super::regression::FeatureDistance;
 use crate::diffusion::{sample, SamplerConfig};
 use crate::model::EdmModel;
 use crate::train::checkpoint;
@@ -17,6 +19,11 @@ pub struct RegressionPairs {
     pub labels: Tensor,
     /// `[N, ...]` teacher outputs.
     pub y: Tensor,
+    /// The σ_max the ODE started from (y = ODE(σ_max·z)); NaN when a file does not record it.
+    pub sigma_max: f64,
+    /// The network of the `perceptual` regression distance, when that distance is used (not
+    /// stored with the pairs: see [`super::regression::attach_features`]).
+    pub features: Option<FeatureDistance>,
 }
 
 impl RegressionPairs {
@@ -56,6 +63,8 @@ impl RegressionPairs {
             z,
             labels: l,
             y: Tensor::cat(&ys, 0),
+            sigma_max: cfg.sigma_max,
+            features: None,
         }
     }
 
@@ -77,6 +86,7 @@ impl RegressionPairs {
                 ("z".into(), self.z.shallow_clone()),
                 ("labels".into(), self.labels.shallow_clone()),
                 ("y".into(), self.y.shallow_clone()),
+                ("sigma_max".into(), Tensor::from_slice(&[self.sigma_max])),
             ],
         )
     }
@@ -94,6 +104,11 @@ impl RegressionPairs {
             z: get("z")?,
             labels: get("labels")?,
             y: get("y")?,
+            sigma_max: get("sigma_max")
+                .ok()
+                .and_then(|t| t.f_double_value(&[0]).ok())
+                .unwrap_or(f64::NAN),
+            features: None,
         };
         if p.z.size()[0] != p.len() || p.y.size()[0] != p.len() || p.z.size() != p.y.size() {
             return Err(Error::format(path, "z, labels and y disagree in shape"));

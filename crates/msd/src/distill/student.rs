@@ -5,9 +5,11 @@
 
 use super::adm::GanAdversary;
 use super::cd::CdMethod;
+use super::checks::{check_pairs_sigma, distillation_copy, without_dropout};
 use super::config::DistillConfig;
 use super::dm::{AdmParts, DmMethod, DmParts};
 use super::pairs::RegressionPairs;
+use super::regression::RegressionDistance;
 use super::StageKind;
 use crate::data::TrainingData;
 use crate::model::{EdmModel, ModelSpec};
@@ -60,6 +62,15 @@ pub fn distill_student(
             job.student
         )));
     }
+    if let (Some(p), true, StageKind::Dm | StageKind::Adm) =
+        (job.pairs, cfg.regression_weight > 0.0, job.stage)
+    {
+        check_pairs_sigma(p, cfg.sigma_max)?;
+        if cfg.regression_distance == RegressionDistance::Perceptual && p.features.is_none() {
+            // The same error the loss would give at its first step, before anything is written.
+            let _ = cfg.regression_distance.loss(&p.y, &p.y, None)?;
+        }
+    }
     let needs_data = matches!(job.stage, StageKind::Adm | StageKind::Cd);
     if needs_data && job.real_data.is_none() {
         return Err(Error::Invalid(format!(
@@ -102,6 +113,17 @@ pub fn distill_student(
                 "the tsm stage trains a denoiser: use distill::tsm::train_tsm".into(),
             ))
         }
+    };
+    // A perceptual regression is tied to its feature network (other hashes stay as they were).
+    let hash = match (
+        job.stage,
+        cfg.regression_distance,
+        job.pairs.and_then(|p| p.features.as_ref()),
+    ) {
+        (StageKind::Dm | StageKind::Adm, RegressionDistance::Perceptual, Some(f)) => {
+            config_hash(&(&hash, &f.id))
+        }
+        _ => hash,
     };
     let runner = Runner::new(job.dir, hash, job.seed, cfg.checkpoint_every, cfg.log_every);
     let device = job.teacher.device();
@@ -169,21 +191,18 @@ pub fn distill_student(
 /// network, else a random init seeded by `(seed, student)`.
 fn initial_generator(cfg: &DistillConfig, job: &StudentJob) -> Result<EdmModel> {
     let device = job.teacher.device();
-    let spec = ModelSpec {
+    // The generator runs without dropout, whatever the teacher's config says (DMD2).
+    let spec = without_dropout(&ModelSpec {
         net: cfg
             .student_net
             .clone()
             .unwrap_or_else(|| job.teacher.spec.net.clone()),
         precond: job.teacher.spec.precond,
-    };
-    let copy_of = |src: &EdmModel| -> Result<EdmModel> {
-        let mut m = EdmModel::from_spec(&src.spec, device);
-        m.copy_from(src)?;
-        Ok(m)
-    };
+    });
+    let copy_of = distillation_copy;
     let generator = match job.generator_init {
         Some((init, _)) => copy_of(init)?,
-        None if spec == job.teacher.spec => copy_of(job.teacher)?,
+        None if spec == without_dropout(&job.teacher.spec) => copy_of(job.teacher)?,
         None => {
             let _ = step_rng(job.seed, job.student as u64, 0x1A17);
             EdmModel::from_spec(&spec, device)

@@ -6,6 +6,7 @@ pub mod disc_head;
 pub mod embedding;
 pub mod mlp;
 pub mod precision;
+pub mod text_encoder;
 pub mod unet;
 
 pub use mlp::{Mlp, MlpConfig};

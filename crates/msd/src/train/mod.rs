@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod ema;
+pub mod lock;
 pub mod runner;
 pub mod seed;
 pub mod stats;
