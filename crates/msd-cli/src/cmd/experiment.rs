@@ -192,6 +192,7 @@ impl Ctx<'_> {
             seed: self.exp.eval_seed,
             batch: self.exp.eval_batch,
             device: self.device_name.to_string(),
+            precision: Default::default(),
         })
     }
 

@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod experiment_plan;
 pub mod experiment_report;
 pub mod import_teacher;
+pub mod launch;
 pub mod partition;
 pub mod sample;
 pub mod serve;
