@@ -29,7 +29,9 @@ pub enum Error {
     NonFinite { what: String, step: u64 },
     /// Training stopped on request (SIGTERM / preemption) after checkpointing at `step`; rerun
     /// the same command to resume.
-    #[error("interrupted at step {step}; a checkpoint was written, rerun the same command to resume")]
+    #[error(
+        "interrupted at step {step}; a checkpoint was written, rerun the same command to resume"
+    )]
     Interrupted { step: u64 },
     /// A partition violates its invariants (each condition owned exactly once).
     #[error("partition: {0}")]

@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod model;
 pub mod nets;
 pub mod partition;

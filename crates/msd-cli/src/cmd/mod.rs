@@ -6,8 +6,6 @@ pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
 pub mod experiment;
-pub mod experiment_plan;
-pub mod experiment_report;
 pub mod import_teacher;
 pub mod partition;
 pub mod sample;
