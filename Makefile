@@ -17,8 +17,12 @@ demo: build
 	scripts/demo.sh $(OUT)
 
 # Tests run two at a time; one libtorch thread each keeps 2 cores from being oversubscribed.
+# The system packages the tests need (Chromium for the page test) come from the same script as
+# in CI; if they cannot be installed, the tests that need them fail saying what to install, and
+# --no-fail-fast still runs every other suite.
 test: setup
-	OMP_NUM_THREADS=1 $(WITH_TORCH) cargo test --release --workspace
+	@scripts/install-test-deps.sh || echo "make test: test dependencies missing (see above); the tests that need them will fail" >&2
+	OMP_NUM_THREADS=1 $(WITH_TORCH) cargo test --release --workspace --no-fail-fast
 
 toy: build
 	target/release/msd toy --out runs/toy-experiment

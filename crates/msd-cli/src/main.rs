@@ -8,7 +8,7 @@ mod grid;
 mod plot;
 mod progress;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Multi-Student Distillation: distil a diffusion teacher into K one-step students.
@@ -17,8 +17,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Threads for CPU tensor work (default: all cores).
-    #[arg(long, global = true)]
+    /// Threads for CPU tensor work (default: all cores), 1 to 1024.
+    #[arg(long, global = true, value_parser = clap::value_parser!(i32).range(1..=1024))]
     threads: Option<i32>,
 }
 
@@ -61,9 +61,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // Negative numbers reach each command's own validation (which names the range) instead of
+    // being taken for flags.
+    let matches = Cli::command()
+        .mut_subcommands(|c| c.allow_negative_numbers(true))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(n) = cli.threads {
-        tch::set_num_threads(n.max(1));
+        tch::set_num_threads(n);
     }
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),

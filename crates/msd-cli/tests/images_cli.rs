@@ -64,6 +64,10 @@ steps = 4
 batch_size = 8
 checkpoint_every = 2
 log_every = 1
+label_dropout = 0.1
+[sampler]
+steps = 2
+guidance = 1.5
 "#;
 
 #[test]
@@ -146,7 +150,22 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
     assert_eq!(j["feature_net"]["path"], "clf");
     assert!(j["feature_net"]["heldout_accuracy"].as_f64().unwrap() > 0.5);
     assert!(j["floor_fd"].as_f64().unwrap() >= 0.0);
+    // Scored as 8-bit images, and the FD says which network made it (not Inception FID).
+    assert!(
+        j["samples_as"].as_str().unwrap().starts_with("uint8"),
+        "{j}"
+    );
+    assert!(j["feature_net"]["kind"]
+        .as_str()
+        .unwrap()
+        .contains("not Inception FID"));
+    assert_eq!(j["sampler"]["steps"], 2);
+    assert!(out.contains("not Inception FID"), "{out}");
     let md = std::fs::read_to_string(p.join("run/eval/eval.md")).unwrap();
+    assert!(
+        md.contains("| FD (msd CNN `clf`, not Inception FID) |"),
+        "{md}"
+    );
     assert!(
         md.contains("Feature network")
             && md.contains("Hardware")
@@ -154,6 +173,37 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
         "{md}"
     );
     assert!(p.join("run/eval/samples.png").exists());
+
+    // Regression: without --data/--steps/--guidance, a run's teacher is scored against the
+    // run's own data (here the tiny IDX set, not MNIST-10k) with the run's sampler.
+    let (ok, out, err) = msd(
+        &[
+            "eval",
+            "--teacher",
+            "run/teacher",
+            "--n",
+            "20",
+            "--classifier",
+            "clf",
+            "--batch",
+            "8",
+            "--out",
+            "eval-defaults",
+        ],
+        p,
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("no run config"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("eval-defaults/eval.json")).unwrap())
+            .unwrap();
+    let data = j["data"].as_str().unwrap();
+    assert!(
+        data.starts_with("idx:img.idx,lab.idx") && data.contains("heldout=8"),
+        "{data}"
+    );
+    assert_eq!(j["sampler"]["steps"], 2);
+    assert_eq!(j["sampler"]["guidance"], 1.5);
 }
 
 #[test]

@@ -242,3 +242,168 @@ pub fn table(rows: &[(RawResult, LevelResult)]) -> String {
     }
     s
 }
+
+/// What the timed load run of [`load_run`] saw.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LoadRunResult {
+    pub clients: usize,
+    /// Whether clients waited the `Retry-After` seconds after a 503.
+    pub honour_retry_after: bool,
+    pub seconds: f64,
+    pub n: usize,
+    pub requests: usize,
+    /// 200 answers.
+    pub accepted: usize,
+    /// 503 answers, and how many of them carried `Retry-After`.
+    pub refused_503: usize,
+    pub refused_with_retry_after: usize,
+    /// Other 5xx answers (the target is none).
+    pub other_5xx: usize,
+    /// 4xx answers (a well-formed load should have none).
+    pub client_4xx: usize,
+    /// Requests that got no answer (connection errors, client timeouts).
+    pub transport_errors: usize,
+    /// Share of answered requests that were 503.
+    pub share_503: f64,
+    pub accepted_p50_ms: f64,
+    pub accepted_p99_ms: f64,
+    pub accepted_max_ms: f64,
+    pub refused_p99_ms: f64,
+    pub samples_per_s: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        f64::NAN
+    } else {
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+/// `clients` concurrent clients send requests for `duration`, each waiting for its answer before
+/// the next; request i asks for `opts.n` samples of class i mod C with seed i. After a 503 a
+/// client waits the `Retry-After` seconds when `honour_retry_after` (as a well-behaved client
+/// does; at most 10 s), else `pause_after_503` (the harsher load). Latencies are kept per
+/// outcome.
+pub async fn load_run(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    pause_after_503: Duration,
+    honour_retry_after: bool,
+    opts: &LoadOptions,
+) -> LoadRunResult {
+    #[derive(Default)]
+    struct Tally {
+        ok: Vec<f64>,
+        refused: Vec<f64>,
+        retry_after: usize,
+        other_5xx: usize,
+        c4xx: usize,
+        transport: usize,
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(opts.timeout)
+        .build()
+        .unwrap_or_default();
+    let url = format!("http://{addr}/v1/generate");
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients.max(1) {
+        let (client, url, next, opts) = (client.clone(), url.clone(), next.clone(), opts.clone());
+        tasks.spawn(async move {
+            let mut t = Tally::default();
+            while t0.elapsed() < duration {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    r#"{{"class": {}, "n": {}, "seed": {i}, "format": "{}"}}"#,
+                    i % opts.num_classes.max(1),
+                    opts.n,
+                    opts.format
+                );
+                let start = Instant::now();
+                match client.post(&url).body(body).send().await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let retry_s = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok());
+                        let retry = retry_s.is_some();
+                        let read = r.bytes().await.is_ok();
+                        let ms = start.elapsed().as_secs_f64() * 1e3;
+                        match status {
+                            200 if read => t.ok.push(ms),
+                            200 => t.transport += 1,
+                            503 => {
+                                t.refused.push(ms);
+                                t.retry_after += retry as usize;
+                                let pause = match (honour_retry_after, retry_s) {
+                                    (true, Some(secs)) => Duration::from_secs(secs.min(10)),
+                                    _ => pause_after_503,
+                                };
+                                tokio::time::sleep(pause).await;
+                            }
+                            500..=599 => t.other_5xx += 1,
+                            _ => t.c4xx += 1,
+                        }
+                    }
+                    Err(_) => t.transport += 1,
+                }
+            }
+            t
+        });
+    }
+    let mut all = Tally::default();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(t) = r {
+            all.ok.extend(t.ok);
+            all.refused.extend(t.refused);
+            all.retry_after += t.retry_after;
+            all.other_5xx += t.other_5xx;
+            all.c4xx += t.c4xx;
+            all.transport += t.transport;
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    all.ok.sort_by(f64::total_cmp);
+    all.refused.sort_by(f64::total_cmp);
+    let answered = all.ok.len() + all.refused.len() + all.other_5xx + all.c4xx;
+    LoadRunResult {
+        clients,
+        honour_retry_after,
+        seconds,
+        n: opts.n,
+        requests: answered + all.transport,
+        accepted: all.ok.len(),
+        refused_503: all.refused.len(),
+        refused_with_retry_after: all.retry_after,
+        other_5xx: all.other_5xx,
+        client_4xx: all.c4xx,
+        transport_errors: all.transport,
+        share_503: all.refused.len() as f64 / answered.max(1) as f64,
+        accepted_p50_ms: percentile(&all.ok, 0.5),
+        accepted_p99_ms: percentile(&all.ok, 0.99),
+        accepted_max_ms: all.ok.last().copied().unwrap_or(f64::NAN),
+        refused_p99_ms: percentile(&all.refused, 0.99),
+        samples_per_s: (all.ok.len() * opts.n) as f64 / seconds,
+    }
+}
+
+/// Asks process `pid` (a server started by the load run) to stop, as Ctrl-C would: SIGTERM on
+/// Unix. Returns whether the signal was sent.
+pub fn sigterm(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}

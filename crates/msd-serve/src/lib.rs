@@ -21,6 +21,8 @@ pub mod api;
 pub mod batcher;
 pub mod bench;
 pub mod config;
+pub mod conn;
+pub mod memory;
 pub mod metrics;
 pub mod noise;
 pub mod page;

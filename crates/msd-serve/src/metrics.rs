@@ -3,7 +3,7 @@
 //! batch-size histograms, queue depths, samples served and queue-full rejections.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    exponential_buckets, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -30,6 +30,10 @@ pub struct Metrics {
     pub queue_full: IntCounterVec,
     /// `msd_teacher_seconds`: one multi-step teacher request.
     pub teacher_seconds: Histogram,
+    /// `msd_queued_samples{student}`: samples admitted and not yet answered.
+    pub queued_samples: IntGaugeVec,
+    /// `msd_chunk_seconds{student}`: the admission estimate of one evaluation chunk.
+    pub chunk_seconds: GaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -129,6 +133,26 @@ impl Metrics {
                         "Time of one multi-step teacher request",
                     )
                     .buckets(latency),
+                )?,
+            ),
+            queued_samples: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "msd_queued_samples",
+                        "Samples admitted to a student and not yet answered",
+                    ),
+                    student,
+                )?,
+            ),
+            chunk_seconds: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "msd_chunk_seconds",
+                        "Estimated time of one evaluation chunk (admission by expected wait)",
+                    ),
+                    student,
                 )?,
             ),
             registry: r,

@@ -20,6 +20,8 @@ pub struct Generated {
     pub students: Vec<usize>,
     /// Longest network-evaluation time among those students' batches.
     pub generate: Duration,
+    /// Most samples in one of the batches the request rode in (its own and other requests').
+    pub batch_rows: usize,
 }
 
 /// Why a request could not be served.
@@ -27,8 +29,8 @@ pub struct Generated {
 pub enum RouteError {
     #[error("unknown class {class}: this bundle has classes 0..={max}", max = .num_classes.saturating_sub(1))]
     UnknownClass { class: i64, num_classes: usize },
-    #[error("student {student} has a full queue; retry later")]
-    Busy { student: usize },
+    #[error("student {student} is busy (its queue would take longer than the server's bound); retry in about {retry_after_s} s")]
+    Busy { student: usize, retry_after_s: u64 },
     #[error("the server is shutting down")]
     Closed,
     #[error("generation failed: {0}")]
@@ -65,6 +67,11 @@ impl Router {
             batchers,
             threads,
         })
+    }
+
+    /// The batchers, student k at index k.
+    pub fn batchers(&self) -> &[Batcher] {
+        &self.batchers
     }
 
     /// The shape of one sample.
@@ -117,18 +124,25 @@ impl Router {
             };
             match self.batchers[k].submit(job) {
                 Ok(()) => pending.push((rows, rx)),
-                Err(SubmitError::Full) => return Err(RouteError::Busy { student: k }),
+                Err(SubmitError::Full { retry_after_s }) => {
+                    return Err(RouteError::Busy {
+                        student: k,
+                        retry_after_s,
+                    })
+                }
                 Err(SubmitError::Closed) => return Err(RouteError::Closed),
             }
         }
         let mut x = z;
         let mut generate = Duration::ZERO;
+        let mut batch_rows = 0;
         for (rows, rx) in pending {
             let out = rx
                 .await
                 .map_err(|_| RouteError::Closed)?
                 .map_err(RouteError::Failed)?;
             generate = generate.max(out.generate);
+            batch_rows = batch_rows.max(out.batch_rows);
             for (j, &i) in rows.iter().enumerate() {
                 x[i * per..(i + 1) * per].copy_from_slice(&out.x[j * per..(j + 1) * per]);
             }
@@ -137,6 +151,7 @@ impl Router {
             x,
             students,
             generate,
+            batch_rows,
         })
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /v1/generate` | samples as PNG or `.npy`; headers `x-msd-students`, `x-msd-generate-ms` |
+//! | `POST /v1/generate` | samples as PNG or `.npy`; headers `x-msd-students`, `x-msd-generate-ms`, `x-msd-batch` (samples in the largest batch it rode in) |
 //! | `POST /v1/teacher` | the teacher's multi-step samples for the same request (404 without one) |
 //! | `GET /v1/bundle` | partition, students (parameters, configs), teacher, limits |
 //! | `GET /healthz` | `{"status": "ok"}` |
@@ -27,6 +27,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
 use msd::bundle::Bundle;
+use msd::diffusion::SamplerConfig;
 use msd::model::EdmModel;
 use serde_json::{json, Value};
 use std::future::Future;
@@ -45,6 +46,7 @@ pub enum ServeError {
 }
 
 struct AppState {
+    _trimmer: Option<crate::memory::Trimmer>,
     router: Router,
     teacher: Option<Teacher>,
     metrics: Arc<Metrics>,
@@ -74,7 +76,10 @@ impl Server {
         let teacher = match teacher_model {
             Some(m) => Some(Teacher::spawn(
                 m,
-                cfg.teacher_steps,
+                SamplerConfig {
+                    steps: cfg.teacher_steps.unwrap_or(bundle.teacher_sampler().steps),
+                    ..bundle.teacher_sampler()
+                },
                 cfg.queue_cap,
                 shape.clone(),
                 metrics.clone(),
@@ -85,15 +90,22 @@ impl Server {
         let students = std::mem::take(&mut bundle.students);
         let settings = BatchSettings {
             max_batch: cfg.max_batch,
+            eval_chunk: cfg.chunk(),
             max_wait: cfg.max_wait,
             queue_cap: cfg.queue_cap,
+            max_queue: cfg.max_queue,
             delay: cfg.batch_delay,
             sigma_max: bundle.manifest.sigma_max,
             sample_shape: shape,
         };
         let router = Router::start(bundle.manifest.clone(), students, settings, metrics.clone())?;
+        let trimmer = cfg
+            .trim_after_idle
+            .map(crate::memory::Trimmer::start)
+            .transpose()?;
         Ok(Self {
             state: Arc::new(AppState {
+                _trimmer: trimmer,
                 router,
                 teacher,
                 metrics,
@@ -126,6 +138,7 @@ impl Server {
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(st.cfg.body_limit))
+            .layer(middleware::from_fn_with_state(st.clone(), guard_body))
             .layer(middleware::from_fn_with_state(st.clone(), track))
             .with_state(st)
     }
@@ -138,10 +151,12 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.app();
+        let limits = crate::conn::ConnLimits {
+            read_timeout: self.state.cfg.read_timeout,
+            max_connections: self.state.cfg.max_connections,
+        };
         drop(self);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::conn::serve(listener, app, limits, shutdown).await
     }
 }
 
@@ -216,7 +231,7 @@ fn bundle_info(
             "spec": s.spec,
         })).collect::<Vec<_>>(),
         "teacher": match teacher {
-            Some(t) => json!({"available": true, "sampler": "heun", "steps": t.steps, "nfe": t.nfe}),
+            Some(t) => json!({"available": true, "sampler": t.sampler.method, "steps": t.sampler.steps, "guidance": t.sampler.guidance, "nfe": t.nfe}),
             None => json!({"available": false, "reason": teacher_note}),
         },
         "limits": {
@@ -225,7 +240,11 @@ fn bundle_info(
             "max_batch": cfg.max_batch,
             "max_wait_ms": cfg.max_wait.as_secs_f64() * 1e3,
             "queue_cap": cfg.queue_cap,
+            "max_queue_ms": cfg.max_queue.as_secs_f64() * 1e3,
+            "eval_chunk": cfg.chunk(),
             "body_limit": cfg.body_limit,
+            "read_timeout_s": cfg.read_timeout.as_secs_f64(),
+            "max_connections": cfg.max_connections,
         },
     })
 }
@@ -257,6 +276,65 @@ async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     let r = next.run(req).await;
     st.metrics.observe_response(route, r.status().as_u16());
     r
+}
+
+/// Refuses a declared oversize body before reading it (413), reads the body within
+/// `read_timeout` (408 otherwise) and within `body_limit` (413), then hands it on. Refusals close
+/// the connection, since the rest of the body is never read.
+async fn guard_body(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    use http_body_util::BodyExt;
+    let limit = st.cfg.body_limit;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is above the size limit of {limit} bytes"),
+        )
+    };
+    let close = |e: ApiError| {
+        let mut r = e.into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return close(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(st.cfg.read_timeout, body.collect()).await {
+        Err(_) => close(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                st.cfg.read_timeout.as_secs_f64()
+            ),
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            close(too_large())
+        }
+        Ok(Err(e)) => close(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("reading the request body: {e}"),
+        )),
+        Ok(Ok(c)) => {
+            next.run(Request::from_parts(
+                parts,
+                axum::body::Body::from(c.to_bytes()),
+            ))
+            .await
+        }
+    }
 }
 
 async fn index() -> Html<&'static str> {
@@ -392,7 +470,7 @@ async fn generate(
     let z = draw_noise(labels.len(), shape.clone(), req.seed).await?;
     let g = st.router.generate(&labels, z).await.map_err(|e| match e {
         RouteError::UnknownClass { .. } => ApiError::invalid("unknown_class", e.to_string()),
-        RouteError::Busy { .. } => ApiError::busy(e.to_string(), st.cfg.retry_after_s),
+        RouteError::Busy { retry_after_s, .. } => ApiError::busy(e.to_string(), retry_after_s),
         RouteError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -415,6 +493,7 @@ async fn generate(
             ("x-msd-students", students),
             ("x-msd-generate-ms", ms(g.generate)),
             ("x-msd-samples", n.to_string()),
+            ("x-msd-batch", g.batch_rows.to_string()),
             ("x-msd-nfe", "1".into()),
         ],
     ))

@@ -1,9 +1,10 @@
 //! The teacher comparison: the bundle's teacher (when it references one) on its own thread and
-//! bounded queue, sampling with the deterministic Heun sampler (18 steps by default, 35 network
-//! evaluations per sample) from the same seeded noise as the students. One request at a time.
+//! bounded queue, sampling with the teacher's own sampler settings as the bundle records them
+//! (e.g. Heun-18 with classifier-free guidance 1.25; `msd::diffusion::sample` applies the
+//! guidance) from the same seeded noise as the students. One request at a time.
 
 use crate::metrics::Metrics;
-use msd::diffusion::{sample, SamplerConfig, SamplerMethod};
+use msd::diffusion::{sample, SamplerConfig};
 use msd::model::EdmModel;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -24,10 +25,10 @@ struct TeacherJob {
 pub struct Teacher {
     tx: Option<SyncSender<TeacherJob>>,
     thread: Option<JoinHandle<()>>,
-    /// Network evaluations per sample.
+    /// Network evaluations per sample (per guidance branch).
     pub nfe: usize,
-    /// Sampler steps.
-    pub steps: usize,
+    /// The sampler used, guidance included.
+    pub sampler: SamplerConfig,
 }
 
 /// Why a teacher request was not answered.
@@ -42,19 +43,16 @@ pub enum TeacherError {
 }
 
 impl Teacher {
-    /// Starts the teacher thread; the model must produce samples of `sample_shape`.
+    /// Starts the teacher thread sampling with `sampler`; the model must produce samples of
+    /// `sample_shape`.
     pub fn spawn(
         model: EdmModel,
-        steps: usize,
+        sampler: SamplerConfig,
         queue_cap: usize,
         sample_shape: Vec<i64>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let cfg = SamplerConfig {
-            method: SamplerMethod::Heun,
-            steps,
-            ..Default::default()
-        };
+        let cfg = sampler.clone();
         let nfe = cfg.nfe();
         let (tx, rx) = sync_channel::<TeacherJob>(queue_cap);
         let thread = std::thread::Builder::new()
@@ -78,7 +76,7 @@ impl Teacher {
             tx: Some(tx),
             thread: Some(thread),
             nfe,
-            steps,
+            sampler,
         })
     }
 
@@ -116,6 +114,7 @@ fn run(
         .to_device(device);
     let lt = Tensor::from_slice(labels).to_device(device);
     let x = sample(model, &zt, &lt, cfg)
+        .map_err(|e| e.to_string())?
         .to_device(Device::Cpu)
         .to_kind(Kind::Float)
         .contiguous()

@@ -17,7 +17,7 @@ fn cfg() -> ServeConfig {
         max_n: 64,
         max_teacher_n: 8,
         body_limit: 1024,
-        teacher_steps: 4,
+        teacher_steps: None,
         ..Default::default()
     }
 }
@@ -339,6 +339,7 @@ async fn bundle_health_metrics_page_and_teacher() {
     assert_eq!(v["students"][1]["spec"]["net"]["kind"], "mlp");
     assert_eq!(v["teacher"]["available"], true);
     assert_eq!(v["teacher"]["nfe"], 7);
+    assert_eq!(v["teacher"]["guidance"], 1.25);
     assert_eq!(v["limits"]["max_n"], 64);
     let h: Value = client()
         .get(s.url("/healthz"))
@@ -353,7 +354,9 @@ async fn bundle_health_metrics_page_and_teacher() {
     assert!(header(&page, "content-type").starts_with("text/html"));
     let page = page.text().await.unwrap();
     assert!(page.contains("/v1/generate") && page.contains("Compare with the teacher"));
-    // The teacher: Heun-4 (7 evaluations per sample) from the request's noise.
+    // The teacher: its own sampler as the bundle records it (Heun-4, 7 evaluations per sample,
+    // guidance 1.25) from the request's noise. Regression: the comparison used to sample the
+    // teacher unguided whatever its setting.
     let r = post(
         &s,
         "/v1/teacher",
@@ -369,16 +372,18 @@ async fn bundle_health_metrics_page_and_teacher() {
     )
     .unwrap();
     let z = tch::Tensor::from_slice(&msd_serve::noise::noise(4, &[2], 3)).view([4, 2]);
-    let want = msd::diffusion::sample(
-        &teacher,
-        &z,
-        &tch::Tensor::from_slice(&[2i64; 4]),
-        &msd::diffusion::SamplerConfig {
-            steps: 4,
-            ..Default::default()
-        },
-    );
+    let l = tch::Tensor::from_slice(&[2i64; 4]);
+    let want = msd::diffusion::sample(&teacher, &z, &l, &common::teacher_sampler()).unwrap();
     assert!(x.allclose(&want, 1e-5, 1e-6, false));
+    let unguided = msd::diffusion::SamplerConfig {
+        guidance: 1.0,
+        ..common::teacher_sampler()
+    };
+    let unguided = msd::diffusion::sample(&teacher, &z, &l, &unguided).unwrap();
+    assert!(
+        !x.allclose(&unguided, 1e-4, 1e-5, false),
+        "sampled unguided"
+    );
     let r = post(&s, "/v1/teacher", json!({"class": 2, "n": 9})).await;
     assert_eq!(r.status(), 422, "teacher requests have their own limit");
     let r = post(&s, "/v1/teacher", json!({"class": 2, "n": 8})).await;

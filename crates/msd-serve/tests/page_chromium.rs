@@ -1,4 +1,5 @@
-//! The web page in a real headless Chromium (Debian's `chromium`; `.ci/run` installs it): the page
+//! The web page in a real headless Chromium (Debian's `chromium`; `scripts/install-test-deps.sh`
+//! installs it, run by `make test` and `.ci/run`): the page
 //! loads the bundle, requests class 3 from the students and the teacher by itself
 //! (`?class=3&autorun=1&teacher=1`), and the screenshot must be a PNG showing the class-3 colour;
 //! the server's counters must show the page's requests. Without Chromium the test fails and says
@@ -27,8 +28,10 @@ fn chromium() -> PathBuf {
         }
     }
     panic!(
-        "the page test needs Debian's `chromium` and none was found on PATH: install it with \
-         `apt-get update && apt-get install -y chromium` (.ci/run does this), or set MSD_CHROMIUM"
+        "the page test needs a Chromium browser and none was found on PATH (chromium, \
+         chromium-browser). Install it with `scripts/install-test-deps.sh` as root (what `make test` \
+         tries first) or `apt-get update && apt-get install -y chromium`, or point MSD_CHROMIUM \
+         at a Chromium binary"
     );
 }
 
@@ -37,7 +40,7 @@ async fn page_generates_a_class_in_headless_chromium() {
     let browser = chromium();
     let s = TestServer::start(
         ServeConfig {
-            teacher_steps: 6,
+            teacher_steps: Some(6),
             ..Default::default()
         },
         true,

@@ -1,8 +1,11 @@
 //! A multi-student bundle: the partition, K one-step students and (optionally) a reference to the
 //! teacher, described by `bundle.json`. Loading validates everything; generation routes each
 //! condition to its owner and runs **one network evaluation per sample**: a mixed batch is split
-//! by student, each sub-batch evaluated once, and outputs returned in request order.
+//! by student, each sub-batch evaluated once, and outputs returned in request order. A bundle
+//! that references its teacher also records the teacher's sampler settings (steps, guidance),
+//! so a comparison with the teacher samples it as the run did.
 
+use crate::diffusion::SamplerConfig;
 use crate::model::{EdmModel, ModelSpec};
 use crate::partition::Partition;
 use crate::train::checkpoint::{self, FORMAT_VERSION};
@@ -30,9 +33,70 @@ pub struct BundleManifest {
     pub partition: Partition,
     /// Teacher directory relative to the bundle file, if known.
     pub teacher: Option<String>,
+    /// The teacher's sampler (method, steps, guidance…) as its run configured it; absent in
+    /// bundles written before it was recorded (and when there is no teacher).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_sampler: Option<SamplerConfig>,
     /// The σ at which students are evaluated as generators.
     pub sigma_max: f64,
     pub students: Vec<StudentEntry>,
+}
+
+/// Range of `sigma_max` a bundle may declare: positive, finite, at most this (EDM uses 80).
+pub const SIGMA_MAX_LIMIT: f64 = 1000.0;
+
+/// The name of the first parameter that holds a NaN or an infinity, if any (sorted by name).
+pub fn non_finite_weight(m: &EdmModel) -> Option<String> {
+    let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter()
+        .find(|(_, t)| {
+            t.f_isfinite()
+                .and_then(|f| f.f_all())
+                .and_then(|a| a.f_int64_value(&[]))
+                .map_or(true, |v| v == 0)
+        })
+        .map(|(name, _)| name)
+}
+
+/// Checks what a student must satisfy to serve in a bundle: finite weights, a usable
+/// `sigma_data`, and as many classes as the partition.
+fn check_student(k: usize, m: &EdmModel, partition: &Partition) -> std::result::Result<(), String> {
+    let sd = m.spec.precond.sigma_data;
+    if !(sd.is_finite() && sd > 0.0) {
+        return Err(format!(
+            "student {k}: precond.sigma_data must be a positive finite number, got {sd}"
+        ));
+    }
+    if m.num_classes() != partition.num_conditions as i64 {
+        return Err(format!(
+            "student {k} has {} classes but the partition has {} conditions",
+            m.num_classes(),
+            partition.num_conditions
+        ));
+    }
+    if let Some(name) = non_finite_weight(m) {
+        return Err(format!(
+            "student {k}: weight `{name}` holds NaN or infinite values"
+        ));
+    }
+    Ok(())
+}
+
+fn check_sigma_max(sigma_max: f64) -> std::result::Result<(), String> {
+    if !(sigma_max.is_finite() && sigma_max > 0.0 && sigma_max <= SIGMA_MAX_LIMIT) {
+        return Err(format!(
+            "sigma_max must be a finite number in (0, {SIGMA_MAX_LIMIT}], got {sigma_max}"
+        ));
+    }
+    Ok(())
+}
+
+/// The teacher a bundle references: its directory and the sampler settings of its run.
+#[derive(Clone, Copy, Debug)]
+pub struct TeacherRef<'a> {
+    pub dir: &'a Path,
+    pub sampler: &'a SamplerConfig,
 }
 
 /// A loaded bundle: all students resident on one device.
@@ -55,12 +119,13 @@ fn rel(from: &Path, to: &Path) -> String {
 
 impl Bundle {
     /// Writes `bundle_path` for `partition` and the student directories (index = student id),
-    /// after loading each student to check it; returns the manifest.
+    /// after loading each student to check it; returns the manifest. `teacher` (if any) is
+    /// recorded with its sampler settings.
     pub fn assemble(
         bundle_path: &Path,
         partition: &Partition,
         student_dirs: &[PathBuf],
-        teacher: Option<&Path>,
+        teacher: Option<TeacherRef<'_>>,
         sigma_max: f64,
     ) -> Result<BundleManifest> {
         partition.validate()?;
@@ -68,6 +133,7 @@ impl Bundle {
             path: bundle_path.to_path_buf(),
             msg,
         };
+        check_sigma_max(sigma_max).map_err(&bad)?;
         if student_dirs.len() != partition.students {
             return Err(bad(format!(
                 "the partition has {} students but {} student directories were given",
@@ -86,13 +152,7 @@ impl Bundle {
             }
             let m = EdmModel::load_dir(dir, Device::Cpu)
                 .map_err(|e| bad(format!("student {k}: {e}")))?;
-            if m.num_classes() != partition.num_conditions as i64 {
-                return Err(bad(format!(
-                    "student {k} has {} classes, the partition {}",
-                    m.num_classes(),
-                    partition.num_conditions
-                )));
-            }
+            check_student(k, &m, partition).map_err(&bad)?;
             students.push(StudentEntry {
                 id: k,
                 dir: rel(base, dir),
@@ -104,7 +164,8 @@ impl Bundle {
         let manifest = BundleManifest {
             format_version: FORMAT_VERSION,
             partition: partition.clone(),
-            teacher: teacher.map(|t| rel(base, t)),
+            teacher: teacher.map(|t| rel(base, t.dir)),
+            teacher_sampler: teacher.map(|t| t.sampler.clone()),
             sigma_max,
             students,
         };
@@ -137,7 +198,21 @@ impl Bundle {
                 manifest.partition.students
             )));
         }
+        check_sigma_max(manifest.sigma_max).map_err(&bad)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // Two entries on the same weights would make one student serve another's classes.
+        let mut seen: Vec<(PathBuf, usize)> = Vec::new();
+        for (k, e) in manifest.students.iter().enumerate() {
+            let dir = base.join(&e.dir);
+            let key = std::fs::canonicalize(&dir).unwrap_or(dir);
+            if let Some((_, j)) = seen.iter().find(|(d, _)| *d == key) {
+                return Err(bad(format!(
+                    "students {j} and {k} point at the same weights ({})",
+                    e.dir
+                )));
+            }
+            seen.push((key, k));
+        }
         let mut students = Vec::new();
         for (k, e) in manifest.students.iter().enumerate() {
             if e.id != k {
@@ -159,6 +234,7 @@ impl Bundle {
                     dir.join("model.json").display()
                 )));
             }
+            check_student(k, &m, &manifest.partition).map_err(&bad)?;
             students.push(m);
         }
         Ok(Self {
@@ -172,6 +248,12 @@ impl Bundle {
     pub fn teacher_dir(&self) -> Option<PathBuf> {
         let base = self.path.parent().unwrap_or(Path::new("."));
         self.manifest.teacher.as_ref().map(|t| base.join(t))
+    }
+
+    /// The sampler the teacher comparison uses: the one recorded in the bundle, or EDM's
+    /// default (deterministic Heun-18, unguided) for bundles that predate the record.
+    pub fn teacher_sampler(&self) -> SamplerConfig {
+        self.manifest.teacher_sampler.clone().unwrap_or_default()
     }
 
     /// The student that owns `class`.

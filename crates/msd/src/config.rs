@@ -6,35 +6,11 @@ use crate::data::{toy2d::Toy2d, TrainingData};
 use crate::diffusion::SamplerConfig;
 use crate::distill::DistillConfig;
 use crate::model::ModelSpec;
+use crate::tagged::{decode_named, split_tag};
 use crate::teacher::TeacherTrainConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Splits a `kind`-tagged table into its tag and the remaining fields (for hand-written
-/// `Deserialize` impls of tagged enums).
-pub(crate) fn split_tag<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<(String, serde_json::Value), D::Error> {
-    use serde::de::Error as _;
-    let mut v = serde_json::Value::deserialize(d)?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| D::Error::custom("expected a table with a `kind` field"))?;
-    let kind = match obj.remove("kind") {
-        Some(serde_json::Value::String(k)) => k,
-        _ => return Err(D::Error::custom("missing string field `kind`")),
-    };
-    Ok((kind, v))
-}
-
-/// Decodes `T` from a JSON value; errors name the field path.
-pub(crate) fn decode_named<T: serde::de::DeserializeOwned, E: serde::de::Error>(
-    v: serde_json::Value,
-) -> std::result::Result<T, E> {
-    serde_path_to_error::deserialize(v)
-        .map_err(|e| E::custom(format!("field `{}`: {}", e.path(), e.inner())))
-}
 
 /// Where the training data come from.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -276,6 +252,11 @@ impl RunConfig {
             .map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
         c.model.net.validate()?;
         c.distill.validate()?;
+        crate::distill::checks::check_guidance(
+            c.distill.real_guidance,
+            c.sampler.guidance,
+            &c.teacher,
+        )?;
         Ok(c)
     }
 

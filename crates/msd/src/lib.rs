@@ -15,10 +15,13 @@ pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod limits;
 pub mod model;
 pub mod nets;
 pub mod partition;
+pub mod pipeline;
 pub mod run;
+mod tagged;
 pub mod teacher;
 pub mod train;
 

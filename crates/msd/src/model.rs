@@ -172,4 +172,9 @@ impl Denoiser for EdmModel {
     fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor) -> Tensor {
         self.denoise_t(x, sigma, labels, false)
     }
+
+    /// Every network allocates the null label `num_classes` for guidance.
+    fn null_label(&self) -> Option<i64> {
+        Some(self.num_classes())
+    }
 }

@@ -2,7 +2,7 @@
 //! `pairs.safetensors`, `students/<k>/<stage>/`, `bundle.json`. Helpers create the shared
 //! artifacts on first use (atomically), so K student jobs can start independently.
 
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, TeacherRef};
 use crate::config::RunConfig;
 use crate::diffusion::{sample, SamplerConfig};
 use crate::distill::pairs::RegressionPairs;
@@ -87,11 +87,16 @@ pub fn class_embeddings(
             shape.extend(teacher.spec.net.sample_shape());
             let z = Tensor::randn(shape.as_slice(), (Kind::Float, teacher.device()));
             let l = Tensor::full([per_class as i64], c, (Kind::Int64, teacher.device()));
-            let x =
-                sample(teacher, &z, &l, sampler)
-                    .flatten(1, -1)
-                    .mean_dim(0, false, Kind::Double);
-            Vec::<f64>::try_from(x.to_device(Device::Cpu)).unwrap_or_default()
+            // The teacher's conditional distribution, unguided (as it has always been: the
+            // committed k-means partitions were made so).
+            let unguided = SamplerConfig {
+                guidance: 1.0,
+                ..sampler.clone()
+            };
+            let x = sample(teacher, &z, &l, &unguided)
+                .map(|x| x.flatten(1, -1).mean_dim(0, false, Kind::Double));
+            x.and_then(|x| Ok(Vec::<f64>::try_from(x.to_device(Device::Cpu))?))
+                .unwrap_or_default()
         })
         .collect()
 }
@@ -149,8 +154,10 @@ pub fn ensure_pairs(
     if cfg.regression_weight <= 0.0 || cfg.regression_pairs_per_class == 0 {
         return Ok(None);
     }
+    // Deterministic, and from the generator's σ_max (one owner: `distill.sigma_max`).
     let det = SamplerConfig {
         s_churn: 0.0,
+        sigma_max: cfg.sigma_max,
         ..sampler.clone()
     };
     // The pairs are tied to how they were drawn: a changed sampler (e.g. its guidance), count or
@@ -165,7 +172,9 @@ pub fn ensure_pairs(
     let stored_key = checkpoint::read_json::<String>(&key_path).ok();
     if path.exists() && stored_key.as_deref() == Some(key.as_str()) {
         let p = RegressionPairs::load(path, teacher.device())?;
-        if p.len() as usize == cfg.regression_pairs_per_class * teacher.num_classes() as usize {
+        if p.len() as usize == cfg.regression_pairs_per_class * teacher.num_classes() as usize
+            && p.sigma_max == cfg.sigma_max
+        {
             return Ok(Some(p));
         }
     }
@@ -181,12 +190,13 @@ pub fn ensure_pairs(
     Ok(Some(p))
 }
 
-/// Assembles `bundle.json` of a run from its students' final stage directories.
+/// Assembles `bundle.json` of a run from its students' final stage directories, with the
+/// run's generator σ_max and the teacher's sampler settings from `cfg`.
 pub fn assemble_bundle(
     run: &RunDir,
     partition: &Partition,
     stage: &str,
-    sigma_max: f64,
+    cfg: &RunConfig,
 ) -> Result<crate::bundle::BundleManifest> {
     let dirs: Vec<PathBuf> = (0..partition.students)
         .map(|k| run.student_dir(k, stage))
@@ -196,8 +206,11 @@ pub fn assemble_bundle(
         &run.bundle_path(),
         partition,
         &dirs,
-        teacher.exists().then_some(teacher.as_path()),
-        sigma_max,
+        teacher.exists().then_some(TeacherRef {
+            dir: &teacher,
+            sampler: &cfg.sampler,
+        }),
+        cfg.distill.sigma_max,
     )
 }
 

@@ -1,5 +1,7 @@
-//! Teacher training: EDM denoising score matching with AdamW, EMA, clipping, warm-up, label
-//! dropout (for classifier-free guidance), atomic checkpoints and exact resume.
+//! Teacher training: EDM denoising score matching with AdamW, EMA, clipping, warm-up and label
+//! dropout (for classifier-free guidance), as a [`Method`] on the shared [`Runner`] (atomic
+//! checkpoints, exact resume). Teacher Score Matching ([`crate::distill::tsm`]) is the same
+//! method with the teacher's denoised output as the target.
 //!
 //! Writes into its directory: `checkpoints/`, `stats.jsonl`, and at the end the EMA weights as
 //! `model.json` + `model.safetensors` (loadable with [`EdmModel::load_dir`]) and `train.json`.
@@ -8,14 +10,17 @@ use crate::data::TrainingData;
 use crate::diffusion::precond::broadcast_to;
 use crate::diffusion::{Denoiser, SigmaDistribution};
 use crate::model::{EdmModel, ModelSpec};
-use crate::train::checkpoint::{self, config_hash, FORMAT_VERSION};
-use crate::train::{ema_update, step_rng, AdamW, AdamWConfig, CheckpointDir, StatsLog, TrainState};
+use crate::train::checkpoint::{self, config_hash};
+use crate::train::{
+    ema_update, step_rng, AdamW, AdamWConfig, LogLine, Method, Runner, Slot, StepReport,
+};
 use crate::{Error, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+pub use crate::train::TrainSummary;
 
 /// Settings of teacher training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,31 +53,22 @@ fn default_log() -> u64 {
     50
 }
 
-/// Progress events for a caller that shows progress (the library never prints).
-pub enum Progress<'a> {
-    /// Training starts (or resumes) at `step` of `total`.
-    Start { step: u64, total: u64 },
-    /// A logged step.
-    Step {
-        step: u64,
-        loss: f64,
-        grad_norm: f64,
-        lr: f64,
-        examples_per_s: f64,
-    },
-    /// A checkpoint was written; `ema` is the current EMA model (for sample grids).
-    Checkpoint { step: u64, ema: &'a EdmModel },
-}
+/// Progress events of denoiser training; `model` at a checkpoint is the current EMA model.
+pub type Progress<'a> = crate::train::Progress<'a, EdmModel>;
 
-/// Summary written to `train.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainSummary {
-    pub steps: u64,
-    pub final_loss: f64,
-    pub train_seconds: f64,
-    pub params: i64,
-    pub seed: u64,
-    pub config_hash: String,
+impl TeacherTrainConfig {
+    /// The settings that change what training computes (not the checkpoint or log cadence):
+    /// the part of the config that a stage's hash covers.
+    pub fn semantic(&self) -> impl Serialize + '_ {
+        (
+            self.steps,
+            self.batch_size,
+            &self.optimizer,
+            self.ema_decay,
+            self.label_dropout,
+            &self.sigma,
+        )
+    }
 }
 
 /// The config hash that ties a teacher directory to what made it.
@@ -82,7 +78,7 @@ pub fn teacher_hash(
     seed: u64,
     data_id: &str,
 ) -> String {
-    config_hash(&(spec, cfg, seed, data_id))
+    config_hash(&(spec, cfg.semantic(), seed, data_id))
 }
 
 /// Adopts an already trained teacher (`src`: `model.json` + `model.safetensors`) as the teacher
@@ -114,56 +110,6 @@ pub fn import_teacher(
         config_hash: teacher_hash(spec, cfg, seed, data_id),
     };
     m.save_dir(dir)?;
-    checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
-    Ok(summary)
-}
-
-/// The finished model of a stage directory, if it was made with config hash `hash`.
-pub(crate) fn finished(
-    dir: &Path,
-    hash: &str,
-    device: Device,
-) -> Result<Option<(EdmModel, TrainSummary)>> {
-    match checkpoint::read_json::<TrainSummary>(&dir.join("train.json")) {
-        Ok(s) if s.config_hash == hash && dir.join("model.safetensors").exists() => {
-            Ok(Some((EdmModel::load_dir(dir, device)?, s)))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Ends a stage: writes the (EMA) model and `train.json` from the last checkpoint's state.
-/// `last_loss` is NaN when no step ran in this process (the checkpoint's value is used).
-pub(crate) fn finish(
-    dir: &Path,
-    ckpts: &CheckpointDir,
-    model: &EdmModel,
-    steps: u64,
-    last_loss: f64,
-    seed: u64,
-    hash: String,
-) -> Result<TrainSummary> {
-    let (_, state) = ckpts.latest()?.ok_or_else(|| {
-        Error::Invalid(format!("{}: no checkpoint after training", dir.display()))
-    })?;
-    let final_loss = if last_loss.is_nan() {
-        state
-            .extra
-            .get("loss")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(f64::NAN)
-    } else {
-        last_loss
-    };
-    let summary = TrainSummary {
-        steps,
-        final_loss,
-        train_seconds: state.train_seconds(),
-        params: model.num_params(),
-        seed,
-        config_hash: hash,
-    };
-    model.save_dir(dir)?;
     checkpoint::write_json_atomic(&dir.join("train.json"), &summary)?;
     Ok(summary)
 }
@@ -237,8 +183,7 @@ pub fn train_denoiser(
     job: &DenoiserJob,
     on: &mut dyn FnMut(Progress),
 ) -> Result<(EdmModel, TrainSummary)> {
-    let (spec, cfg, data, dir, seed, device) =
-        (job.spec, job.cfg, job.data, job.dir, job.seed, job.device);
+    let (spec, cfg, data, device) = (job.spec, job.cfg, job.data, job.device);
     spec.net.validate()?;
     if cfg.batch_size == 0 || cfg.steps == 0 {
         return Err(Error::config(
@@ -267,13 +212,13 @@ pub fn train_denoiser(
             job.stage, job.classes
         )));
     }
-    // A teacher's hash stays (spec, cfg, seed, data); TSM adds what else defines it.
+    // A teacher's hash is (spec, cfg, seed, data); TSM adds what else defines it.
     let hash = match job.target_teacher {
-        None => teacher_hash(spec, cfg, seed, job.data_id),
+        None => teacher_hash(spec, cfg, job.seed, job.data_id),
         Some((_, tid)) => config_hash(&(
             spec,
-            cfg,
-            seed,
+            cfg.semantic(),
+            job.seed,
             job.data_id,
             &job.classes,
             tid,
@@ -281,60 +226,67 @@ pub fn train_denoiser(
             job.sigma_max,
         )),
     };
-    if let Some(done) = finished(dir, &hash, device)? {
-        return Ok(done);
+    let runner = Runner::new(job.dir, hash, job.seed, cfg.checkpoint_every, cfg.log_every);
+    if let Some(done) = runner.finished()? {
+        return Ok((EdmModel::load_dir(job.dir, device)?, done));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-
-    let _ = step_rng(seed, 0, STREAM_INIT);
-    let mut model = EdmModel::from_spec(spec, device);
-    let mut ema = EdmModel::from_spec(spec, device);
-    ema.copy_from(&model)?;
-    ema.vs.freeze();
-    let mut opt = AdamW::new(&model.vs, cfg.optimizer.clone());
-    let ckpts = CheckpointDir::new(dir);
-    let mut start = 0;
-    let mut elapsed_before = 0.0;
-    if let Some((cdir, state)) = ckpts.resume(&hash)? {
-        // Weights are copied in place, so the optimiser keeps pointing at the right tensors.
-        model.load_weights(&cdir.join("model.safetensors"))?;
-        ema.load_weights(&cdir.join("ema.safetensors"))?;
-        opt.load(&cdir.join("optim.safetensors"))?;
-        start = state.step;
-        elapsed_before = state.train_seconds();
-    }
-    run_loop(job, on, model, ema, opt, start, elapsed_before, hash)
+    let mut method = DenoiserMethod::new(job)?;
+    let summary = runner.run(&mut method, on)?;
+    Ok((method.ema, summary))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_loop(
-    job: &DenoiserJob,
-    on: &mut dyn FnMut(Progress),
+/// Denoising score matching of one model (with its EMA) towards clean data or a teacher.
+pub struct DenoiserMethod<'a> {
+    job: &'a DenoiserJob<'a>,
     model: EdmModel,
     ema: EdmModel,
-    mut opt: AdamW,
-    start: u64,
-    elapsed_before: f64,
-    hash: String,
-) -> Result<(EdmModel, TrainSummary)> {
-    let (cfg, data, dir, seed, device) = (job.cfg, job.data, job.dir, job.seed, job.device);
-    let ckpts = CheckpointDir::new(dir);
-    let mut stats = StatsLog::open(&dir.join("stats.jsonl"), start)?;
-    let classes = &job.classes;
-    let null = data.num_classes();
-    let n_at_max = (job.sigma_max_share.clamp(0.0, 1.0) * cfg.batch_size as f64).round() as i64;
-    let t0 = Instant::now();
-    let mut last_log = Instant::now();
-    let mut loss_acc = 0.0;
-    let mut loss_n = 0u64;
-    let mut last_loss = f64::NAN;
-    on(Progress::Start {
-        step: start,
-        total: cfg.steps,
-    });
-    for step in start..cfg.steps {
-        let mut rng = step_rng(seed, step, STREAM_BATCH);
-        let (x, labels) = data.batch(cfg.batch_size, classes, &mut rng, device)?;
+    opt: AdamW,
+    n_at_max: i64,
+    loss_sum: f64,
+    loss_n: u64,
+    last_grad_norm: f64,
+}
+
+impl<'a> DenoiserMethod<'a> {
+    /// A freshly initialised model (seeded by the job's seed) and its optimiser.
+    pub fn new(job: &'a DenoiserJob<'a>) -> Result<Self> {
+        let _ = step_rng(job.seed, 0, STREAM_INIT);
+        let model = EdmModel::from_spec(job.spec, job.device);
+        let mut ema = EdmModel::from_spec(job.spec, job.device);
+        ema.copy_from(&model)?;
+        ema.vs.freeze();
+        let opt = AdamW::new(&model.vs, job.cfg.optimizer.clone());
+        let n_at_max =
+            (job.sigma_max_share.clamp(0.0, 1.0) * job.cfg.batch_size as f64).round() as i64;
+        Ok(Self {
+            job,
+            model,
+            ema,
+            opt,
+            n_at_max,
+            loss_sum: 0.0,
+            loss_n: 0,
+            last_grad_norm: f64::NAN,
+        })
+    }
+}
+
+impl Method for DenoiserMethod<'_> {
+    type Output = EdmModel;
+
+    fn stage(&self) -> &str {
+        self.job.stage
+    }
+
+    fn total_steps(&self) -> u64 {
+        self.job.cfg.steps
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepReport> {
+        let (cfg, data, device) = (self.job.cfg, self.job.data, self.job.device);
+        let null = data.num_classes();
+        let mut rng = step_rng(self.job.seed, step, STREAM_BATCH);
+        let (x, labels) = data.batch(cfg.batch_size, &self.job.classes, &mut rng, device)?;
         let labels = if cfg.label_dropout > 0.0 {
             let l: Vec<i64> = Vec::<i64>::try_from(labels.to_device(Device::Cpu))?
                 .into_iter()
@@ -351,76 +303,65 @@ fn run_loop(
             labels
         };
         let sigma = cfg.sigma.sample(cfg.batch_size as i64, device);
-        if n_at_max > 0 {
-            let _ = sigma.narrow(0, 0, n_at_max).fill_(job.sigma_max);
+        if self.n_at_max > 0 {
+            let _ = sigma.narrow(0, 0, self.n_at_max).fill_(self.job.sigma_max);
         }
         let noisy = &x + x.randn_like() * broadcast_to(&sigma, &x);
         // Teacher: the clean data. TSM: the teacher's denoised output (no gradient).
-        let target = match job.target_teacher {
+        let target = match self.job.target_teacher {
             None => x.shallow_clone(),
             Some((t, _)) => tch::no_grad(|| t.denoise(&noisy, &sigma, &labels)),
         };
-        let d = model.denoise_t(&noisy, &sigma, &labels, true);
-        let w = model.spec.precond.loss_weight(&sigma);
+        let d = self.model.denoise_t(&noisy, &sigma, &labels, true);
+        let w = self.model.spec.precond.loss_weight(&sigma);
         let loss = (w * per_sample_mean(&(d - &target).square())).mean(Kind::Float);
-        opt.zero_grad();
+        self.opt.zero_grad();
         loss.backward();
-        let gn = opt.step();
+        let gn = self.opt.step();
         let lv = loss.double_value(&[]);
-        if !lv.is_finite() || !gn.is_finite() {
-            return Err(Error::NonFinite {
-                what: if lv.is_finite() {
-                    "gradient norm".into()
-                } else {
-                    "teacher loss".into()
-                },
-                step,
-            });
+        if lv.is_finite() && gn.is_finite() {
+            ema_update(&self.ema.vs, &self.model.vs, cfg.ema_decay);
         }
-        ema_update(&ema.vs, &model.vs, cfg.ema_decay);
-        loss_acc += lv;
-        loss_n += 1;
-        last_loss = lv;
-        let done = step + 1;
-        if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
-            let secs = last_log.elapsed().as_secs_f64().max(1e-9);
-            let eps = (loss_n as f64 * cfg.batch_size as f64) / secs;
-            let mean_loss = loss_acc / loss_n as f64;
-            stats.log(&serde_json::json!({
-                "stage": job.stage, "step": done, "loss": mean_loss, "grad_norm": gn,
-                "lr": opt.current_lr(), "examples_per_s": eps,
-            }))?;
-            on(Progress::Step {
-                step: done,
-                loss: mean_loss,
-                grad_norm: gn,
-                lr: opt.current_lr(),
-                examples_per_s: eps,
-            });
-            loss_acc = 0.0;
-            loss_n = 0;
-            last_log = Instant::now();
-        }
-        if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
-            let secs = elapsed_before + t0.elapsed().as_secs_f64();
-            let state = TrainState {
-                format_version: FORMAT_VERSION,
-                step: done,
-                seed,
-                config_hash: hash.clone(),
-                extra: serde_json::json!({ "train_seconds": secs, "loss": lv }),
-            };
-            ckpts.save(&state, |d| {
-                checkpoint::save_varstore(&model.vs, &d.join("model.safetensors"))?;
-                checkpoint::save_varstore(&ema.vs, &d.join("ema.safetensors"))?;
-                opt.save(&d.join("optim.safetensors"))
-            })?;
-            on(Progress::Checkpoint {
-                step: done,
-                ema: &ema,
-            });
+        self.loss_sum += lv;
+        self.loss_n += 1;
+        self.last_grad_norm = gn;
+        Ok(StepReport {
+            loss: lv,
+            checked: vec![("gradient norm", gn)],
+        })
+    }
+
+    fn log_line(&mut self, secs: f64) -> LogLine {
+        let n = self.loss_n.max(1) as f64;
+        let eps = n * self.job.cfg.batch_size as f64 / secs;
+        let loss = self.loss_sum / n;
+        let mut record = serde_json::Map::new();
+        record.insert("loss".into(), loss.into());
+        record.insert("grad_norm".into(), self.last_grad_norm.into());
+        record.insert("lr".into(), self.opt.current_lr().into());
+        record.insert("examples_per_s".into(), eps.into());
+        (self.loss_sum, self.loss_n) = (0.0, 0);
+        LogLine {
+            loss,
+            examples_per_s: eps,
+            record,
         }
     }
-    let summary = finish(dir, &ckpts, &ema, cfg.steps, last_loss, seed, hash)?;
-    Ok((ema, summary))
+
+    fn state(&mut self) -> Vec<(&'static str, Slot<'_>)> {
+        vec![
+            ("model", Slot::Vars(&mut self.model.vs)),
+            ("ema", Slot::Vars(&mut self.ema.vs)),
+            ("optim", Slot::Optim(&mut self.opt)),
+        ]
+    }
+
+    fn output(&self) -> &EdmModel {
+        &self.ema
+    }
+
+    fn export(&self, dir: &Path) -> Result<i64> {
+        self.ema.save_dir(dir)?;
+        Ok(self.ema.num_params())
+    }
 }

@@ -69,7 +69,8 @@ fn teacher_samples_sit_in_their_class_modes() {
         &z,
         &Tensor::from_slice(&labels),
         &SamplerConfig::default(),
-    );
+    )
+    .unwrap();
     let pts: Vec<f32> = Vec::try_from(x.flatten(0, -1)).unwrap();
     let mut own = 0;
     let mut other_better = 0;

@@ -114,7 +114,7 @@ fn time_ours(model: &EdmModel, batch: i64, reps: usize) -> Value {
     let cfg = SamplerConfig::default();
     let few = reps.clamp(1, 3);
     let heun = median_ms(few, || {
-        let _ = sample(model, &xb, &lb, &cfg);
+        let _ = sample(model, &xb, &lb, &cfg).expect("unguided sampling");
     });
     let one = median_ms(reps, || {
         let _ = tch::no_grad(|| model.generate(&xb, &lb, cfg.sigma_max));

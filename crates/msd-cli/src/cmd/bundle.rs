@@ -19,7 +19,7 @@ pub fn run(a: Args) -> Result<()> {
     let run = RunDir::new(&a.run);
     let cfg = run.load_config()?;
     let partition = Partition::load(&run.partition_path())?;
-    let m = assemble_bundle(&run, &partition, &a.stage, cfg.distill.sigma_max)?;
+    let m = assemble_bundle(&run, &partition, &a.stage, &cfg)?;
     msd::bundle::Bundle::load(&run.bundle_path(), tch::Device::Cpu)?;
     for s in &m.students {
         println!(

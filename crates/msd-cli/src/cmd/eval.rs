@@ -2,19 +2,22 @@
 //! project's feature network (FD, KID, precision/recall, per-class accuracy) against the
 //! training split, puts the held-out split's scores beside it as the floor, and writes
 //! `eval.json`, `eval.md` and a sample grid.
+//!
+//! Data and sampler default to those of the run the model belongs to (`<run>/config.toml`
+//! beside `<run>/teacher` or `<run>/bundle*.json`); only without a run config does the data
+//! fall back to the shipped MNIST-10k.
 
 use crate::cmd::train_classifier::{train_into, DEFAULT_DATA};
 use crate::{device, grid, progress};
 use anyhow::{bail, Context, Result};
-use msd::config::DataConfig;
+use msd::config::{DataConfig, RunConfig};
 use msd::data::TrainingData;
-use msd::diffusion::{Denoiser, Guided, SamplerConfig};
+use msd::diffusion::SamplerConfig;
 use msd::eval::{
-    balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, MetricsConfig,
-    Reference,
+    balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, EvalReport,
+    FeatureNetInfo, MetricsConfig, Reference, SeedsInfo,
 };
 use msd::model::EdmModel;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,9 +30,10 @@ pub struct Args {
     /// A bundle of one-step students (bundle.json) instead of a teacher.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
-    /// Heun steps (2·steps − 1 network evaluations per sample).
-    #[arg(long, default_value_t = 18)]
-    pub steps: usize,
+    /// Heun steps (2·steps − 1 network evaluations per sample; default: the run's sampler,
+    /// else 18).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Number of generated samples (balanced over the classes).
     #[arg(long, default_value_t = 10_000)]
     pub n: usize,
@@ -37,15 +41,16 @@ pub struct Args {
     /// (default: a `classifier` folder beside the teacher).
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Data: idx:IMAGES,LABELS or folder:DIR (relative to the working directory).
-    #[arg(long, default_value = DEFAULT_DATA)]
-    pub data: String,
+    /// Data: idx:IMAGES,LABELS or folder:DIR (relative to the working directory; default: the
+    /// run's own data, from the config.toml beside the teacher or bundle, else MNIST-10k).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Output folder (default: an `eval` folder beside the teacher).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Classifier-free guidance scale (1 = none).
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance: f64,
+    /// Classifier-free guidance scale (1 = none; default: the run's sampler, else 1).
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// First noise seed; batch b uses seed + b.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -70,21 +75,53 @@ pub fn hardware() -> String {
     format!("{model}, {} torch threads", tch::get_num_threads())
 }
 
-/// The markdown table of per-class accuracies under a `title` line.
-pub fn per_class_table(title: &str, acc: &[f64]) -> String {
-    let mut md = format!("\n{title}\n\n| class |");
-    for c in 0..acc.len() {
-        md.push_str(&format!(" {c} |"));
+/// What an evaluation samples with and scores against, after defaults.
+pub struct Resolved {
+    /// The `--data` spec (paths relative to the working directory).
+    pub data: String,
+    /// The teacher's sampler (ignored for bundles).
+    pub sampler: SamplerConfig,
+}
+
+/// The config of the run `anchor` (a teacher directory or a bundle file) belongs to:
+/// `config.toml` in the folder holding it, if there is one.
+fn run_config_beside(anchor: &Path) -> Result<Option<(PathBuf, RunConfig)>> {
+    let root = beside(anchor, "");
+    let p = root.join("config.toml");
+    if !p.is_file() {
+        return Ok(None);
     }
-    md.push_str(&format!(
-        "\n|---|{}\n| accuracy |",
-        "---|".repeat(acc.len())
-    ));
-    for v in acc {
-        md.push_str(&format!(" {:.1}% |", 100.0 * v));
+    let cfg = RunConfig::load(&p).with_context(|| format!("the run config {}", p.display()))?;
+    Ok(Some((root, cfg)))
+}
+
+/// Fills in the defaults of `a` for the model at `anchor`: the flags, else its run's config,
+/// else MNIST-10k and EDM's Heun-18 unguided.
+pub fn resolve(a: &Args, anchor: &Path) -> Result<Resolved> {
+    let run = run_config_beside(anchor)?;
+    let data = match (&a.data, &run) {
+        (Some(s), _) => s.clone(),
+        (None, Some((root, cfg))) => {
+            let mut d = cfg.data.clone();
+            d.rebase(root, Path::new("."))?;
+            d.to_spec()
+        }
+        (None, None) => {
+            println!(
+                "no run config beside {}; scoring against {DEFAULT_DATA} (give --data to choose)",
+                anchor.display()
+            );
+            DEFAULT_DATA.into()
+        }
+    };
+    let mut sampler = run.map(|(_, c)| c.sampler).unwrap_or_default();
+    if let Some(s) = a.steps {
+        sampler.steps = s;
     }
-    md.push('\n');
-    md
+    if let Some(g) = a.guidance {
+        sampler.guidance = g;
+    }
+    Ok(Resolved { data, sampler })
 }
 
 fn beside(teacher: &Path, name: &str) -> PathBuf {
@@ -97,8 +134,14 @@ fn beside(teacher: &Path, name: &str) -> PathBuf {
 
 pub fn run(a: Args) -> Result<()> {
     let device = device::parse(&a.device)?;
-    if a.n < 4 || a.steps < 1 {
+    if a.n < 4 || a.steps == Some(0) {
         bail!("--n must be ≥ 4 and --steps ≥ 1");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
+    if !a.guidance.is_finite() {
+        bail!("--guidance must be a finite number, got {}", a.guidance);
     }
     // The folder outputs go beside: the teacher's, or the bundle file's.
     let anchor = match (&a.teacher, &a.bundle) {
@@ -106,11 +149,12 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(b)) => b.clone(),
         _ => bail!("give --teacher or --bundle"),
     };
-    let dc = DataConfig::parse_spec(&a.data)?;
+    let r = resolve(&a, &anchor)?;
+    let dc = DataConfig::parse_spec(&r.data)?;
     if let Some(bpath) = &a.bundle {
         let data = dc
             .open_images(Path::new("."))
-            .with_context(|| format!("--data {}", a.data))?;
+            .with_context(|| format!("--data {}", r.data))?;
         let clf_dir = a
             .classifier
             .clone()
@@ -120,28 +164,21 @@ pub fn run(a: Args) -> Result<()> {
                 "no feature network at {}; training one first",
                 clf_dir.display()
             );
-            train_into(&a.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
+            train_into(&r.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
         }
         let (clf, rec) = Classifier::load_dir(&clf_dir, device)
             .with_context(|| format!("--classifier {}", clf_dir.display()))?;
         let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         return crate::cmd::eval_bundle::run(
-            &a,
-            bpath,
-            &data,
-            &clf,
-            &clf_dir,
-            rec.heldout_accuracy,
-            &out,
-            device,
+            &a, &r.data, bpath, &data, &clf, &clf_dir, &rec, &out, device,
         );
     }
     let teacher = EdmModel::load_dir(&anchor, device)
         .with_context(|| format!("--teacher {}", anchor.display()))?;
     let data = dc
         .open_images(Path::new("."))
-        .with_context(|| format!("--data {}", a.data))?;
+        .with_context(|| format!("--data {}", r.data))?;
     if data.num_classes() != teacher.num_classes()
         || data.sample_shape() != teacher.spec.net.sample_shape()
     {
@@ -168,7 +205,7 @@ pub fn run(a: Args) -> Result<()> {
             "no feature network at {}; training one first",
             clf_dir.display()
         );
-        train_into(&a.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
+        train_into(&r.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
     }
     let (clf, rec) = Classifier::load_dir(&clf_dir, device)
         .with_context(|| format!("--classifier {}", clf_dir.display()))?;
@@ -192,21 +229,12 @@ pub fn run(a: Args) -> Result<()> {
         &mc,
     )?;
 
-    let cfg = SamplerConfig {
-        steps: a.steps,
-        guidance: a.guidance,
-        ..Default::default()
-    };
+    let cfg = r.sampler.clone();
     let labels = balanced_labels(a.n, teacher.num_classes());
-    let guided = Guided {
-        inner: &teacher as &dyn Denoiser,
-        scale: a.guidance,
-        null_label: teacher.num_classes(),
-    };
     let bar = progress::bar(a.n as u64, "sampling");
     let t0 = Instant::now();
     let x = generate(
-        &guided,
+        &teacher,
         &teacher.spec.net.sample_shape(),
         &labels,
         &cfg,
@@ -214,7 +242,7 @@ pub fn run(a: Args) -> Result<()> {
         a.batch,
         device,
         &mut |d| bar.set_position(d as u64),
-    );
+    )?;
     let gen_seconds = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let m = image_metrics(&clf, &reference, &x, &labels, &mc)?;
@@ -227,67 +255,25 @@ pub fn run(a: Args) -> Result<()> {
         &out.join("samples.png"),
     )?;
 
-    let hw = hardware();
-    let batches = a.n.div_ceil(a.batch);
-    let report = json!({
-        "n": m.n,
-        "fd": m.fd,
-        "kid": m.kid,
-        "kid_std": m.kid_std,
-        "precision": m.precision,
-        "recall": m.recall,
-        "class_accuracy": m.class_accuracy,
-        "per_class_accuracy": m.per_class_accuracy,
-        "floor_fd": floor.fd,
-        "floor": floor,
-        "reference": { "split": "train", "n": m.n_reference },
-        "feature_net": { "path": clf_dir, "heldout_accuracy": rec.heldout_accuracy, "heldout_n": rec.heldout_n, "features": clf.config.features },
-        "teacher": anchor,
-        "sampler": cfg,
-        "nfe": cfg.nfe(),
-        "seeds": { "first": a.seed, "last": a.seed + batches as u64 - 1, "batch": a.batch, "rule": "batch b draws its noise after manual_seed(first + b); sample i asks for class i mod C" },
-        "metrics": mc,
-        "data": a.data,
-        "generation_seconds": gen_seconds,
-        "hardware": hw,
-    });
-    msd::train::checkpoint::write_json_atomic(&out.join("eval.json"), &report)?;
-
-    let mut md = String::new();
-    md.push_str(&format!(
-        "# Evaluation of `{}`\n\nFeature network: the project's own CNN classifier `{}` (penultimate layer, {} features; held-out accuracy {:.2}% on {} images) — not Inception, so these FD/KID figures are not comparable with published FID.\n\n",
-        anchor.display(),
-        clf_dir.display(),
-        clf.config.features,
-        100.0 * rec.heldout_accuracy,
-        rec.heldout_n
-    ));
-    md.push_str(&format!(
-        "Samples: {} (balanced, classes i mod {}), Heun-{} ({} NFE), guidance {}, seeds {}..={} (batches of {}); reference: training split ({} images). Hardware: {}; generation took {:.0} s.\n\n",
-        m.n, teacher.num_classes(), a.steps, cfg.nfe(), a.guidance, a.seed, a.seed + batches as u64 - 1, a.batch, m.n_reference, hw, gen_seconds
-    ));
-    md.push_str("| set | n | FD | KID | precision | recall | class accuracy |\n|---|---|---|---|---|---|---|\n");
-    for (name, r) in [("teacher samples", &m), ("held-out real (floor)", &floor)] {
-        md.push_str(&format!(
-            "| {name} | {} | {:.3} | {:.4} ± {:.4} | {:.3} | {:.3} | {:.2}% |\n",
-            r.n,
-            r.fd,
-            r.kid,
-            r.kid_std,
-            r.precision,
-            r.recall,
-            100.0 * r.class_accuracy
-        ));
-    }
-    md.push_str(&per_class_table(
-        "Per-class accuracy of the teacher's samples:",
-        &m.per_class_accuracy,
-    ));
-    msd::train::checkpoint::write_bytes_atomic(&out.join("eval.md"), md.as_bytes())?;
-    println!(
-        "teacher: FD {:.3} (floor {:.3}), KID {:.4}, precision {:.3}, recall {:.3}, class accuracy {:.2}% on {} samples",
-        m.fd, floor.fd, m.kid, m.precision, m.recall, 100.0 * m.class_accuracy, m.n
+    let mut report = EvalReport::new(
+        &m,
+        &floor,
+        FeatureNetInfo::new(&clf_dir, &clf, &rec),
+        cfg.nfe(),
+        SeedsInfo::new(a.seed, a.n, a.batch),
+        &mc,
+        &r.data,
+        gen_seconds,
+        &hardware(),
     );
+    report.teacher = Some(anchor.clone());
+    report.sampler = Some(cfg.clone());
+    report.save(&out.join("eval.json"))?;
+    msd::train::checkpoint::write_bytes_atomic(
+        &out.join("eval.md"),
+        report.to_markdown().as_bytes(),
+    )?;
+    println!("{}", report.summary_line("teacher"));
     println!(
         "report: {} and eval.md; grid: {}",
         out.join("eval.json").display(),

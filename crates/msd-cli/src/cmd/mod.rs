@@ -11,6 +11,7 @@ pub mod partition;
 pub mod sample;
 pub mod serve;
 pub mod serve_bench;
+pub mod serve_load;
 pub mod toy;
 pub mod train_classifier;
 pub mod train_teacher;

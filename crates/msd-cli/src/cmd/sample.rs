@@ -5,7 +5,7 @@
 use crate::{device, plot};
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
-use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig, SamplerMethod};
+use msd::diffusion::{sample, SamplerConfig, SamplerMethod};
 use msd::model::EdmModel;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -62,6 +62,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.steps < 1 {
         bail!("--steps must be ≥ 1");
     }
+    if !a.guidance.is_finite() {
+        bail!("--guidance must be a finite number, got {}", a.guidance);
+    }
+    if !(a.churn.is_finite() && a.churn >= 0.0) {
+        bail!("--churn must be a finite number ≥ 0, got {}", a.churn);
+    }
     if let Some(b) = &a.bundle {
         return run_bundle(&a, b, device);
     }
@@ -74,6 +80,7 @@ pub fn run(a: Args) -> Result<()> {
         a.class.clone()
     };
     teacher.check_labels(&classes).context("--class")?;
+    check_memory(&a, classes.len(), &teacher.spec.net, a.guidance != 1.0)?;
     let cfg = SamplerConfig {
         method,
         steps: a.steps,
@@ -85,7 +92,7 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
         .collect();
-    let x = draw(&teacher, &labels, &cfg, a.seed, device);
+    let x = draw(&teacher, &labels, &cfg, a.seed, device)?;
     write_picture(&x, &labels, &a.out)?;
     if let Some(p) = &a.points {
         write_points(&x, &labels, p)?;
@@ -109,6 +116,7 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
     } else {
         a.class.clone()
     };
+    check_memory(a, classes.len(), &bundle.students[0].spec.net, false)?;
     let labels: Vec<i64> = classes
         .iter()
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
@@ -132,6 +140,14 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
     Ok(())
 }
 
+/// Refuses `--n` × classes samples when one batch of them would not fit in memory.
+fn check_memory(a: &Args, classes: usize, net: &msd::nets::NetConfig, guided: bool) -> Result<()> {
+    let total = (a.n as u64).saturating_mul(classes as u64);
+    let what = format!("--n {} ({total} samples over {classes} classes)", a.n);
+    msd::limits::check_fits(&what, msd::limits::sampling_bytes(net, total, guided))?;
+    Ok(())
+}
+
 /// Samples `labels.len()` points with the given sampler (guided if `cfg.guidance` ≠ 1), seeded.
 pub fn draw(
     model: &EdmModel,
@@ -139,18 +155,13 @@ pub fn draw(
     cfg: &SamplerConfig,
     seed: u64,
     device: Device,
-) -> Tensor {
+) -> Result<Tensor> {
     tch::manual_seed(seed as i64);
     let mut shape = vec![labels.len() as i64];
     shape.extend(model.spec.net.sample_shape());
     let z = Tensor::randn(shape.as_slice(), (Kind::Float, device));
     let l = Tensor::from_slice(labels).to_device(device);
-    let guided = Guided {
-        inner: model as &dyn Denoiser,
-        scale: cfg.guidance,
-        null_label: model.num_classes(),
-    };
-    sample(&guided, &z, &l, cfg)
+    Ok(sample(model, &z, &l, cfg)?)
 }
 
 /// A picture of samples: a scatter plot (coloured by class) for 2-D data, a grid with one row
@@ -222,6 +233,6 @@ pub fn preview(model: &EdmModel, cfg: &SamplerConfig, seed: u64, out: &Path) -> 
     let labels: Vec<i64> = (0..model.num_classes())
         .flat_map(|c| std::iter::repeat_n(c, per))
         .collect();
-    let x = draw(model, &labels, cfg, seed, model.device());
+    let x = draw(model, &labels, cfg, seed, model.device())?;
     write_picture(&x, &labels, out)
 }

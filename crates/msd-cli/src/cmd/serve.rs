@@ -13,15 +13,30 @@ use std::time::Duration;
 /// Server settings shared by `serve` and `serve-bench`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Limits {
-    /// Most samples per network evaluation.
+    /// Most samples packed into one batch.
     #[arg(long, default_value_t = 256)]
     pub max_batch: usize,
-    /// Longest wait for more requests before a batch is evaluated, in milliseconds.
+    /// Rows of every network evaluation (batches are evaluated in chunks of exactly this many
+    /// samples, so answers do not depend on the load).
+    #[arg(long, default_value_t = 32)]
+    pub eval_chunk: usize,
+    /// Longest wait for more requests before a batch is evaluated, in milliseconds (0–1000).
     #[arg(long, default_value_t = 2.0)]
     pub max_wait_ms: f64,
     /// Requests waiting per student before the server answers 503 (with Retry-After).
     #[arg(long, default_value_t = 128)]
     pub queue_cap: usize,
+    /// Admission bound: a request whose expected wait (the samples queued for its student plus
+    /// its own, at the measured evaluation cost) is above this many milliseconds gets 503 with
+    /// Retry-After.
+    #[arg(long, default_value_t = 2000.0)]
+    pub max_queue_ms: f64,
+    /// A connection must send a request's headers, and then its body, within this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub read_timeout_s: f64,
+    /// Most connections open at once (beyond it: 503 and close).
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
     /// Most samples per request (n × number of classes).
     #[arg(long, default_value_t = 1024)]
     pub max_n: usize,
@@ -31,28 +46,82 @@ pub struct Limits {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16384)]
     pub body_limit: usize,
-    /// Heun steps of the teacher comparison.
-    #[arg(long, default_value_t = 18)]
-    pub teacher_steps: usize,
+    /// Sampler steps of the teacher comparison (default: the teacher's own sampler settings,
+    /// as the bundle records them).
+    #[arg(long)]
+    pub teacher_steps: Option<usize>,
 }
 
 impl Limits {
-    pub fn config(&self) -> Result<ServeConfig> {
-        if !(self.max_wait_ms.is_finite() && self.max_wait_ms >= 0.0) {
-            anyhow::bail!("--max-wait-ms must be a number ≥ 0");
+    /// The same settings as `msd serve` flags (for a server started as a child process).
+    pub fn to_args(&self) -> Vec<String> {
+        let pairs = [
+            ("--max-batch", self.max_batch.to_string()),
+            ("--eval-chunk", self.eval_chunk.to_string()),
+            ("--max-wait-ms", self.max_wait_ms.to_string()),
+            ("--queue-cap", self.queue_cap.to_string()),
+            ("--max-queue-ms", self.max_queue_ms.to_string()),
+            ("--read-timeout-s", self.read_timeout_s.to_string()),
+            ("--max-connections", self.max_connections.to_string()),
+            ("--max-n", self.max_n.to_string()),
+            ("--max-teacher-n", self.max_teacher_n.to_string()),
+            ("--body-limit", self.body_limit.to_string()),
+        ];
+        let mut args: Vec<String> = pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_string(), v])
+            .collect();
+        if let Some(t) = self.teacher_steps {
+            args.extend(["--teacher-steps".to_string(), t.to_string()]);
         }
+        args
+    }
+
+    pub fn config(&self) -> Result<ServeConfig> {
+        use msd_serve::config::{MAX_QUEUE_LIMIT, MAX_WAIT_LIMIT, READ_TIMEOUT_RANGE};
+        let secs = |flag: &str, v: f64, lo: f64, hi: f64| -> Result<Duration> {
+            if !(v.is_finite() && v >= lo && v <= hi) {
+                anyhow::bail!("{flag} must be a number between {lo} and {hi}, got {v}");
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        let max_wait = secs(
+            "--max-wait-ms",
+            self.max_wait_ms,
+            0.0,
+            MAX_WAIT_LIMIT.as_secs_f64() * 1e3,
+        )? / 1000;
+        let max_queue = secs(
+            "--max-queue-ms",
+            self.max_queue_ms,
+            1.0,
+            MAX_QUEUE_LIMIT.as_secs_f64() * 1e3,
+        )? / 1000;
+        let (lo, hi) = READ_TIMEOUT_RANGE;
+        let read_timeout = secs(
+            "--read-timeout-s",
+            self.read_timeout_s,
+            lo.as_secs_f64(),
+            hi.as_secs_f64(),
+        )?;
         let cfg = ServeConfig {
             max_batch: self.max_batch,
-            max_wait: Duration::from_secs_f64(self.max_wait_ms / 1e3),
+            eval_chunk: self.eval_chunk,
+            max_wait,
             queue_cap: self.queue_cap,
+            max_queue,
+            read_timeout,
+            max_connections: self.max_connections,
             max_n: self.max_n,
             max_teacher_n: self.max_teacher_n,
             body_limit: self.body_limit,
             teacher_steps: self.teacher_steps,
             ..Default::default()
         };
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("--{}", e.replace('_', "-")))?;
+        cfg.validate().map_err(|e| match e.split_once(' ') {
+            Some((name, rest)) => anyhow::anyhow!("--{} {rest}", name.replace('_', "-")),
+            None => anyhow::anyhow!("{e}"),
+        })?;
         Ok(cfg)
     }
 }
@@ -77,6 +146,18 @@ pub fn default_threads(students: usize) -> i32 {
     (cores / students.max(1)).max(1) as i32
 }
 
+/// The async runtime of the server: few blocking threads (encoding), since every extra thread
+/// gets its own allocator arena and keeps memory after a burst.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.clamp(1, 4))
+        .max_blocking_threads(cores.clamp(2, 8))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     let cfg = a.limits.config()?;
     let device = device::parse(&a.device)?;
@@ -86,10 +167,7 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     let k = bundle.students.len();
     let server = Server::new(bundle, cfg).context("starting the server")?;
     let teacher = server.info()["teacher"]["available"].as_bool() == Some(true);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.addr)
             .await
@@ -105,7 +183,11 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
             .run(listener, msd_serve::server::shutdown_signal())
             .await
             .context("serving")?;
-        println!("stopped: all requests in flight were answered");
+        // stdout may be gone by now (a closed pipe): never fail the shutdown over it.
+        let _ = writeln!(
+            std::io::stdout(),
+            "stopped: all requests in flight were answered"
+        );
         Ok(())
     })
 }

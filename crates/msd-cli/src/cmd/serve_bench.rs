@@ -3,6 +3,11 @@
 //! students called directly, one thread each, batches of `--max-batch`) and then sends requests
 //! from C concurrent clients; the ratio compares the two measured side by side, so a machine
 //! whose load drifts during the run compares like with like.
+//!
+//! With `--load`, instead: a timed overload run against `msd serve` started as a child process
+//! (so its memory is its own): `--clients` clients for `--seconds`, reporting p50/p99 of the
+//! accepted requests, the share of 503 answers (with `Retry-After`), other 5xx, and the server's
+//! resident memory (from `/proc/<pid>/status`) idle before, at peak, and idle after the load.
 
 use crate::cmd::eval::hardware;
 use crate::cmd::serve::{default_threads, Limits};
@@ -39,6 +44,28 @@ pub struct Args {
     /// Also write the results as markdown to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Timed overload run against a child `msd serve` process instead of the throughput levels.
+    #[arg(long)]
+    pub load: bool,
+    /// Concurrent clients of the load run.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Length of the load run in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub seconds: f64,
+    /// Clients pause this many milliseconds after a 503 instead of waiting its Retry-After
+    /// (with --ignore-retry-after).
+    #[arg(long, default_value_t = 50)]
+    pub pause_after_503_ms: u64,
+    /// Clients retry after --pause-after-503-ms instead of the Retry-After seconds.
+    #[arg(long)]
+    pub ignore_retry_after: bool,
+    /// Idle seconds after the load before the server's memory is read again.
+    #[arg(long, default_value_t = 5.0)]
+    pub settle_s: f64,
+    /// Also write the load run's figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -50,6 +77,9 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     }
     if !matches!(a.format.as_str(), "npy" | "png") {
         bail!("--format: expected npy or png, got `{}`", a.format);
+    }
+    if a.load {
+        return crate::cmd::serve_load::run(&a, threads);
     }
     if a.concurrency.is_empty() || a.concurrency.contains(&0) {
         bail!("--concurrency: levels must be ≥ 1");

@@ -38,6 +38,10 @@ pub fn prepare_run(config: &Path, out: &Path, seed: Option<u64>) -> Result<RunCo
 
 pub fn run(a: Args) -> Result<()> {
     let device = device::parse(&a.device)?;
+    // One writer per run directory (taken once the config reads); killed writers' temp files
+    // are removed.
+    RunConfig::load(&a.config)?;
+    let _lock = msd::train::lock::RunLock::acquire(&a.out)?;
     let cfg = prepare_run(&a.config, &a.out, a.seed)?;
     let data = cfg.data.open(&a.out)?;
     let dir = a.out.join("teacher");
@@ -65,7 +69,7 @@ pub fn run(a: Args) -> Result<()> {
                 bar.set_position(step);
                 bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
             }
-            Progress::Checkpoint { step, ema } => {
+            Progress::Checkpoint { step, model: ema } => {
                 let _ = crate::curves::write_loss_curve(
                     &dir.join("stats.jsonl"),
                     &dir.join("loss.png"),

@@ -21,6 +21,15 @@ pub const CLASSES: usize = 6;
 pub const STUDENTS: usize = 3;
 pub const SIGMA_MAX: f64 = 80.0;
 
+/// The tiny teacher's sampler as its bundle records it: 4 Heun steps, guidance 1.25.
+pub fn teacher_sampler() -> msd::diffusion::SamplerConfig {
+    msd::diffusion::SamplerConfig {
+        steps: 4,
+        guidance: 1.25,
+        ..Default::default()
+    }
+}
+
 pub fn mlp(seed: i64) -> EdmModel {
     tch::manual_seed(seed);
     EdmModel::new(
@@ -52,7 +61,12 @@ pub fn tiny_bundle(dir: &Path, teacher: bool) -> PathBuf {
         mlp(99).save_dir(&t).unwrap();
     }
     let path = dir.join("bundle.json");
-    Bundle::assemble(&path, &p, &dirs, teacher.then_some(t.as_path()), SIGMA_MAX).unwrap();
+    let sampler = teacher_sampler();
+    let t = teacher.then_some(msd::bundle::TeacherRef {
+        dir: &t,
+        sampler: &sampler,
+    });
+    Bundle::assemble(&path, &p, &dirs, t, SIGMA_MAX).unwrap();
     path
 }
 

@@ -35,6 +35,9 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Largest `size` accepted (images are resized to `size×size`).
+pub const MAX_SIZE: usize = 1024;
+
 /// Reads every class sub-folder of `dir`.
 pub fn read_folder(dir: &Path, channels: usize, size: usize) -> Result<FolderImages> {
     if channels != 1 && channels != 3 {
@@ -43,8 +46,11 @@ pub fn read_folder(dir: &Path, channels: usize, size: usize) -> Result<FolderIma
             format!("must be 1 or 3, got {channels}"),
         ));
     }
-    if size == 0 {
-        return Err(Error::config("data.size", "must be ≥ 1"));
+    if size == 0 || size > MAX_SIZE {
+        return Err(Error::config(
+            "data.size",
+            format!("must be between 1 and {MAX_SIZE}, got {size}"),
+        ));
     }
     let classes: Vec<PathBuf> = sorted_entries(dir)?
         .into_iter()

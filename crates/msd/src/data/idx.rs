@@ -16,18 +16,117 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a whole file, gunzipping it when it starts with the gzip magic.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data ({e})")))?;
-        Ok(out)
+/// Largest IDX data section accepted (4 GiB: 5 million 28×28 images); a larger header is
+/// refused before anything is read or decompressed.
+pub const MAX_IDX_BYTES: u64 = 1 << 32;
+/// Largest class id in a label file: a label above it is a corrupt file, not a class.
+pub const MAX_IDX_LABEL: u8 = 199;
+
+/// Opens a file as a byte stream, gunzipping it when it starts with the gzip magic; returns the
+/// stream and, for a plain file, its size.
+fn open_maybe_gz(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut magic = [0u8; 2];
+    let got = read_full(&mut f, &mut magic).map_err(|e| Error::io(path, e))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let chained = head.chain(std::io::BufReader::new(f));
+    if got == 2 && magic == [0x1f, 0x8b] {
+        Ok((Box::new(flate2::read::MultiGzDecoder::new(chained)), None))
     } else {
-        Ok(raw)
+        Ok((Box::new(chained), Some(size)))
     }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn gz_error(path: &Path, e: std::io::Error) -> Error {
+    Error::format(path, format!("corrupt or truncated gzip data ({e})"))
+}
+
+/// Reads an IDX file of unsigned bytes with `ndim` dimensions: the header first, then exactly
+/// the data it declares, never more than `MAX_IDX_BYTES` (so a small gzip bomb is refused after
+/// its header, not after decompressing it). Returns the dimensions and the data.
+fn read_idx(path: &Path, ndim: u8, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+    let (mut r, plain_size) = open_maybe_gz(path)?;
+    let head_len = 4 + 4 * ndim as usize;
+    let mut head = vec![0u8; head_len];
+    let got = read_full(&mut r, &mut head).map_err(|e| gz_error(path, e))?;
+    let dims = header(path, &head[..got], ndim, what)?;
+    let len = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&l| l <= MAX_IDX_BYTES)
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "the header declares {dims:?}, above the limit of {MAX_IDX_BYTES} data bytes"
+                ),
+            )
+        })? as usize;
+    // A plain file cannot hold more than its size: check before allocating the data.
+    if let Some(size) = plain_size {
+        let have = size.saturating_sub(head_len as u64);
+        if have < len as u64 {
+            return Err(Error::format(
+                path,
+                format!("truncated: the header promises {dims:?} = {len} data bytes but only {have} follow"),
+            ));
+        }
+    }
+    let mut data = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| {
+        Error::format(
+            path,
+            format!("the header declares {dims:?} = {len} bytes, which do not fit in memory"),
+        )
+    })?;
+    let have = (&mut r)
+        .take(len as u64)
+        .read_to_end(&mut data)
+        .map_err(|e| gz_error(path, e))?;
+    if have < len {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated: the header promises {dims:?} = {len} data bytes but only {have} follow"
+            ),
+        ));
+    }
+    let mut extra = [0u8; 4096];
+    let mut trailing = 0usize;
+    loop {
+        let k = read_full(&mut r, &mut extra).map_err(|e| gz_error(path, e))?;
+        trailing += k;
+        if k < extra.len() || trailing >= 1 << 20 {
+            break;
+        }
+    }
+    if trailing > 0 {
+        let amount = if trailing >= 1 << 20 {
+            "1 MiB or more".to_string()
+        } else {
+            format!("{trailing} bytes")
+        };
+        return Err(Error::format(
+            path,
+            format!("{amount} of trailing data after the {dims:?} declared in the header"),
+        ));
+    }
+    Ok((dims, data))
 }
 
 /// Checks the 4-byte magic (`00 00 08 ndim`) and returns the dimensions that follow it.
@@ -72,38 +171,9 @@ fn header(path: &Path, bytes: &[u8], ndim: u8, what: &str) -> Result<Vec<usize>>
         .collect())
 }
 
-fn body<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    head: usize,
-    len: usize,
-    dims: &[usize],
-) -> Result<&'a [u8]> {
-    let have = bytes.len() - head;
-    if have < len {
-        return Err(Error::format(
-            path,
-            format!(
-                "truncated: the header promises {dims:?} = {len} data bytes but only {have} follow"
-            ),
-        ));
-    }
-    if have > len {
-        return Err(Error::format(
-            path,
-            format!(
-                "{} bytes of trailing data after the {dims:?} declared in the header",
-                have - len
-            ),
-        ));
-    }
-    Ok(&bytes[head..head + len])
-}
-
 /// Reads an IDX3 image file (N×H×W bytes), gzipped or not.
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    let bytes = read_maybe_gz(path)?;
-    let dims = header(path, &bytes, 3, "image (N×H×W)")?;
+    let (dims, pixels) = read_idx(path, 3, "image (N×H×W)")?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if n == 0 || rows == 0 || cols == 0 {
         return Err(Error::format(
@@ -111,11 +181,6 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
             format!("empty image set: dimensions {dims:?}"),
         ));
     }
-    let len = n
-        .checked_mul(rows)
-        .and_then(|v| v.checked_mul(cols))
-        .ok_or_else(|| Error::format(path, format!("dimensions {dims:?} overflow")))?;
-    let pixels = body(path, &bytes, 16, len, &dims)?.to_vec();
     Ok(IdxImages {
         n,
         rows,
@@ -124,17 +189,40 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
     })
 }
 
-/// Reads an IDX1 label file (N bytes), gzipped or not.
+/// Reads an IDX1 label file (N bytes), gzipped or not. Labels must be class ids `0..C` with
+/// every class present: a stray large label (a corrupt byte) would otherwise create classes
+/// without a single image.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gz(path)?;
-    let dims = header(path, &bytes, 1, "label")?;
-    Ok(body(path, &bytes, 8, dims[0], &dims)?.to_vec())
+    let (_, labels) = read_idx(path, 1, "label")?;
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > MAX_IDX_LABEL) {
+        return Err(Error::format(
+            path,
+            format!("label {l} at position {i} is above the largest class id accepted ({MAX_IDX_LABEL})"),
+        ));
+    }
+    let mut count = [0usize; 256];
+    for &l in &labels {
+        count[l as usize] += 1;
+    }
+    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    if let Some(missing) = (0..=max).find(|&c| count[c] == 0) {
+        let i = labels.iter().position(|&l| l as usize == max).unwrap_or(0);
+        return Err(Error::format(
+            path,
+            format!(
+                "label {max} (at position {i}) implies {} classes, but class {missing} has no example; \
+                 labels must be 0..C with every class present",
+                max + 1
+            ),
+        ));
+    }
+    Ok(labels)
 }
 
 /// Reads an image file and its label file and checks that the counts agree.
 pub fn read_pair(images: &Path, labels: &Path) -> Result<(IdxImages, Vec<u8>)> {
-    let im = read_images(images)?;
     let lb = read_labels(labels)?;
+    let im = read_images(images)?;
     if im.n != lb.len() {
         return Err(Error::format(
             labels,
@@ -205,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn a_gzip_bomb_is_refused_without_decompressing_it() {
+        let d = tempfile::tempdir().unwrap();
+        // 64 MiB of zeros behind a header that declares 2 images of 2×2: a few KB gzipped.
+        let mut bomb = encode_images(2, 2, 2, &[0; 8]);
+        bomb.resize(bomb.len() + (64 << 20), 0);
+        let p = write(d.path(), "bomb.gz", &gz(&bomb));
+        let e = read_images(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bomb.gz") && e.contains("1 MiB or more of trailing"),
+            "{e}"
+        );
+        // A header that declares more than the limit is refused from the header alone.
+        let mut huge = vec![0u8, 0, 8, 3];
+        for dim in [u32::MAX, 1 << 16, 1 << 16] {
+            huge.extend(dim.to_be_bytes());
+        }
+        let p = write(d.path(), "huge.gz", &gz(&huge));
+        let e = read_images(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.gz") && e.contains("above the limit"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_files_give_errors_that_name_the_file_and_the_fault() {
         let d = tempfile::tempdir().unwrap();
         let img = encode_images(3, 2, 2, &[0; 12]);
@@ -239,6 +352,31 @@ mod tests {
                 && e.contains("count mismatch")
                 && e.contains("2 labels")
                 && e.contains("3 images"),
+            "{e}"
+        );
+        // A stray label: 200 among 0..2 would make 201 classes.
+        let l3 = write(d.path(), "stray.idx", &encode_labels(&[0, 1, 200]));
+        let e = read_labels(&l3).unwrap_err().to_string();
+        assert!(e.contains("stray.idx") && e.contains("label 200"), "{e}");
+        let l4 = write(d.path(), "gap.idx", &encode_labels(&[0, 1, 3]));
+        let e = read_labels(&l4).unwrap_err().to_string();
+        assert!(
+            e.contains("gap.idx") && e.contains("class 2 has no example"),
+            "{e}"
+        );
+        // Trailing data, plain and gzipped.
+        let mut long = img.clone();
+        long.extend([1, 2, 3]);
+        let t = write(d.path(), "long.idx", &long);
+        let e = read_images(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("long.idx") && e.contains("3 bytes of trailing"),
+            "{e}"
+        );
+        let t = write(d.path(), "long.gz", &gz(&long));
+        let e = read_images(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("long.gz") && e.contains("3 bytes of trailing"),
             "{e}"
         );
         // Missing file.

@@ -90,10 +90,15 @@ impl ImageDataset {
                 ),
             ));
         }
-        if split.pad < 0 {
+        // At most the image's own size on each side (a border, not a canvas).
+        let max_pad = h.max(w) as i64;
+        if split.pad < 0 || split.pad > max_pad {
             return Err(Error::config(
                 "data.pad",
-                format!("must be ≥ 0, got {}", split.pad),
+                format!(
+                    "must be between 0 and {max_pad} (the image size), got {}",
+                    split.pad
+                ),
             ));
         }
         let all = Tensor::from_slice(pixels)

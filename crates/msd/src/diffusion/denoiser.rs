@@ -8,6 +8,12 @@ pub trait Denoiser {
     /// `x`: `[B, ...]` noisy data, `sigma`: `[B]` noise levels, `labels`: `[B]` int64 class ids.
     /// Returns the denoised estimate, shape `[B, ...]`.
     fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor) -> Tensor;
+
+    /// The label meaning "no condition" (for classifier-free guidance), if this denoiser has
+    /// one. The samplers need it to apply a guidance scale ≠ 1.
+    fn null_label(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The ideal denoiser for Gaussian data N(μ, s²·I) (independent of the label), in closed form:

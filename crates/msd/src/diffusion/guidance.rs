@@ -1,5 +1,9 @@
 //! Classifier-free guidance: D_w = D(x; σ, ∅) + w·(D(x; σ, c) − D(x; σ, ∅)), where ∅ is the null
 //! label a network learned through label dropout. w = 1 is the plain conditional denoiser.
+//!
+//! The samplers apply their configured scale themselves (`SamplerConfig::guidance`, see
+//! [`super::sample`]); wrap by hand only where guidance is not a sampler setting (the real score
+//! of distribution matching has its own `real_guidance`).
 
 use super::Denoiser;
 use tch::Tensor;
@@ -10,6 +14,28 @@ pub struct Guided<'a> {
     pub scale: f64,
     /// The label id meaning "no condition" (the network's `num_classes`).
     pub null_label: i64,
+}
+
+impl<'a> Guided<'a> {
+    /// `inner` guided with `scale`, using the inner denoiser's null label; an error naming
+    /// `field` when the scale is not 1 and `inner` has no null label.
+    pub fn new(inner: &'a dyn Denoiser, scale: f64, field: &str) -> crate::Result<Self> {
+        let null_label = match inner.null_label() {
+            Some(l) => l,
+            None if (scale - 1.0).abs() < 1e-12 => -1,
+            None => {
+                return Err(crate::Error::config(
+                    field,
+                    format!("guidance {scale} needs a denoiser with a null label"),
+                ))
+            }
+        };
+        Ok(Self {
+            inner,
+            scale,
+            null_label,
+        })
+    }
 }
 
 impl Denoiser for Guided<'_> {

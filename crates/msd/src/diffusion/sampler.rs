@@ -3,7 +3,7 @@
 //!
 //! With N steps, Euler costs N network evaluations and Heun 2N − 1 (Heun-18 = 35 NFE).
 
-use super::{karras_sigmas, Denoiser};
+use super::{karras_sigmas, Denoiser, Guided};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -27,9 +27,13 @@ pub struct SamplerConfig {
     /// Stochasticity (0 = deterministic).
     pub s_churn: f64,
     pub s_tmin: f64,
+    /// Upper end of the churn range; infinite by default, which JSON writes as `null` (read
+    /// back as infinity).
+    #[serde(deserialize_with = "null_as_infinity")]
     pub s_tmax: f64,
     pub s_noise: f64,
-    /// Classifier-free guidance scale (1 = none).
+    /// Classifier-free guidance scale (1 = none), applied by [`sample`] itself with the
+    /// denoiser's null label.
     pub guidance: f64,
 }
 
@@ -50,6 +54,11 @@ impl Default for SamplerConfig {
     }
 }
 
+/// JSON has no infinity: serde_json writes `null` for it; read `null` back as +∞.
+fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 impl SamplerConfig {
     /// Number of network evaluations per sample.
     pub fn nfe(&self) -> usize {
@@ -61,9 +70,22 @@ impl SamplerConfig {
 }
 
 /// Integrates from `noise` (z ~ N(0, I), shape `[B, ...]`) to data with denoiser `den` for
-/// `labels` (`[B]`). Randomness (churn only) comes from the global seeded torch generator.
-/// Returns `[B, ...]`.
-pub fn sample(den: &dyn Denoiser, noise: &Tensor, labels: &Tensor, cfg: &SamplerConfig) -> Tensor {
+/// `labels` (`[B]`), with classifier-free guidance `cfg.guidance` (through `den`'s null label;
+/// pass the bare denoiser, never one already wrapped in [`Guided`]). Randomness (churn only)
+/// comes from the global seeded torch generator. Returns `[B, ...]`; an error (naming
+/// `sampler.guidance`) when guidance ≠ 1 is asked of a denoiser without a null label.
+pub fn sample(
+    den: &dyn Denoiser,
+    noise: &Tensor,
+    labels: &Tensor,
+    cfg: &SamplerConfig,
+) -> crate::Result<Tensor> {
+    let guided = Guided::new(den, cfg.guidance, "sampler.guidance")?;
+    Ok(integrate(&guided, noise, labels, cfg))
+}
+
+/// The integrator of [`sample`], on a denoiser already guided.
+fn integrate(den: &dyn Denoiser, noise: &Tensor, labels: &Tensor, cfg: &SamplerConfig) -> Tensor {
     tch::no_grad(|| {
         let mut t = karras_sigmas(cfg.steps.max(1), cfg.sigma_min, cfg.sigma_max, cfg.rho);
         t.push(0.0);
@@ -137,7 +159,7 @@ mod tests {
             s_churn: churn,
             ..Default::default()
         };
-        let x = sample(&den, &z, &labels, &cfg);
+        let x = sample(&den, &z, &labels, &cfg).unwrap();
         let (m, sd) = moments(&x);
         assert!((m - mu).abs() < 0.008, "{method:?} churn {churn}: mean {m}");
         assert!((sd - s).abs() < 0.006, "{method:?} churn {churn}: std {sd}");
@@ -188,7 +210,8 @@ mod tests {
                 ..Default::default()
             };
             let k = discrete_factor(&cfg, s);
-            let x: Vec<f32> = Vec::try_from(sample(&den, &z, &l, &cfg).flatten(0, -1)).unwrap();
+            let x: Vec<f32> =
+                Vec::try_from(sample(&den, &z, &l, &cfg).unwrap().flatten(0, -1)).unwrap();
             assert!(
                 (x[0] as f64 - k).abs() < 1e-4 && (x[1] as f64 + 2.0 * k).abs() < 2e-4,
                 "{method:?}: {x:?} vs {k}"
@@ -224,7 +247,8 @@ mod tests {
                 steps: 256,
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
         let m = x.mean_dim(0, false, Kind::Double);
         let sd = x.to_kind(Kind::Double).std_dim(0, true, false);
         assert!(
@@ -254,7 +278,7 @@ mod tests {
         let l = Tensor::from_slice(&lv);
         let cfg = SamplerConfig::default();
         assert_eq!(cfg.nfe(), 35);
-        let x = sample(&mix, &z, &l, &cfg);
+        let x = sample(&mix, &z, &l, &cfg).unwrap();
         let xs: Vec<f32> = Vec::try_from(x.flatten(0, -1)).unwrap();
         let (mut left, mut right, mut top, mut stray) = (0, 0, 0, 0);
         for (i, p) in xs.chunks(2).enumerate() {
@@ -273,5 +297,77 @@ mod tests {
             (left as i64 - 1000).abs() < 140,
             "left {left} right {right}"
         );
+    }
+
+    /// Gaussian data N(c, 0.3²) for class c, N(0, 0.3²) for the null label 10: guidance w
+    /// turns class c into N(w·c, ·) (the denoiser is linear in the mean).
+    struct ClassMean;
+    impl Denoiser for ClassMean {
+        fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor) -> Tensor {
+            let mu = labels
+                .to_kind(Kind::Float)
+                .where_self(&labels.ne(10), &labels.zeros_like().to_kind(Kind::Float))
+                .unsqueeze(1);
+            let (s2, sig2) = (0.09, sigma.square().unsqueeze(1));
+            (x * s2 + &sig2 * mu) / (sig2 + s2)
+        }
+        fn null_label(&self) -> Option<i64> {
+            Some(10)
+        }
+    }
+
+    /// Regression: `SamplerConfig::guidance` used to be ignored by `sample` (callers wrapped
+    /// `Guided` by hand, and one forgot: the server's teacher comparison ran unguided at 1.25).
+    #[test]
+    fn sample_applies_its_configured_guidance() {
+        let z = Tensor::zeros([2, 1], (Kind::Float, Device::Cpu));
+        let l = Tensor::from_slice(&[1i64, 2]);
+        let at = |w: f64| -> Vec<f32> {
+            let cfg = SamplerConfig {
+                steps: 64,
+                guidance: w,
+                ..Default::default()
+            };
+            Vec::try_from(sample(&ClassMean, &z, &l, &cfg).unwrap().flatten(0, -1)).unwrap()
+        };
+        // From z = 0 the ODE lands at the class mean w·c (up to the integrator's tiny error).
+        for (w, want) in [(1.0, [1.0, 2.0]), (2.0, [2.0, 4.0]), (1.25, [1.25, 2.5])] {
+            let x = at(w);
+            assert!(
+                (x[0] as f64 - want[0]).abs() < 0.02 && (x[1] as f64 - want[1]).abs() < 0.04,
+                "guidance {w}: {x:?}, want {want:?}"
+            );
+        }
+        // The same as wrapping by hand and sampling unguided.
+        let cfg = SamplerConfig {
+            steps: 8,
+            guidance: 1.5,
+            ..Default::default()
+        };
+        let by_hand = Guided {
+            inner: &ClassMean,
+            scale: 1.5,
+            null_label: 10,
+        };
+        let a = sample(&ClassMean, &z, &l, &cfg).unwrap();
+        let b = sample(
+            &by_hand,
+            &z,
+            &l,
+            &SamplerConfig {
+                guidance: 1.0,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert!(a.equal(&b));
+        // A denoiser without a null label cannot be guided: a config error, not a silent no-op.
+        let g = GaussianDenoiser {
+            mean: Tensor::from_slice(&[0.0f32]),
+            std: 0.3,
+        };
+        let e = sample(&g, &z, &l, &cfg).unwrap_err().to_string();
+        assert!(e.contains("sampler.guidance"), "{e}");
+        assert!(sample(&g, &z, &l, &SamplerConfig::default()).is_ok());
     }
 }

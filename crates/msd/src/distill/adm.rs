@@ -3,12 +3,56 @@
 //! losses: the generator adds w_G·softplus(−D(fake)); the fake-score/head step adds
 //! w_D·(softplus(D(fake)) + softplus(−D(real))). The generator's GAN gradient flows through the
 //! (not stepped) head and fake-score encoder into its output.
+//!
+//! The ADM stage is the DM method ([`super::dm::DmMethod`]) with [`GanAdversary`] as its
+//! [`Adversary`], resumed from the DM stage with its own learning rates and iterations.
 
+use super::config::DistillConfig;
+use super::dm::Adversary;
+use crate::data::TrainingData;
 use crate::diffusion::precond::broadcast_to;
+use crate::diffusion::KarrasGrid;
 use crate::model::EdmModel;
-use crate::nets::disc_head::DiscHead;
+use crate::nets::disc_head::{DiscHead, DiscHeadConfig};
+use crate::train::{step_rng, AdamW, AdamWConfig, Slot};
 use crate::{Error, Result};
-use tch::{Kind, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tch::{nn, Kind, Tensor};
+
+/// Stage 2 (ADM) settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmConfig {
+    pub iterations: u64,
+    /// Learning rates (lower than DM's); other optimiser settings are DM's.
+    pub generator_lr: f64,
+    pub fake_lr: f64,
+    /// w_G: weight of softplus(−D(fake)) in the generator loss (paper: 3e-3).
+    pub generator_gan_weight: f64,
+    /// w_D: weight of the discriminator loss in the fake-score step (paper: 1e-2).
+    pub discriminator_gan_weight: f64,
+    pub head: DiscHeadConfig,
+    /// Clip the fake score's and the head's gradients by their joint norm (DMD2: one parameter
+    /// set) instead of each by its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub joint_clip: bool,
+}
+
+impl Default for AdmConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 1000,
+            generator_lr: 5e-5,
+            fake_lr: 5e-5,
+            generator_gan_weight: 3e-3,
+            discriminator_gan_weight: 1e-2,
+            head: DiscHeadConfig::default(),
+            joint_clip: false,
+        }
+    }
+}
 
 /// Noises `x` (`[B, ...]`) at `sigma` (`[B]`), runs the fake score with its bottleneck and the
 /// head. Returns `(D_fake(x_t), logits [B], x_t)`. Gradients flow to `x` unless it is detached.
@@ -40,6 +84,157 @@ pub fn generator_gan_loss(logits_fake: &Tensor) -> Tensor {
 /// The discriminator's loss mean(softplus(D(fake))) + mean(softplus(−D(real))).
 pub fn discriminator_loss(logits_fake: &Tensor, logits_real: &Tensor) -> Tensor {
     logits_fake.softplus().mean(Kind::Float) + (-logits_real).softplus().mean(Kind::Float)
+}
+
+/// Running sums of the GAN's logged quantities between two log lines.
+#[derive(Default)]
+struct GanWindow {
+    gan_g: f64,
+    gan_d: f64,
+    d_real: f64,
+    d_fake: f64,
+    grad_ratio: f64,
+    n_ratio: u64,
+}
+
+/// ADM's diffusion GAN: a discriminator head on the fake score's bottleneck, stepped with the
+/// fake score, judging real data of the student's classes against generated samples.
+pub struct GanAdversary<'a> {
+    cfg: &'a DistillConfig,
+    head_vs: nn::VarStore,
+    head: DiscHead,
+    opt: AdamW,
+    data: &'a dyn TrainingData,
+    classes: Vec<i64>,
+    grid: KarrasGrid,
+    window: GanWindow,
+}
+
+impl<'a> GanAdversary<'a> {
+    /// A head (seeded by `(seed, student)`) for the bottleneck of `fake`, trained on `data`.
+    pub fn new(
+        cfg: &'a DistillConfig,
+        fake: &EdmModel,
+        data: &'a dyn TrainingData,
+        classes: Vec<i64>,
+        seed: u64,
+        student: usize,
+    ) -> Result<Self> {
+        let shape = fake.bottleneck_shape().ok_or_else(|| {
+            Error::config(
+                "model.net",
+                "ADM needs a network with an encoder bottleneck (kind = \"unet\")",
+            )
+        })?;
+        let head_vs = nn::VarStore::new(fake.device());
+        let _ = step_rng(seed, student as u64, 0x4EAD);
+        let head = DiscHead::new(head_vs.root(), &shape, &cfg.adm.head);
+        let opt = AdamW::new(
+            &head_vs,
+            AdamWConfig {
+                lr: cfg.adm.fake_lr,
+                ..cfg.fake_optimizer.clone()
+            },
+        );
+        Ok(Self {
+            cfg,
+            head_vs,
+            head,
+            opt,
+            data,
+            classes,
+            grid: cfg.grid(),
+            window: GanWindow::default(),
+        })
+    }
+}
+
+impl Adversary for GanAdversary<'_> {
+    fn generator_loss(
+        &mut self,
+        fake: &EdmModel,
+        x: &Tensor,
+        labels: &Tensor,
+        g: &Tensor,
+    ) -> Result<Tensor> {
+        let cfg = self.cfg;
+        let bs = cfg.batch_size as i64;
+        let sigma_gan = self.grid.sample(bs, 0, cfg.grid_levels - 1, x.device());
+        let (_, logits, _) = judge(fake, &self.head, x, &sigma_gan, labels, true)?;
+        let gan = generator_gan_loss(&logits) * cfg.adm.generator_gan_weight;
+        let w = &mut self.window;
+        if w.n_ratio == 0 {
+            // Health signal, once per log window (its first generator step, so it exists
+            // whatever log_every and ttur are): |∂(GAN)/∂x| against |∂(VSD)/∂x| = |g|/numel.
+            let gx = Tensor::run_backward(&[&gan], &[x], true, false);
+            let gan_norm = gx[0].norm().double_value(&[]);
+            let vsd_norm = g.norm().double_value(&[]) / x.numel() as f64;
+            w.grad_ratio += gan_norm / vsd_norm.max(1e-30);
+            w.n_ratio += 1;
+        }
+        w.gan_g += gan.double_value(&[]);
+        Ok(gan)
+    }
+
+    fn fake_loss(
+        &mut self,
+        fake: &EdmModel,
+        x: &Tensor,
+        sigma: &Tensor,
+        labels: &Tensor,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Tensor, f64)> {
+        let cfg = self.cfg;
+        let bs = cfg.batch_size;
+        // One forward of the fake score gives both its denoising loss and D(fake).
+        let (d, logits_fake, _) = judge(fake, &self.head, x, sigma, labels, true)?;
+        let wgt = fake.spec.precond.loss_weight(sigma);
+        let dsm = (broadcast_to(&wgt, x) * (d - x).square()).mean(Kind::Float);
+        let (real, real_labels) = self.data.batch(bs, &self.classes, rng, x.device())?;
+        let sigma_r = self
+            .grid
+            .sample(bs as i64, 0, cfg.grid_levels - 1, x.device());
+        let (_, logits_real, _) = judge(fake, &self.head, &real, &sigma_r, &real_labels, true)?;
+        let disc =
+            discriminator_loss(&logits_fake, &logits_real) * cfg.adm.discriminator_gan_weight;
+        let w = &mut self.window;
+        w.gan_d += disc.double_value(&[]);
+        w.d_real += logits_real.mean(Kind::Float).double_value(&[]);
+        w.d_fake += logits_fake.mean(Kind::Float).double_value(&[]);
+        let fl = dsm.double_value(&[]);
+        Ok((dsm + disc, fl))
+    }
+
+    fn zero_grad(&mut self) {
+        self.opt.zero_grad();
+    }
+
+    fn step(&mut self) {
+        self.opt.step();
+    }
+
+    fn optimizer(&mut self) -> Option<&mut AdamW> {
+        Some(&mut self.opt)
+    }
+
+    fn state(&mut self) -> Vec<(&'static str, Slot<'_>)> {
+        vec![
+            ("head", Slot::Vars(&mut self.head_vs)),
+            ("head_optim", Slot::Optim(&mut self.opt)),
+        ]
+    }
+
+    fn log(&mut self, r: &mut Map<String, Value>, ng: f64, nf: f64) {
+        let w = std::mem::take(&mut self.window);
+        r.insert("gan_generator_loss".into(), (w.gan_g / ng).into());
+        r.insert("gan_discriminator_loss".into(), (w.gan_d / nf).into());
+        r.insert("d_real_mean".into(), (w.d_real / nf).into());
+        r.insert("d_fake_mean".into(), (w.d_fake / nf).into());
+        r.insert(
+            "gan_to_vsd_grad_ratio".into(),
+            (w.grad_ratio / w.n_ratio.max(1) as f64).into(),
+        );
+    }
 }
 
 #[cfg(test)]

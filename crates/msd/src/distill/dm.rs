@@ -5,10 +5,27 @@
 //! g = (f − r) / mean_pixels|x − r| (per sample), L_DM = ½·mean((x − sg(x − g))²), so
 //! ∂L_DM/∂x = g/numel: the generator moves towards the real denoiser's output and away from
 //! the fake one's, which is the (weighted) gradient of KL(p_fake ‖ p_real).
+//!
+//! [`DmMethod`] is the DM stage as a [`Method`]: TTUR (the fake score steps every iteration, the
+//! generator every `ttur`), the optional regression loss on shared pairs, and the EMA generator.
+//! An [`Adversary`] adds the terms of a variant (ADM's diffusion GAN, [`super::adm`]).
 
+use super::checks::distillation_copy;
+use super::config::DistillConfig;
+use super::export::Export;
+use super::grad_share::grad_share;
+use super::pairs::RegressionPairs;
+use crate::data::uniform_labels;
 use crate::diffusion::precond::broadcast_to;
-use crate::diffusion::Denoiser;
+use crate::diffusion::{Denoiser, Guided, KarrasGrid};
 use crate::model::EdmModel;
+use crate::train::{
+    ema_update, step_rng, step_seed, AdamW, AdamWConfig, LogLine, Method, Slot, StepReport,
+};
+use crate::{Error, Result};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value};
+use std::path::Path;
 use tch::{Kind, Tensor};
 
 /// The normalised VSD direction g, `[B, ...]`, computed without gradient.
@@ -48,6 +65,398 @@ pub fn fake_score_loss(fake: &EdmModel, x: &Tensor, sigma: &Tensor, labels: &Ten
     let d = fake.denoise_t(&x_t, sigma, labels, true);
     let w = fake.spec.precond.loss_weight(sigma);
     (broadcast_to(&w, &x) * (d - &x).square()).mean(Kind::Float)
+}
+
+/// The extra terms of a DM variant: a loss added to the generator's, a fake-score loss that
+/// replaces the plain one, and its own trained state.
+pub trait Adversary {
+    /// Added to the generator loss. `x`: the generator's output `[B, ...]` (with gradient),
+    /// `g`: the VSD direction `[B, ...]`.
+    fn generator_loss(
+        &mut self,
+        fake: &EdmModel,
+        x: &Tensor,
+        labels: &Tensor,
+        g: &Tensor,
+    ) -> Result<Tensor>;
+    /// The fake-score step's loss on detached samples `x` (`[B, ...]`) noised at `sigma` (`[B]`),
+    /// and the value of its denoising part. `rng` is the step's generator.
+    fn fake_loss(
+        &mut self,
+        fake: &EdmModel,
+        x: &Tensor,
+        sigma: &Tensor,
+        labels: &Tensor,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Tensor, f64)>;
+    /// Clears the gradients of its own parameters (before the fake-score backward pass).
+    fn zero_grad(&mut self);
+    /// Steps its own parameters (with the fake score).
+    fn step(&mut self);
+    /// Its optimiser, when its parameters can be clipped jointly with the fake score's
+    /// (`distill.adm.joint_clip`); then [`Adversary::step`] is not called.
+    fn optimizer(&mut self) -> Option<&mut AdamW> {
+        None
+    }
+    /// Its checkpointed state.
+    fn state(&mut self) -> Vec<(&'static str, Slot<'_>)>;
+    /// Adds its fields to a stats line (`n_gen`/`n_fake`: generator/fake steps in the window)
+    /// and starts a new window.
+    fn log(&mut self, record: &mut Map<String, Value>, n_gen: f64, n_fake: f64);
+}
+
+/// Running sums of the logged quantities between two log lines.
+#[derive(Default)]
+struct Window {
+    vsd: f64,
+    fake: f64,
+    reg: f64,
+    g_norm: f64,
+    f_norm: f64,
+    n_gen: u64,
+    n_fake: u64,
+    reg_share: f64,
+    reg_gnorm: f64,
+    dm_gnorm: f64,
+    n_share: u64,
+}
+
+const STREAM_STEP: u64 = 11;
+
+/// The DM stage of one student (or, with an [`Adversary`], the ADM stage).
+pub struct DmMethod<'a> {
+    cfg: &'a DistillConfig,
+    stage: &'static str,
+    student: usize,
+    teacher: &'a EdmModel,
+    pairs: Option<&'a RegressionPairs>,
+    classes: Vec<i64>,
+    iterations: u64,
+    generator: EdmModel,
+    ema: EdmModel,
+    fake: EdmModel,
+    g_opt: AdamW,
+    f_opt: AdamW,
+    adversary: Option<Box<dyn Adversary + 'a>>,
+    /// A fresh run starts its networks from this stage directory's last checkpoint (ADM from DM).
+    start_from: Option<&'a Path>,
+    grid: KarrasGrid,
+    step_seed: u64,
+    shape: Vec<i64>,
+    window: Window,
+}
+
+/// What a [`DmMethod`] is built from.
+pub struct DmParts<'a> {
+    pub cfg: &'a DistillConfig,
+    pub student: usize,
+    pub classes: Vec<i64>,
+    pub seed: u64,
+    pub teacher: &'a EdmModel,
+    pub pairs: Option<&'a RegressionPairs>,
+    /// The generator's initial weights (the teacher, TSM's result, or a seeded random init).
+    pub generator: EdmModel,
+    /// ADM: the adversary, its learning rates and iterations, and the DM directory to start from.
+    pub adm: Option<AdmParts<'a>>,
+}
+
+/// The ADM stage's additions to [`DmParts`].
+pub struct AdmParts<'a> {
+    pub adversary: Box<dyn Adversary + 'a>,
+    pub generator_lr: f64,
+    pub fake_lr: f64,
+    pub iterations: u64,
+    pub start_from: &'a Path,
+}
+
+impl<'a> DmMethod<'a> {
+    /// The generator, its EMA and a fake score initialised from the teacher.
+    pub fn new(p: DmParts<'a>) -> Result<Self> {
+        let cfg = p.cfg;
+        // Generator (built by `student`), EMA and fake score run without dropout (DMD2).
+        let copy_of = distillation_copy;
+        let mut ema = copy_of(&p.generator)?;
+        ema.vs.freeze();
+        let fake = copy_of(p.teacher)?;
+        let (g_cfg, f_cfg, iterations) = match &p.adm {
+            Some(a) => (
+                AdamWConfig {
+                    lr: a.generator_lr,
+                    ..cfg.generator_optimizer.clone()
+                },
+                AdamWConfig {
+                    lr: a.fake_lr,
+                    ..cfg.fake_optimizer.clone()
+                },
+                a.iterations,
+            ),
+            None => (
+                cfg.generator_optimizer.clone(),
+                cfg.fake_optimizer.clone(),
+                cfg.iterations,
+            ),
+        };
+        let g_opt = AdamW::new(&p.generator.vs, g_cfg);
+        let f_opt = AdamW::new(&fake.vs, f_cfg);
+        let stage = if p.adm.is_some() { "adm" } else { "dm" };
+        let step_seed = step_seed(
+            p.seed,
+            p.student as u64,
+            if p.adm.is_some() { 0xAD57 } else { 0xD157 },
+        );
+        let mut shape = vec![cfg.batch_size as i64];
+        shape.extend(p.teacher.spec.net.sample_shape());
+        let (adversary, start_from) = match p.adm {
+            Some(a) => (Some(a.adversary), Some(a.start_from)),
+            None => (None, None),
+        };
+        Ok(Self {
+            cfg,
+            stage,
+            student: p.student,
+            teacher: p.teacher,
+            pairs: p.pairs,
+            classes: p.classes,
+            iterations,
+            generator: p.generator,
+            ema,
+            fake,
+            g_opt,
+            f_opt,
+            adversary,
+            start_from,
+            grid: cfg.grid(),
+            step_seed,
+            shape,
+            window: Window::default(),
+        })
+    }
+
+    /// The exported generator (`distill.export`: the EMA, or the raw generator).
+    pub fn into_ema(self) -> EdmModel {
+        match self.cfg.export {
+            Export::Ema => self.ema,
+            Export::Raw => self.generator,
+        }
+    }
+
+    /// The exported generator, by reference.
+    fn exported(&self) -> &EdmModel {
+        match self.cfg.export {
+            Export::Ema => &self.ema,
+            Export::Raw => &self.generator,
+        }
+    }
+
+    /// The generator step: VSD (+ regression, + the adversary's term), then the EMA update.
+    fn generator_step(
+        &mut self,
+        z: &Tensor,
+        labels: &Tensor,
+        checked: &mut Vec<(&'static str, f64)>,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let (bs, device) = (cfg.batch_size as i64, self.teacher.device());
+        let x = self.generator.generate_t(z, labels, cfg.sigma_max, true);
+        let sigma = self
+            .grid
+            .sample(bs, cfg.t_min_index, cfg.t_max_index, device);
+        let real = Guided {
+            inner: self.teacher,
+            scale: cfg.real_guidance,
+            null_label: self.teacher.num_classes(),
+        };
+        let g = vsd_gradient(&x, &sigma, labels, &real, &self.fake);
+        let vsd = dm_pseudo_loss(&x, &g);
+        let mut loss = vsd.shallow_clone();
+        let mut reg_v = 0.0;
+        if let (Some(p), true) = (self.pairs, cfg.regression_weight > 0.0) {
+            let idx = Tensor::randint(
+                p.len(),
+                [cfg.regression_batch as i64],
+                (Kind::Int64, device),
+            );
+            let (zp, lp, yp) = p.select(&idx);
+            let reg = cfg.regression_distance.loss(
+                &self.generator.generate_t(&zp, &lp, cfg.sigma_max, true),
+                &yp,
+                p.features.as_ref(),
+            )?;
+            reg_v = reg.double_value(&[]);
+            let weighted = reg * cfg.regression_weight;
+            let w = &mut self.window;
+            if w.n_share == 0 {
+                // Once per log window (its first generator step): the regression term's share
+                // of the generator's gradient against the DM term's.
+                let params = self.generator.vs.trainable_variables();
+                let s = grad_share(&weighted, &vsd, &params)?;
+                w.reg_share += s.share();
+                w.reg_gnorm += s.regression;
+                w.dm_gnorm += s.dm;
+                w.n_share += 1;
+            }
+            loss += weighted;
+        }
+        if let Some(a) = &mut self.adversary {
+            loss += a.generator_loss(&self.fake, &x, labels, &g)?;
+        }
+        self.g_opt.zero_grad();
+        loss.backward();
+        let gn = self.g_opt.step();
+        let v = vsd.double_value(&[]);
+        checked.extend([
+            ("generator loss", v),
+            ("regression loss", reg_v),
+            ("generator gradient norm", gn),
+        ]);
+        if v.is_finite() && reg_v.is_finite() && gn.is_finite() {
+            ema_update(&self.ema.vs, &self.generator.vs, cfg.ema_decay);
+        }
+        let w = &mut self.window;
+        w.vsd += v;
+        w.reg += reg_v;
+        w.g_norm += gn;
+        w.n_gen += 1;
+        Ok(())
+    }
+}
+
+impl Method for DmMethod<'_> {
+    type Output = EdmModel;
+
+    fn stage(&self) -> &str {
+        self.stage
+    }
+
+    fn describe(&self) -> String {
+        format!("student {} ({})", self.student, self.stage)
+    }
+
+    fn total_steps(&self) -> u64 {
+        self.iterations
+    }
+
+    fn init_fresh(&mut self) -> Result<()> {
+        // A fresh ADM stage resumes the networks (not the optimisers) from the DM stage.
+        let Some(from) = self.start_from else {
+            return Ok(());
+        };
+        let (cdir, _) = crate::train::CheckpointDir::new(from)
+            .latest()?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} has no DM checkpoint to start the ADM stage from; run the dm stage first",
+                    from.display()
+                ))
+            })?;
+        self.generator
+            .load_weights(&cdir.join("generator.safetensors"))?;
+        self.ema.load_weights(&cdir.join("ema.safetensors"))?;
+        self.fake.load_weights(&cdir.join("fake.safetensors"))
+    }
+
+    fn step(&mut self, it: u64) -> Result<StepReport> {
+        let cfg = self.cfg;
+        let (bs, device) = (cfg.batch_size, self.teacher.device());
+        let mut rng = step_rng(self.step_seed, it, STREAM_STEP);
+        let labels =
+            Tensor::from_slice(&uniform_labels(bs, &self.classes, &mut rng)).to_device(device);
+        let z = Tensor::randn(self.shape.as_slice(), (Kind::Float, device));
+        let mut checked = Vec::new();
+        if it % cfg.ttur == 0 {
+            self.generator_step(&z, &labels, &mut checked)?;
+        }
+        let x = tch::no_grad(|| self.generator.generate_t(&z, &labels, cfg.sigma_max, false));
+        let sigma = self.grid.sample(bs as i64, 0, cfg.grid_levels - 1, device);
+        let (f_loss, fl) = match &mut self.adversary {
+            Some(a) => a.fake_loss(&self.fake, &x, &sigma, &labels, &mut rng)?,
+            None => {
+                let l = fake_score_loss(&self.fake, &x, &sigma, &labels);
+                let fl = l.double_value(&[]);
+                (l, fl)
+            }
+        };
+        self.f_opt.zero_grad();
+        if let Some(a) = &mut self.adversary {
+            a.zero_grad();
+        }
+        f_loss.backward();
+        let joint = match (&mut self.adversary, cfg.adm.joint_clip) {
+            (Some(a), true) => a.optimizer(),
+            _ => None,
+        };
+        let fnorm = match joint {
+            Some(h) => AdamW::step_jointly(&mut [&mut self.f_opt, h]),
+            None => {
+                let n = self.f_opt.step();
+                if let Some(a) = &mut self.adversary {
+                    a.step();
+                }
+                n
+            }
+        };
+        checked.push(("fake-score gradient norm", fnorm));
+        let w = &mut self.window;
+        w.fake += fl;
+        w.f_norm += fnorm;
+        w.n_fake += 1;
+        Ok(StepReport { loss: fl, checked })
+    }
+
+    fn log_line(&mut self, secs: f64) -> LogLine {
+        let w = std::mem::take(&mut self.window);
+        let ng = w.n_gen.max(1) as f64;
+        let nf = w.n_fake.max(1) as f64;
+        let images_per_s = nf * self.cfg.batch_size as f64 / secs;
+        let mut r = Map::new();
+        r.insert("student".into(), self.student.into());
+        r.insert("vsd_loss".into(), (w.vsd / ng).into());
+        r.insert("fake_loss".into(), (w.fake / nf).into());
+        r.insert("regression_loss".into(), (w.reg / ng).into());
+        r.insert("generator_grad_norm".into(), (w.g_norm / ng).into());
+        r.insert("fake_grad_norm".into(), (w.f_norm / nf).into());
+        r.insert("images_per_s".into(), images_per_s.into());
+        r.insert("generator_lr".into(), self.g_opt.current_lr().into());
+        r.insert("fake_lr".into(), self.f_opt.current_lr().into());
+        if w.n_share > 0 {
+            let n = w.n_share as f64;
+            r.insert("reg_grad_share".into(), (w.reg_share / n).into());
+            r.insert("reg_grad_norm".into(), (w.reg_gnorm / n).into());
+            r.insert("dm_grad_norm".into(), (w.dm_gnorm / n).into());
+        }
+        if let Some(a) = &mut self.adversary {
+            a.log(&mut r, ng, nf);
+        }
+        LogLine {
+            loss: w.fake / nf,
+            examples_per_s: images_per_s,
+            record: r,
+        }
+    }
+
+    fn state(&mut self) -> Vec<(&'static str, Slot<'_>)> {
+        let mut s = vec![
+            ("generator", Slot::Vars(&mut self.generator.vs)),
+            ("ema", Slot::Vars(&mut self.ema.vs)),
+            ("fake", Slot::Vars(&mut self.fake.vs)),
+            ("generator_optim", Slot::Optim(&mut self.g_opt)),
+            ("fake_optim", Slot::Optim(&mut self.f_opt)),
+        ];
+        if let Some(a) = &mut self.adversary {
+            s.extend(a.state());
+        }
+        s
+    }
+
+    fn output(&self) -> &EdmModel {
+        self.exported()
+    }
+
+    fn export(&self, dir: &Path) -> Result<i64> {
+        let m = self.exported();
+        m.save_dir(dir)?;
+        Ok(m.num_params())
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Regression pairs (DMD): noise z, class c and the teacher's deterministic sample y = ODE(z, c),
 //! generated once over **all** classes and shared, unfiltered, by every student (the paper found
-//! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`).
+//! that filtering them hurt mode coverage). Stored as `pairs.safetensors` (`z`, `labels`, `y`,
+//! and `sigma_max`, the noise level the teacher's ODE started from).
 
-use crate::diffusion::{sample, Guided, SamplerConfig};
+use super::regression::FeatureDistance;
+use crate::diffusion::{sample, SamplerConfig};
 use crate::model::EdmModel;
 use crate::train::checkpoint;
 use crate::{Error, Result};
@@ -17,6 +19,11 @@ pub struct RegressionPairs {
     pub labels: Tensor,
     /// `[N, ...]` teacher outputs.
     pub y: Tensor,
+    /// The σ_max the ODE started from (y = ODE(σ_max·z)); NaN when a file does not record it.
+    pub sigma_max: f64,
+    /// The network of the `perceptual` regression distance, when that distance is used (not
+    /// stored with the pairs: see [`super::regression::attach_features`]).
+    pub features: Option<FeatureDistance>,
 }
 
 impl RegressionPairs {
@@ -39,27 +46,25 @@ impl RegressionPairs {
         shape.extend(teacher.spec.net.sample_shape());
         let z = Tensor::randn(shape.as_slice(), (Kind::Float, dev));
         let l = Tensor::from_slice(&labels).to_device(dev);
-        let guided = Guided {
-            inner: teacher,
-            scale: cfg.guidance,
-            null_label: teacher.num_classes(),
-        };
         let ys: Vec<Tensor> = (0..labels.len())
             .step_by(chunk.max(1))
             .map(|s| {
                 let n = chunk.min(labels.len() - s) as i64;
                 sample(
-                    &guided,
+                    teacher,
                     &z.narrow(0, s as i64, n),
                     &l.narrow(0, s as i64, n),
                     cfg,
                 )
+                .expect("an EdmModel has a null label, so any guidance applies")
             })
             .collect();
         Self {
             z,
             labels: l,
             y: Tensor::cat(&ys, 0),
+            sigma_max: cfg.sigma_max,
+            features: None,
         }
     }
 
@@ -81,6 +86,7 @@ impl RegressionPairs {
                 ("z".into(), self.z.shallow_clone()),
                 ("labels".into(), self.labels.shallow_clone()),
                 ("y".into(), self.y.shallow_clone()),
+                ("sigma_max".into(), Tensor::from_slice(&[self.sigma_max])),
             ],
         )
     }
@@ -98,6 +104,11 @@ impl RegressionPairs {
             z: get("z")?,
             labels: get("labels")?,
             y: get("y")?,
+            sigma_max: get("sigma_max")
+                .ok()
+                .and_then(|t| t.f_double_value(&[0]).ok())
+                .unwrap_or(f64::NAN),
+            features: None,
         };
         if p.z.size()[0] != p.len() || p.y.size()[0] != p.len() || p.z.size() != p.y.size() {
             return Err(Error::format(path, "z, labels and y disagree in shape"));

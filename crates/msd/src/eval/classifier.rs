@@ -186,6 +186,25 @@ impl Classifier {
         (f, logits)
     }
 
+    /// The activations a perceptual distance compares (eval mode, with gradient to `x`): each
+    /// conv stage's output after its second ReLU (before pooling), `[B, C_i, H_i, W_i]`, then the
+    /// features `[B, F]`. `x`: `[B, C, H, W]` in [−1, 1].
+    pub fn activations(&self, x: &Tensor) -> Vec<Tensor> {
+        let mut out = Vec::with_capacity(self.convs.len() + 1);
+        let mut h = x.shallow_clone();
+        for (a, b) in &self.convs {
+            let act = b.forward(&a.forward(&h).relu()).relu();
+            h = act.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            out.push(act);
+        }
+        let f = self
+            .fc
+            .forward(&h.adaptive_avg_pool2d([4, 4]).flatten(1, -1))
+            .relu();
+        out.push(f);
+        out
+    }
+
     /// Features and logits of many images, in eval mode and batches, on the classifier's device:
     /// `x`: `[N, C, H, W]` → (`[N, F]`, `[N, num_classes]`) on the CPU.
     pub fn embed(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {

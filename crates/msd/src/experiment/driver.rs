@@ -9,17 +9,18 @@
 use super::eval::{EvalRecord, EvalSettings, Generator, Scorer};
 use super::plan::{eval_id, plan, stages_up_to, Budget, ExperimentConfig, RunPlan, Size};
 use super::report::{write_report, ExperimentReport};
-use super::students::{distil_students, student_dir, StudentsJob};
-use super::{Observer, Provenance, Stage};
-use crate::bundle::Bundle;
+use super::students::student_dir;
+use super::{Observer, Provenance, StageKind};
+use crate::bundle::{Bundle, TeacherRef};
 use crate::config::RunConfig;
-use crate::diffusion::{sample, Denoiser, Guided};
+use crate::diffusion::sample;
 use crate::eval::Classifier;
 use crate::model::{EdmModel, ModelSpec};
 use crate::nets::NetConfig;
 use crate::partition::Partition;
-use crate::run::{ensure_pairs, ensure_partition, teacher_id, RunDir};
-use crate::teacher::{import_teacher, TrainSummary};
+use crate::pipeline::{DistillOptions, Distiller, StageDone};
+use crate::run::{teacher_id, RunDir};
+use crate::teacher::{import_teacher, Progress, TrainSummary};
 use crate::train::checkpoint::{config_hash, read_json, write_json_atomic};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -174,21 +175,11 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
     if wanted("teacher") {
         ctx.teacher_row(obs)?;
     }
-    if plan.runs.iter().any(|r| wanted(&r.name)) {
-        // Regression pairs: generated once by the teacher and shared by every student and seed.
-        ensure_pairs(
-            &o.out.join("pairs.safetensors"),
-            &teacher,
-            &base.distill,
-            &base.sampler,
-            base.seed,
-        )?;
-    }
     for r in plan.runs.iter().filter(|r| wanted(&r.name)) {
         for &seed in &seeds {
             let t0 = Instant::now();
             let run = ctx.train(r, seed, obs)?;
-            let mut stages: Vec<Stage> = Vec::new();
+            let mut stages: Vec<StageKind> = Vec::new();
             for w in plan
                 .rows
                 .iter()
@@ -285,11 +276,6 @@ impl Ctx<'_> {
             let teacher = self.teacher;
             self.evaluate(&Generator::Teacher(teacher, &s), &dir, obs)?;
         }
-        let guided = Guided {
-            inner: self.teacher as &dyn Denoiser,
-            scale: s.guidance,
-            null_label: self.teacher.num_classes(),
-        };
         let reps = self.o.exp.latency_reps.div_ceil(10).max(1);
         let device = self.o.device;
         let (b1, bn) = self.timings(reps, &mut |labels| {
@@ -297,7 +283,7 @@ impl Ctx<'_> {
             let mut shape = vec![labels.len() as i64];
             shape.extend(self.teacher.spec.net.sample_shape());
             let z = Tensor::randn(shape.as_slice(), (Kind::Float, device));
-            let _ = sample(&guided, &z, &l, &s);
+            let _ = sample(self.teacher, &z, &l, &s);
         });
         let train: Option<TrainSummary> = read_json(&self.o.exp.teacher.join("train.json")).ok();
         let row = RowRecord {
@@ -354,32 +340,18 @@ impl Ctx<'_> {
         std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
         let cfg = self.run_config(r, seed, &run.root)?;
         cfg.save(&run.config_path())?;
-        // The teacher, the partition and the pairs are the same for every seed.
+        // The teacher is the same for every seed (its record names the run's seed, as the
+        // pipeline's guidance check asks); the training seed draws the students' noise, the
+        // regression pairs and (random, k-means) partitions.
         if !run.teacher_dir().join("train.json").exists() {
             import_teacher(
                 &self.o.exp.teacher,
                 &cfg.model,
                 &cfg.teacher,
-                self.base.seed,
+                cfg.seed,
                 &cfg.data.id(),
                 &run.teacher_dir(),
             )?;
-        }
-        let shared = self.o.out.join("pairs.safetensors");
-        let key = |p: &Path| std::fs::read(p.with_extension("json")).ok();
-        if shared.exists() && (key(&shared) != key(&run.pairs_path()) || !run.pairs_path().exists())
-        {
-            for (from, to) in [
-                (shared.clone(), run.pairs_path()),
-                (
-                    shared.with_extension("json"),
-                    run.pairs_path().with_extension("json"),
-                ),
-            ] {
-                if from.exists() {
-                    std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
-                }
-            }
         }
         obs.note(&format!(
             "experiment: run {} seed {seed} — {} {} students, {} partition, stages {}",
@@ -389,50 +361,20 @@ impl Ctx<'_> {
             super::plan::partition_name(r.partition),
             r.stages
                 .iter()
-                .map(|s| s.as_str())
+                .map(|s| s.name())
                 .collect::<Vec<_>>()
                 .join(" → ")
         ));
-        let d = &cfg.distill;
-        let partition = ensure_partition(
-            &run.partition_path(),
-            self.teacher,
-            d.students,
-            d.partition,
-            self.base.seed,
-            &cfg.sampler,
-            d.kmeans_samples_per_class,
-        )?;
-        let pairs = ensure_pairs(
-            &run.pairs_path(),
-            self.teacher,
-            d,
-            &cfg.sampler,
-            self.base.seed,
-        )?;
-        let needs_data = r.stages.iter().any(|s| *s != Stage::Dm);
-        let data = if needs_data {
-            Some(cfg.data.open(&run.root)?)
-        } else {
-            None
-        };
-        distil_students(
-            &StudentsJob {
-                distill: d,
-                teacher: self.teacher,
-                teacher_id: &teacher_id(&run.teacher_dir()),
-                partition: &partition,
-                pairs: pairs.as_ref(),
-                data: data.as_deref(),
-                data_id: &cfg.data.id(),
-                root: &run.root,
-                seed,
-                stages: &r.stages,
+        Distiller { run: run.clone() }.run(
+            &DistillOptions {
+                students: Vec::new(),
+                stages: r.stages.clone(),
                 device: self.o.device,
-                label: &format!("{} s{seed}", r.name),
-                only: None,
             },
-            obs,
+            &mut Relay {
+                obs,
+                label: format!("{} s{seed}", r.name),
+            },
         )?;
         Ok(run)
     }
@@ -442,7 +384,7 @@ impl Ctx<'_> {
         &mut self,
         r: &RunPlan,
         run: &RunDir,
-        stage: Stage,
+        stage: StageKind,
         seed: u64,
         obs: &mut dyn Observer,
     ) -> Result<()> {
@@ -464,7 +406,7 @@ impl Ctx<'_> {
         if done && !self.o.retime {
             return Ok(());
         }
-        let bundle_path = run.root.join(format!("bundle-{}.json", stage.as_str()));
+        let bundle_path = run.root.join(format!("bundle-{}.json", stage.name()));
         if !done {
             let dirs: Vec<PathBuf> = (0..partition.students)
                 .map(|k| student_dir(&run.root, k, stage))
@@ -473,7 +415,10 @@ impl Ctx<'_> {
                 &bundle_path,
                 &partition,
                 &dirs,
-                Some(&run.teacher_dir()),
+                Some(TeacherRef {
+                    dir: &run.teacher_dir(),
+                    sampler: &self.base.sampler,
+                }),
                 self.base.distill.sigma_max,
             )?;
             obs.note(&format!(
@@ -513,4 +458,27 @@ impl Ctx<'_> {
 fn row_done(dir: &Path, key: &str) -> bool {
     read_json::<RowRecord>(&dir.join("row.json")).is_ok_and(|r| r.key == key)
         && read_json::<EvalRecord>(&dir.join("eval.json")).is_ok()
+}
+
+/// Passes the pipeline's progress on to an experiment observer.
+struct Relay<'a> {
+    obs: &'a mut dyn Observer,
+    label: String,
+}
+
+impl crate::pipeline::Observer for Relay<'_> {
+    fn stage_started(&mut self, student: usize, stage: StageKind, total_steps: u64) {
+        self.obs.begin(
+            &format!("{} {} {student}", self.label, stage.name()),
+            total_steps,
+        );
+    }
+    fn training(&mut self, event: Progress) {
+        if let Progress::Step { step, .. } | Progress::Start { step, .. } = event {
+            self.obs.step(step);
+        }
+    }
+    fn stage_finished(&mut self, _done: &StageDone) {
+        self.obs.end();
+    }
 }

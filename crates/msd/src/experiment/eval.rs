@@ -7,7 +7,7 @@
 use crate::bundle::Bundle;
 use crate::data::images::ImageDataset;
 use crate::data::TrainingData;
-use crate::diffusion::{Denoiser, Guided, SamplerConfig};
+use crate::diffusion::SamplerConfig;
 use crate::eval::{balanced_labels, generate, image_metrics, Classifier, MetricsConfig, Reference};
 use crate::model::EdmModel;
 use crate::Result;
@@ -93,13 +93,9 @@ impl Scorer {
         let t0 = Instant::now();
         let (x, nfe) = match g {
             Generator::Teacher(t, cfg) => {
-                let guided = Guided {
-                    inner: *t as &dyn Denoiser,
-                    scale: cfg.guidance,
-                    null_label: t.num_classes(),
-                };
+                // The sampler applies the configured guidance.
                 let x = generate(
-                    &guided,
+                    *t,
                     &t.spec.net.sample_shape(),
                     &labels,
                     cfg,
@@ -107,7 +103,7 @@ impl Scorer {
                     s.batch,
                     device,
                     &mut |_| {},
-                );
+                )?;
                 (x, cfg.nfe() * if cfg.guidance != 1.0 { 2 } else { 1 })
             }
             Generator::Bundle(b) => {

@@ -14,8 +14,8 @@ pub mod stats;
 mod students;
 pub mod toy;
 
+pub use crate::distill::StageKind;
 pub use stats::{verdict_lower, Summary, Verdict};
-pub use students::Stage;
 
 use crate::Result;
 use serde::{Deserialize, Serialize};

@@ -7,7 +7,7 @@
 //! run at different stages, so every student is trained once. Every run is trained once per
 //! training seed.
 
-use super::Stage;
+use super::StageKind;
 use crate::nets::NetConfig;
 use crate::partition::Strategy;
 use crate::{Error, Result};
@@ -170,7 +170,7 @@ pub struct RunPlan {
     pub size: Size,
     pub partition: Strategy,
     /// Consecutive stages of tsm, dm, adm.
-    pub stages: Vec<Stage>,
+    pub stages: Vec<StageKind>,
     pub budget: Budget,
     /// Overrides the regression weight (the ablation); `None` = the run config's.
     pub regression_weight: Option<f64>,
@@ -184,7 +184,7 @@ pub struct RowPlan {
     pub section: &'static str,
     pub run: Option<String>,
     /// `None` for the teacher row.
-    pub stage: Option<Stage>,
+    pub stage: Option<StageKind>,
 }
 
 impl RowPlan {
@@ -207,9 +207,9 @@ pub struct ClaimPlan {
 }
 
 /// The evaluation id of a run's stage (`teacher` for the teacher row).
-pub fn eval_id(run: Option<&str>, stage: Option<Stage>) -> String {
+pub fn eval_id(run: Option<&str>, stage: Option<StageKind>) -> String {
     match (run, stage) {
-        (Some(r), Some(s)) => format!("{r}-{}", s.as_str()),
+        (Some(r), Some(s)) => format!("{r}-{}", s.name()),
         _ => "teacher".into(),
     }
 }
@@ -242,9 +242,9 @@ impl Plan {
 
 /// The runs, rows and claims of the reproduction table.
 pub fn plan(exp: &ExperimentConfig) -> Plan {
-    use Stage::{Adm, Dm, Tsm};
+    use StageKind::{Adm, Dm, Tsm};
     let mut runs: Vec<RunPlan> = Vec::new();
-    let mut add = |name: String, k, size, partition, stages: &[Stage], budget| {
+    let mut add = |name: String, k, size, partition, stages: &[StageKind], budget| {
         if !runs.iter().any(|r: &RunPlan| r.name == name) {
             runs.push(RunPlan {
                 name,
@@ -346,7 +346,7 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
     }
 
     let mut rows = Vec::new();
-    let mut row = |name: String, section, run: Option<&str>, stage: Option<Stage>| {
+    let mut row = |name: String, section, run: Option<&str>, stage: Option<StageKind>| {
         rows.push(RowPlan {
             name,
             section,
@@ -572,7 +572,7 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
 }
 
 /// The stages a row's students went through (up to and including its own).
-pub fn stages_up_to(run: &RunPlan, stage: Stage) -> Vec<Stage> {
+pub fn stages_up_to(run: &RunPlan, stage: StageKind) -> Vec<StageKind> {
     let end = run
         .stages
         .iter()
@@ -633,7 +633,10 @@ mod tests {
         // k10 comes from the equal-compute comparison even without K = 10 in the ablation.
         assert!(p8.run("k10").is_some());
         let small = p.run("k4-small").unwrap();
-        assert_eq!(stages_up_to(small, Stage::Adm), vec![Stage::Dm, Stage::Adm]);
+        assert_eq!(
+            stages_up_to(small, StageKind::Adm),
+            vec![StageKind::Dm, StageKind::Adm]
+        );
         assert_eq!(p.run("k1-x4").unwrap().budget, Budget::Times(4));
         assert_eq!(p.run("k4-noreg").unwrap().regression_weight, Some(0.0));
     }
@@ -644,7 +647,10 @@ mod tests {
         for k in [1, 2, 5, 10] {
             let r = p.run(&format!("c{k}")).unwrap();
             assert_eq!(r.size, Size::Capacity);
-            assert_eq!(r.stages, vec![Stage::Tsm, Stage::Dm, Stage::Adm]);
+            assert_eq!(
+                r.stages,
+                vec![StageKind::Tsm, StageKind::Dm, StageKind::Adm]
+            );
         }
         assert_eq!(p.run("c1-x10").unwrap().budget, Budget::Times(10));
         for c in &p.claims {

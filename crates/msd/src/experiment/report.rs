@@ -7,7 +7,7 @@ use super::driver::{apply_budget, eval_dir, ExperimentOptions, RowRecord};
 use super::eval::EvalRecord;
 use super::plan::{partition_name, stages_up_to, Plan, RowPlan};
 use super::stats::{verdict_lower, Summary, Verdict};
-use super::{Provenance, Stage};
+use super::{Provenance, StageKind};
 use crate::config::RunConfig;
 use crate::nets::NetConfig;
 use crate::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
@@ -33,7 +33,7 @@ pub struct ReportRow {
     pub students: usize,
     /// `teacher`, `same`, `small` or `capacity`.
     pub size: String,
-    pub stages: Vec<Stage>,
+    pub stages: Vec<StageKind>,
     pub partition: String,
     pub status: RowStatus,
     /// The seeds whose results the figures are over.
@@ -179,9 +179,10 @@ pub(crate) fn write_report(
         let iterations: u64 = stages
             .iter()
             .map(|s| match s {
-                Stage::Dm => d.iterations,
-                Stage::Adm => d.adm.iterations,
-                Stage::Tsm => 0,
+                StageKind::Dm => d.iterations,
+                StageKind::Adm => d.adm.iterations,
+                StageKind::Cd => d.cd.iterations,
+                StageKind::Tsm => 0,
             })
             .sum();
         // The teacher row has no training seed: one evaluation.
@@ -229,7 +230,7 @@ pub(crate) fn write_report(
             status,
             seeds_done: found.iter().filter_map(|x| x.0).collect(),
             iterations_per_student: iterations,
-            tsm_steps_per_student: if run.is_some_and(|r| r.stages.contains(&Stage::Tsm)) {
+            tsm_steps_per_student: if run.is_some_and(|r| r.stages.contains(&StageKind::Tsm)) {
                 d.tsm.steps
             } else {
                 0
@@ -345,7 +346,7 @@ fn stages(v: &ReportRow) -> String {
     } else {
         v.stages
             .iter()
-            .map(|s| s.as_str().to_uppercase())
+            .map(|s| s.name().to_uppercase())
             .collect::<Vec<_>>()
             .join(" → ")
     }

@@ -1,49 +1,23 @@
-//! The one place where experiments train students: a set of students through consecutive
-//! stages (TSM → DM → ADM), each stage reused when finished and resumed when interrupted.
-//! When `msd::pipeline::Distiller` exists this is the function to route through it.
+//! Students of the toy sweep: K students of one partition through their stages (TSM → DM, or
+//! TSM → CD), each stage reused when finished and resumed when interrupted. The toy's cells share
+//! one teacher and one set of regression pairs across many partitions, so they call the per-stage
+//! trainers here; run directories of their own (the image experiment) go through
+//! [`crate::pipeline::Distiller`].
 
 use super::Observer;
 use crate::data::TrainingData;
 use crate::distill::pairs::RegressionPairs;
-use crate::distill::trainer::{DistillProgress, Stage as TrainerStage};
-use crate::distill::{distill_student, DistillConfig, StudentJob};
+use crate::distill::tsm::{train_tsm, TsmJob};
+use crate::distill::{distill_student, DistillConfig, StageKind, StudentJob};
 use crate::model::{EdmModel, ModelSpec};
 use crate::partition::Partition;
-use crate::teacher::{train_denoiser, DenoiserJob, Progress, TrainSummary};
+use crate::pipeline::check_stages;
+use crate::teacher::Progress;
 use crate::train::checkpoint::read_json;
+use crate::train::TrainSummary;
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::Device;
-
-/// A student training stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Teacher score matching: initialises a smaller student.
-    Tsm,
-    /// Distribution matching.
-    Dm,
-    /// Adversarial distribution matching, continued from DM.
-    Adm,
-}
-
-impl Stage {
-    /// The folder and report name: `tsm`, `dm`, `adm`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Tsm => "tsm",
-            Stage::Dm => "dm",
-            Stage::Adm => "adm",
-        }
-    }
-
-    /// Whether `stages` are consecutive stages of tsm, dm, adm in that order.
-    pub fn valid_sequence(stages: &[Stage]) -> bool {
-        const ORDER: [Stage; 3] = [Stage::Tsm, Stage::Dm, Stage::Adm];
-        !stages.is_empty() && ORDER.windows(stages.len().min(3)).any(|w| w == stages)
-    }
-}
 
 /// K students of one partition, trained through `stages` into `root/students/<k>/<stage>/`.
 pub(crate) struct StudentsJob<'a> {
@@ -58,7 +32,7 @@ pub(crate) struct StudentsJob<'a> {
     pub root: &'a Path,
     /// The training seed (TSM of student k uses seed + k, DM and ADM the seed).
     pub seed: u64,
-    pub stages: &'a [Stage],
+    pub stages: &'a [StageKind],
     pub device: Device,
     /// Prefix of progress labels.
     pub label: &'a str,
@@ -77,30 +51,23 @@ pub(crate) struct StudentsDone {
 }
 
 /// A stage directory of student `k` under `root`.
-pub(crate) fn student_dir(root: &Path, k: usize, stage: Stage) -> PathBuf {
-    root.join("students")
-        .join(k.to_string())
-        .join(stage.as_str())
+pub(crate) fn student_dir(root: &Path, k: usize, stage: StageKind) -> PathBuf {
+    root.join("students").join(k.to_string()).join(stage.name())
 }
 
 /// Trains (or reuses) every student of `job` through its stages.
 pub(crate) fn distil_students(job: &StudentsJob, obs: &mut dyn Observer) -> Result<StudentsDone> {
-    if !Stage::valid_sequence(job.stages) {
-        return Err(Error::Invalid(format!(
-            "stages {:?}: give consecutive stages of tsm, dm, adm in that order",
-            job.stages
-        )));
-    }
+    check_stages(job.stages)?;
     let d = job.distill;
-    let tsm_wanted = job.stages.contains(&Stage::Tsm);
+    let tsm_wanted = job.stages.contains(&StageKind::Tsm);
     if tsm_wanted && d.student_net.is_none() {
         return Err(Error::config(
             "distill.student_net",
             "TSM initialises a smaller student; set the student network",
         ));
     }
-    if (tsm_wanted || job.stages.contains(&Stage::Adm)) && job.data.is_none() {
-        return Err(Error::Invalid("TSM and ADM need the real data".into()));
+    if job.stages.iter().any(|s| *s != StageKind::Dm) && job.data.is_none() {
+        return Err(Error::Invalid("TSM, ADM and CD need the real data".into()));
     }
     let mut done = StudentsDone {
         train_seconds: 0.0,
@@ -114,23 +81,21 @@ pub(crate) fn distil_students(job: &StudentsJob, obs: &mut dyn Observer) -> Resu
                     net: net.clone(),
                     precond: job.teacher.spec.precond,
                 };
-                let dir = student_dir(job.root, k, Stage::Tsm);
-                let djob = DenoiserJob {
+                let dir = student_dir(job.root, k, StageKind::Tsm);
+                let tjob = TsmJob {
                     spec: &spec,
-                    cfg: &d.tsm.as_train_config(),
+                    teacher: job.teacher,
+                    teacher_id: job.teacher_id,
                     data,
                     data_id: job.data_id,
                     classes: job.partition.classes_of(k),
-                    target_teacher: Some((job.teacher, job.teacher_id)),
-                    sigma_max_share: d.tsm.sigma_max_share,
                     sigma_max: d.sigma_max,
                     dir: &dir,
                     seed: job.seed.wrapping_add(k as u64),
                     device: job.device,
-                    stage: "tsm",
                 };
                 obs.begin(&format!("{} tsm {k}", job.label), d.tsm.steps);
-                let r = train_denoiser(&djob, &mut |p| {
+                let r = train_tsm(&d.tsm, &tjob, &mut |p| {
                     if let Progress::Step { step, .. } | Progress::Start { step, .. } = p {
                         obs.step(step)
                     }
@@ -142,11 +107,11 @@ pub(crate) fn distil_students(job: &StudentsJob, obs: &mut dyn Observer) -> Resu
                 Some((m, s.config_hash))
             }
             // A finished TSM stage from an earlier call still initialises DM.
-            _ => finished_tsm(&student_dir(job.root, k, Stage::Tsm), job.device)?,
+            _ => finished_tsm(&student_dir(job.root, k, StageKind::Tsm), job.device)?,
         };
-        for &stage in job.stages.iter().filter(|s| **s != Stage::Tsm) {
+        for &stage in job.stages.iter().filter(|s| **s != StageKind::Tsm) {
             let dir = student_dir(job.root, k, stage);
-            let dm_dir = student_dir(job.root, k, Stage::Dm);
+            let dm_dir = student_dir(job.root, k, StageKind::Dm);
             let sjob = StudentJob {
                 teacher: job.teacher,
                 partition: job.partition,
@@ -156,23 +121,19 @@ pub(crate) fn distil_students(job: &StudentsJob, obs: &mut dyn Observer) -> Resu
                 seed: job.seed,
                 teacher_id: job.teacher_id,
                 generator_init: tsm.as_ref().map(|(m, h)| (m, h.as_str())),
-                stage: if stage == Stage::Adm {
-                    TrainerStage::Adm
-                } else {
-                    TrainerStage::Dm
-                },
+                stage,
                 real_data: job.data,
                 data_id: job.data_id,
-                resume_from: (stage == Stage::Adm).then_some(dm_dir.as_path()),
+                resume_from: (stage == StageKind::Adm).then_some(dm_dir.as_path()),
             };
-            let total = if stage == Stage::Adm {
-                d.adm.iterations
-            } else {
-                d.iterations
+            let total = match stage {
+                StageKind::Adm => d.adm.iterations,
+                StageKind::Cd => d.cd.iterations,
+                _ => d.iterations,
             };
-            obs.begin(&format!("{} {} {k}", job.label, stage.as_str()), total);
-            let r = distill_student(d, &sjob, &mut |p| match p {
-                DistillProgress::Start { step, .. } | DistillProgress::Step { step, .. } => {
+            obs.begin(&format!("{} {} {k}", job.label, stage.name()), total);
+            let r = distill_student(d, &sjob, &mut |p| {
+                if let Progress::Step { step, .. } | Progress::Start { step, .. } = p {
                     obs.step(step)
                 }
             });
@@ -191,21 +152,5 @@ fn finished_tsm(dir: &Path, device: Device) -> Result<Option<(EdmModel, String)>
     match read_json::<TrainSummary>(&dir.join("train.json")) {
         Ok(s) => Ok(Some((EdmModel::load_dir(dir, device)?, s.config_hash))),
         Err(_) => Ok(None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stage_sequences_must_be_consecutive() {
-        use Stage::*;
-        assert!(Stage::valid_sequence(&[Tsm, Dm, Adm]));
-        assert!(Stage::valid_sequence(&[Dm]));
-        assert!(Stage::valid_sequence(&[Dm, Adm]));
-        assert!(!Stage::valid_sequence(&[Tsm, Adm]));
-        assert!(!Stage::valid_sequence(&[Adm, Dm]));
-        assert!(!Stage::valid_sequence(&[]));
     }
 }

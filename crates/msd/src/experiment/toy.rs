@@ -11,9 +11,10 @@
 //! varies. Every figure of the report is mean ± std over seeds with the per-seed values.
 
 use super::stats::{verdict_lower, Summary, Verdict};
-use super::students::{distil_students, student_dir, Stage, StudentsJob};
+use super::students::{distil_students, student_dir, StudentsJob};
+use super::StageKind;
 use super::{Observer, Provenance};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, TeacherRef};
 use crate::config::RunConfig;
 use crate::data::toy2d::{Toy2d, BOX};
 use crate::data::TrainingData;
@@ -54,9 +55,14 @@ pub enum ToyMethod {
 
 impl ToyMethod {
     pub fn as_str(self) -> &'static str {
+        self.stage().name()
+    }
+
+    /// The student stage that trains the generator.
+    pub fn stage(self) -> StageKind {
         match self {
-            ToyMethod::Dm => "dm",
-            ToyMethod::Cd => "cd",
+            ToyMethod::Dm => StageKind::Dm,
+            ToyMethod::Cd => StageKind::Cd,
         }
     }
 }
@@ -96,6 +102,7 @@ pub fn quick_config(cfg: &mut RunConfig) -> usize {
     cfg.distill.checkpoint_every = 300;
     cfg.distill.tsm.steps = 100;
     cfg.distill.tsm.checkpoint_every = 100;
+    cfg.distill.cd.iterations = 300;
     2000
 }
 
@@ -251,7 +258,13 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 /// Teacher samples of one class, `[n, 2]`.
-fn teacher_samples(teacher: &EdmModel, cfg: &RunConfig, class: i64, n: usize, seed: u64) -> Tensor {
+fn teacher_samples(
+    teacher: &EdmModel,
+    cfg: &RunConfig,
+    class: i64,
+    n: usize,
+    seed: u64,
+) -> Result<Tensor> {
     tch::manual_seed(seed as i64);
     let z = Tensor::randn([n as i64, 2], (Kind::Float, teacher.device()));
     let l = Tensor::full([n as i64], class, (Kind::Int64, teacher.device()));
@@ -316,11 +329,6 @@ impl ToyContext {
         if opts.samples_per_class < 10 {
             return Err(Error::Invalid("samples per class must be ≥ 10".into()));
         }
-        if opts.method == ToyMethod::Cd {
-            return Err(Error::Invalid(
-                "--method cd: consistency distillation is not in this build yet (it arrives with msd::pipeline's Cd method)".into(),
-            ));
-        }
         let tw = opts.teacher_width()?;
         std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
         cfg.save(&opts.out.join("config.toml"))?;
@@ -370,9 +378,9 @@ impl ToyContext {
                 obs.note("drawing the teacher's reference sets");
                 let (mut hists, mut floor) = (Vec::new(), Vec::new());
                 for c in 0..num_classes {
-                    let xa = teacher_samples(&teacher, cfg, c as i64, n, eval_seed + c as u64);
+                    let xa = teacher_samples(&teacher, cfg, c as i64, n, eval_seed + c as u64)?;
                     let xb =
-                        teacher_samples(&teacher, cfg, c as i64, n, eval_seed + 100 + c as u64);
+                        teacher_samples(&teacher, cfg, c as i64, n, eval_seed + 100 + c as u64)?;
                     let ha = hist(&xa);
                     floor.push(hist_l1(&ha, &hist(&xb)));
                     hists.push(ha.p);
@@ -438,19 +446,19 @@ impl ToyContext {
     }
 
     /// The run config of a cell: the student network (narrower ones start from TSM) and the seed.
-    fn cell_config(&self, width: i64) -> Result<(RunConfig, Vec<Stage>)> {
+    fn cell_config(&self, width: i64) -> Result<(RunConfig, Vec<StageKind>)> {
         let mut cfg = self.opts.config.clone();
         let tw = self.opts.teacher_width()?;
         if width == tw {
             cfg.distill.student_net = None;
-            Ok((cfg, vec![Stage::Dm]))
+            Ok((cfg, vec![self.opts.method.stage()]))
         } else {
             let NetConfig::Mlp(mut m) = cfg.model.net.clone() else {
                 return Err(Error::config("model.net.kind", "the toy needs an MLP"));
             };
             m.width = width;
             cfg.distill.student_net = Some(NetConfig::Mlp(m));
-            Ok((cfg, vec![Stage::Tsm, Stage::Dm]))
+            Ok((cfg, vec![StageKind::Tsm, self.opts.method.stage()]))
         }
     }
 
@@ -505,7 +513,10 @@ impl ToyContext {
         let n = self.opts.samples_per_class;
         let (mut to_teacher, mut to_data) = (Vec::new(), Vec::new());
         if let Some(p) = self.opts.pilot_student {
-            let g = EdmModel::load_dir(&student_dir(&dir, p, Stage::Dm), self.opts.device)?;
+            let g = EdmModel::load_dir(
+                &student_dir(&dir, p, self.opts.method.stage()),
+                self.opts.device,
+            )?;
             for c in partition.classes_of(p) {
                 tch::manual_seed((self.eval_seed + 300 + c as u64) as i64);
                 let z = Tensor::randn([n as i64, 2], (Kind::Float, self.opts.device));
@@ -547,14 +558,17 @@ impl ToyContext {
 
     fn bundle(&self, dir: &Path, partition: &Partition) -> Result<Bundle> {
         let dirs: Vec<PathBuf> = (0..partition.students)
-            .map(|s| student_dir(dir, s, Stage::Dm))
+            .map(|s| student_dir(dir, s, self.opts.method.stage()))
             .collect();
         let path = dir.join("bundle.json");
         Bundle::assemble(
             &path,
             partition,
             &dirs,
-            Some(&self.opts.out.join("teacher")),
+            Some(TeacherRef {
+                dir: &self.opts.out.join("teacher"),
+                sampler: &self.opts.config.sampler,
+            }),
             self.opts.config.distill.sigma_max,
         )?;
         Bundle::load(&path, self.opts.device)
@@ -646,7 +660,10 @@ impl ToyContext {
             samples_per_class: o.samples_per_class,
             bins: BINS,
             box_half_width: BOX,
-            per_student_iterations: o.config.distill.iterations,
+            per_student_iterations: match o.method {
+                ToyMethod::Dm => o.config.distill.iterations,
+                ToyMethod::Cd => o.config.distill.cd.iterations,
+            },
             tsm_steps: o.config.distill.tsm.steps,
             noise_floor_l1: mean(&self.floor),
             per_class_noise_floor_l1: self.floor.clone(),
@@ -687,7 +704,7 @@ impl ToyContext {
                 c as i64,
                 m,
                 self.eval_seed + c as u64,
-            ));
+            )?);
         }
         let tl = (0..self.toy.classes.len() as i64)
             .flat_map(|c| std::iter::repeat_n(c, m))

@@ -44,10 +44,10 @@ impl<'de> Deserialize<'de> for NetConfig {
     /// Tagged by `kind`; decoded by hand so that errors name the offending field (serde's
     /// internally tagged enums lose the field path).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (kind, body) = crate::config::split_tag(d)?;
+        let (kind, body) = crate::tagged::split_tag(d)?;
         match kind.as_str() {
-            "mlp" => crate::config::decode_named(body).map(NetConfig::Mlp),
-            "unet" => crate::config::decode_named(body).map(NetConfig::Unet),
+            "mlp" => crate::tagged::decode_named(body).map(NetConfig::Mlp),
+            "unet" => crate::tagged::decode_named(body).map(NetConfig::Unet),
             k => Err(serde::de::Error::custom(format!(
                 "unknown network kind `{k}` (expected mlp or unet)"
             ))),

@@ -1,0 +1,154 @@
+//! An advisory lock on a run directory, so that two writers (two `msd train-teacher` on one
+//! `--out`) cannot share it: the second is refused at once with the first one's pid. The lock is
+//! an OS file lock (`flock` on Unix) on `DIR/.lock`, released when the holder exits, however it
+//! exits, so a killed run leaves no stale lock. Taking the lock also removes the temp files
+//! (`NAME.PID.tmp`) that killed writers leave behind: with the lock held, no one else can be
+//! writing them.
+
+use crate::{Error, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A held lock; released on drop (or when the process exits).
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+    path: PathBuf,
+    /// Temp files of earlier, killed writers removed when the lock was taken.
+    pub removed_tmp: Vec<PathBuf>,
+}
+
+impl RunLock {
+    /// Creates `dir` if needed and locks it, or fails naming the process that holds it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(".lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another process".to_string()
+                } else {
+                    format!("another msd process (pid {holder})")
+                };
+                return Err(Error::Invalid(format!(
+                    "{} is in use by {who}; wait for it to finish or use another directory",
+                    dir.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let pid = std::process::id().to_string();
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = file.write_all(pid.as_bytes());
+        let removed_tmp = remove_stale_tmp(dir, 4);
+        Ok(Self {
+            file,
+            path,
+            removed_tmp,
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+/// Whether `name` is a temp file of the atomic writers: `NAME.PID.tmp`.
+fn is_writer_tmp(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    match stem.rsplit_once('.') {
+        Some((base, pid)) => {
+            !base.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Removes writer temp files under `dir` (down to `depth` levels); returns what it removed.
+fn remove_stale_tmp(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() && depth > 0 {
+            removed.extend(remove_stale_tmp(&p, depth - 1));
+        } else if t.is_file()
+            && e.file_name().to_str().is_some_and(is_writer_tmp)
+            && std::fs::remove_file(&p).is_ok()
+        {
+            removed.push(p);
+        }
+    }
+    removed.sort();
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_lets_go() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        let first = RunLock::acquire(&run).unwrap();
+        let e = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(
+            e.contains("in use") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(first);
+        RunLock::acquire(&run).unwrap();
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("teacher").join("ckpt");
+        std::fs::create_dir_all(&sub).unwrap();
+        let stale = [
+            sub.join("model.safetensors.4242.tmp"),
+            d.path().join("teacher").join("train.json.17.tmp"),
+        ];
+        let keep = [
+            sub.join("model.safetensors"),
+            d.path().join("notes.tmp"),
+            d.path().join("x.abc.tmp"),
+        ];
+        for p in stale.iter().chain(&keep) {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let lock = RunLock::acquire(d.path()).unwrap();
+        let mut want = stale.to_vec();
+        want.sort();
+        assert_eq!(lock.removed_tmp, want);
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(keep.iter().all(|p| p.exists()));
+    }
+}
