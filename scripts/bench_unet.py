@@ -127,7 +127,7 @@ class UNet(nn.Module):
 
     def forward(self, x, c_noise, labels):
         arg = c_noise.float()[:, None] * self.freqs[None, :] * (2 * math.pi)
-        ff = torch.cat([arg.cos(), arg.sin()], dim=1)
+        ff = torch.cat([arg.cos(), arg.sin()], dim=1).to(self.noise0.weight.dtype)
         emb = F.silu(self.noise1(F.silu(self.noise0(ff))) + self.label(labels))
         h = self.conv_in(x)
         skips = [h]

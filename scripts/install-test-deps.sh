@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suites need, one package per line in PACKAGES below
-# (chromium: the page test of `msd serve`). Packages already installed are skipped, and nothing
-# is printed when none is missing. Used by `make test` and `.ci/run`. Needs root, or sudo
+# (chromium: the page test of `msd serve`; slurm-wlm and munge: the one-node Slurm cluster of
+# the `msd launch slurm` tests). Packages already installed are skipped, and nothing is printed
+# when none is missing. Used by `make test` and `.ci/run`. Needs root, or sudo
 # without a password; exits 1 (after saying what to install) when it cannot install.
 set -euo pipefail
 
 PACKAGES=(
   chromium
+  slurm-wlm
+  munge
 )
 
 missing=()

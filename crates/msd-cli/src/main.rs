@@ -7,6 +7,7 @@ mod device;
 mod grid;
 mod plot;
 mod progress;
+mod stop_signal;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Distill(cmd::distill::Args),
     /// Assemble and validate a run's bundle.json.
     Bundle(cmd::bundle::Args),
+    /// Run the students as jobs of a cluster scheduler (Slurm job array, Kubernetes Indexed Job).
+    Launch(cmd::launch::Args),
     /// The 2-D toy experiment: distance to the teacher as the number of students grows.
     Toy(cmd::toy::Args),
     /// Train the feature network (a small CNN classifier) used by `msd eval`.
@@ -51,9 +54,13 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Load benchmark of `serve`: samples/s over HTTP against the raw batched generator.
     ServeBench(cmd::serve_bench::Args),
+    /// Caption the training digits (label, thickness, slant, size) and embed the captions.
+    Captions(cmd::captions::Args),
 }
 
 fn main() -> ExitCode {
+    // Before any tensor exists: keep large freed blocks in the heap (see msd::runtime).
+    msd::runtime::configure_allocator(msd::runtime::AllocatorPolicy::from_env());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MSD_LOG")
@@ -68,7 +75,13 @@ fn main() -> ExitCode {
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(n) = cli.threads {
-        tch::set_num_threads(n);
+        msd::runtime::fix_threads(n);
+    }
+    if matches!(
+        cli.command,
+        Command::TrainTeacher(_) | Command::Distill(_) | Command::Experiment(_) | Command::Toy(_)
+    ) {
+        stop_signal::install();
     }
     let result = match cli.command {
         Command::TrainTeacher(a) => cmd::train_teacher::run(a),
@@ -77,6 +90,7 @@ fn main() -> ExitCode {
         Command::Partition(a) => cmd::partition::run(a),
         Command::Distill(a) => cmd::distill::run(a),
         Command::Bundle(a) => cmd::bundle::run(a),
+        Command::Launch(a) => cmd::launch::run(a),
         Command::Toy(a) => cmd::toy::run(a),
         Command::TrainClassifier(a) => cmd::train_classifier::run(a),
         Command::Eval(a) => cmd::eval::run(a),
@@ -84,9 +98,14 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Serve(a) => cmd::serve::run(a, cli.threads),
         Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),
+        Command::Captions(a) => cmd::captions::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if stop_signal::interrupted(&e) => {
+            eprintln!("stopped: {e:#}");
+            ExitCode::from(stop_signal::EXIT_INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

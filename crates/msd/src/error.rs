@@ -39,6 +39,9 @@ pub enum Error {
     /// A bundle is incomplete or inconsistent.
     #[error("bundle {path}: {msg}")]
     Bundle { path: PathBuf, msg: String },
+    /// A cluster scheduler's command (e.g. `sbatch`) failed or answered something unexpected.
+    #[error("{command}: {msg}")]
+    Scheduler { command: String, msg: String },
     /// An invalid argument to a library function.
     #[error("{0}")]
     Invalid(String),

@@ -12,7 +12,7 @@
 
 use crate::diffusion::precond::broadcast_to;
 use crate::diffusion::{Denoiser, EdmPrecond};
-use crate::nets::{NetConfig, Network};
+use crate::nets::{NetConfig, Network, Precision};
 use crate::train::checkpoint;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,8 @@ pub struct EdmModel {
     pub vs: nn::VarStore,
     net: Box<dyn Network>,
     pub spec: ModelSpec,
+    /// Precision the network computes in (weights are stored in its kind).
+    precision: Precision,
 }
 
 impl EdmModel {
@@ -47,6 +49,7 @@ impl EdmModel {
                 net: net.clone(),
                 precond,
             },
+            precision: Precision::F32,
         }
     }
 
@@ -65,8 +68,10 @@ impl EdmModel {
         Ok(m)
     }
 
-    /// Writes `dir/model.json` and `dir/model.safetensors` atomically.
+    /// Writes `dir/model.json` and `dir/model.safetensors` atomically. Only f32 models are
+    /// saved (a bf16 copy is for inference; its weights lost precision).
     pub fn save_dir(&self, dir: &Path) -> Result<()> {
+        self.require_f32("save_dir")?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         checkpoint::save_varstore(&self.vs, &dir.join("model.safetensors"))?;
         checkpoint::write_json_atomic(&dir.join("model.json"), &self.spec)
@@ -85,6 +90,95 @@ impl EdmModel {
             ));
         }
         tch::no_grad(|| self.vs.copy(&other.vs)).map_err(Error::from)
+    }
+
+    /// The precision the network computes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Casts the weights to `p` (in place; f32 → bf16 → f32 loses the low 16 bits of every
+    /// weight). The EDM preconditioning and the model's inputs and outputs stay f32.
+    pub fn set_precision(&mut self, p: Precision) {
+        if p != self.precision {
+            match p {
+                Precision::F32 => self.vs.float(),
+                Precision::Bf16 => self.vs.bfloat16(),
+            }
+            self.precision = p;
+        }
+    }
+
+    /// A copy of this model computing in `p`, for inference or as the low-precision shadow of
+    /// mixed-precision training (see [`EdmModel::sync_from`] and [`EdmModel::take_grads_from`]).
+    /// Building it draws initial weights from the global torch RNG before overwriting them,
+    /// like any fresh model.
+    pub fn copy_in(&self, p: Precision) -> Result<EdmModel> {
+        let mut m = EdmModel::from_spec(&self.spec, self.device());
+        m.set_precision(self.precision);
+        m.copy_from(self)?;
+        m.set_precision(p);
+        Ok(m)
+    }
+
+    /// Overwrites this model's weights with `master`'s, cast to this model's precision (after
+    /// each optimiser step of the master, for a low-precision shadow).
+    pub fn sync_from(&mut self, master: &EdmModel) -> Result<()> {
+        self.copy_from(master)
+    }
+
+    /// Mixed-precision backward step: adds this (shadow) model's gradients, cast to the
+    /// master's kind, into `master`'s gradients and clears them here. Call after `backward()`
+    /// of a loss computed with the shadow, before the master's optimiser step.
+    pub fn take_grads_from(master: &EdmModel, shadow: &EdmModel) -> Result<()> {
+        if master.spec.net != shadow.spec.net {
+            return Err(Error::Invalid(
+                "take_grads_from: the two models have different network configs".into(),
+            ));
+        }
+        let src = shadow.vs.variables();
+        let dst = master.vs.variables();
+        // Give every trainable master weight a gradient tensor (a backward of 0·Σw adds zeros).
+        let missing: Vec<&Tensor> = dst
+            .values()
+            .filter(|v| v.requires_grad() && !v.grad().defined())
+            .collect();
+        if !missing.is_empty() {
+            let zero = missing
+                .iter()
+                .map(|v| v.sum(Kind::Float) * 0.0)
+                .reduce(|a, b| a + b)
+                .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, master.device())));
+            zero.f_backward()?;
+        }
+        tch::no_grad(|| {
+            for (name, d) in &dst {
+                let Some(s) = src.get(name) else {
+                    return Err(Error::Invalid(format!(
+                        "take_grads_from: no `{name}` in the shadow"
+                    )));
+                };
+                let mut sg = s.grad();
+                if !sg.defined() || !d.requires_grad() {
+                    continue;
+                }
+                let _ = d.grad().f_add_(&sg.to_kind(d.kind()))?;
+                let _ = sg.f_zero_()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Errors unless the model is f32 (saving, training).
+    fn require_f32(&self, what: &str) -> Result<()> {
+        if self.precision == Precision::F32 {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{what}: the model computes in {}; only f32 models can be saved or trained",
+                self.precision
+            )))
+        }
     }
 
     /// Number of scalar parameters.
@@ -114,9 +208,16 @@ impl EdmModel {
     pub fn denoise_t(&self, x: &Tensor, sigma: &Tensor, labels: &Tensor, train: bool) -> Tensor {
         let sigma = sigma.to_kind(Kind::Float);
         let (c_skip, c_out, c_in, c_noise) = self.spec.precond.coefficients_t(&sigma);
+        // The network computes in the weights' kind; both casts are no-ops in f32.
         let f = self
             .net
-            .forward_t(&(x * broadcast_to(&c_in, x)), &c_noise, labels, train);
+            .forward_t(
+                &(x * broadcast_to(&c_in, x)).to_kind(self.precision.kind()),
+                &c_noise,
+                labels,
+                train,
+            )
+            .to_kind(x.kind());
         broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f
     }
 
@@ -133,14 +234,14 @@ impl EdmModel {
         let sigma = sigma.to_kind(Kind::Float);
         let (c_skip, c_out, c_in, c_noise) = self.spec.precond.coefficients_t(&sigma);
         let (f, b) = self.net.forward_with_bottleneck(
-            &(x * broadcast_to(&c_in, x)),
+            &(x * broadcast_to(&c_in, x)).to_kind(self.precision.kind()),
             &c_noise,
             labels,
             train,
         )?;
         Some((
-            broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f,
-            b,
+            broadcast_to(&c_skip, x) * x + broadcast_to(&c_out, x) * f.to_kind(x.kind()),
+            b.to_kind(x.kind()),
         ))
     }
 

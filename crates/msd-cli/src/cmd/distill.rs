@@ -27,7 +27,14 @@ pub struct Args {
 /// Shows a progress bar for a training run and clears it at the end.
 fn show(bar: &indicatif::ProgressBar, p: Progress) {
     match p {
-        Progress::Start { step, .. } => bar.set_position(step),
+        Progress::Start { step, .. } => {
+            if step > 0 {
+                // Shown even without a terminal: the log of a requeued job says it resumed.
+                let what = bar.prefix();
+                bar.suspend(|| eprintln!("{what}: resuming from the checkpoint at step {step}"));
+            }
+            bar.set_position(step)
+        }
         Progress::Step {
             step,
             loss,

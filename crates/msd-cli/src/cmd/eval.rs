@@ -18,6 +18,7 @@ use msd::eval::{
     FeatureNetInfo, MetricsConfig, Reference, SeedsInfo,
 };
 use msd::model::EdmModel;
+use msd::nets::Precision;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,6 +60,9 @@ pub struct Args {
     pub batch: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Precision of the network's evaluation (f32, or bf16 weights and activations).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// CPU model name and the number of threads torch uses.
@@ -140,8 +144,8 @@ pub fn run(a: Args) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be ≥ 1");
     }
-    if !a.guidance.is_finite() {
-        bail!("--guidance must be a finite number, got {}", a.guidance);
+    if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
+        bail!("--guidance must be a finite number, got {g}");
     }
     // The folder outputs go beside: the teacher's, or the bundle file's.
     let anchor = match (&a.teacher, &a.bundle) {
@@ -174,8 +178,9 @@ pub fn run(a: Args) -> Result<()> {
             &a, &r.data, bpath, &data, &clf, &clf_dir, &rec, &out, device,
         );
     }
-    let teacher = EdmModel::load_dir(&anchor, device)
+    let mut teacher = EdmModel::load_dir(&anchor, device)
         .with_context(|| format!("--teacher {}", anchor.display()))?;
+    teacher.set_precision(a.precision);
     let data = dc
         .open_images(Path::new("."))
         .with_context(|| format!("--data {}", r.data))?;
@@ -231,6 +236,8 @@ pub fn run(a: Args) -> Result<()> {
 
     let cfg = r.sampler.clone();
     let labels = balanced_labels(a.n, teacher.num_classes());
+    let through_net = a.batch as i64 * if cfg.guidance != 1.0 { 2 } else { 1 };
+    msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
     let bar = progress::bar(a.n as u64, "sampling");
     let t0 = Instant::now();
     let x = generate(
@@ -268,6 +275,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     report.teacher = Some(anchor.clone());
     report.sampler = Some(cfg.clone());
+    report.net_precision = Some(a.precision);
     report.save(&out.join("eval.json"))?;
     msd::train::checkpoint::write_bytes_atomic(
         &out.join("eval.md"),

@@ -29,7 +29,7 @@ pub fn run(
     out: &Path,
     device: Device,
 ) -> Result<()> {
-    let bundle = Bundle::load(bundle_path, device)
+    let mut bundle = Bundle::load(bundle_path, device)
         .with_context(|| format!("--bundle {}", bundle_path.display()))?;
     let c = bundle.manifest.partition.num_conditions as i64;
     let mc = MetricsConfig::default();
@@ -42,6 +42,10 @@ pub fn run(
         &mc,
     )?;
     let labels = balanced_labels(a.n, c);
+    for s in &mut bundle.students {
+        s.set_precision(a.precision);
+    }
+    msd::runtime::apply_threads(msd::runtime::CallSite::StudentOneStep, a.batch as i64);
     let bar = progress::bar(a.n as u64, "generating");
     let t0 = Instant::now();
     let mut xs = Vec::new();
@@ -102,6 +106,7 @@ pub fn run(
         &hardware(),
     );
     report.bundle = Some(bundle_path.to_path_buf());
+    report.net_precision = Some(a.precision);
     report.students = Some(bundle.manifest.students.len());
     report.per_student = Some(per_student);
     report.save(&out.join("eval.json"))?;

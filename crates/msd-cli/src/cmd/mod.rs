@@ -2,11 +2,13 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod captions;
 pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
 pub mod experiment;
 pub mod import_teacher;
+pub mod launch;
 pub mod partition;
 pub mod sample;
 pub mod serve;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
 use msd::diffusion::{sample, SamplerConfig, SamplerMethod};
 use msd::model::EdmModel;
+use msd::nets::Precision;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -47,6 +48,9 @@ pub struct Args {
     pub points: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Precision of the network's evaluation (f32, or bf16 weights and activations).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -72,8 +76,9 @@ pub fn run(a: Args) -> Result<()> {
         return run_bundle(&a, b, device);
     }
     let tdir = a.teacher.clone().unwrap_or_default();
-    let teacher = EdmModel::load_dir(&tdir, device)
+    let mut teacher = EdmModel::load_dir(&tdir, device)
         .with_context(|| format!("--teacher {}", tdir.display()))?;
+    teacher.set_precision(a.precision);
     let classes: Vec<i64> = if a.class.is_empty() {
         (0..teacher.num_classes()).collect()
     } else {
@@ -92,6 +97,8 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
         .collect();
+    let through_net = labels.len() as i64 * if a.guidance != 1.0 { 2 } else { 1 };
+    msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
     let x = draw(&teacher, &labels, &cfg, a.seed, device)?;
     write_picture(&x, &labels, &a.out)?;
     if let Some(p) = &a.points {
@@ -108,8 +115,11 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
-    let bundle =
+    let mut bundle =
         Bundle::load(path, device).with_context(|| format!("--bundle {}", path.display()))?;
+    for s in &mut bundle.students {
+        s.set_precision(a.precision);
+    }
     let n_classes = bundle.manifest.partition.num_conditions as i64;
     let classes: Vec<i64> = if a.class.is_empty() {
         (0..n_classes).collect()
@@ -122,6 +132,7 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
         .flat_map(|&c| std::iter::repeat_n(c, a.n as usize))
         .collect();
     let z = bundle.noise(labels.len(), a.seed, device);
+    msd::runtime::apply_threads(msd::runtime::CallSite::StudentOneStep, labels.len() as i64);
     let (x, owners) = bundle.generate(&labels, &z).context("--class")?;
     write_picture(&x, &labels, &a.out)?;
     if let Some(p) = &a.points {

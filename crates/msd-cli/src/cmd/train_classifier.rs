@@ -5,7 +5,8 @@ use crate::{device, progress};
 use anyhow::{Context, Result};
 use msd::config::DataConfig;
 use msd::data::TrainingData;
-use msd::eval::{train_classifier, ClassifierConfig, ClassifierTrainConfig};
+use msd::eval::classifier::train_classifier_in;
+use msd::eval::{ClassifierConfig, ClassifierTrainConfig};
 use std::path::{Path, PathBuf};
 
 /// The shipped dataset, relative to the repository root.
@@ -30,7 +31,8 @@ pub struct Args {
     pub device: String,
 }
 
-/// Trains a classifier on `data` into `out` and returns its held-out accuracy.
+/// Trains (or resumes, or reuses) a classifier on `data` in `out` and returns its held-out
+/// accuracy.
 pub fn train_into(
     data_spec: &str,
     out: &Path,
@@ -43,12 +45,12 @@ pub fn train_into(
         .with_context(|| format!("--data {data_spec}"))?;
     let cfg = ClassifierConfig::new(data.sample_shape()[0], data.num_classes());
     let bar = progress::bar(train.steps, "classifier");
-    let (clf, rec) = train_classifier(&data, &dc.id(), &cfg, train, device, &mut |s, loss| {
-        bar.set_position(s);
-        bar.set_message(format!("loss {loss:.4}"));
-    })?;
+    let (_, rec) =
+        train_classifier_in(out, &data, &dc.id(), &cfg, train, device, &mut |s, loss| {
+            bar.set_position(s);
+            bar.set_message(format!("loss {loss:.4}"));
+        })?;
     bar.finish_and_clear();
-    clf.save_dir(out, &rec)?;
     println!(
         "classifier: held-out accuracy {:.2}% on {} images, {:.0} s, saved to {}",
         100.0 * rec.heldout_accuracy,

@@ -2,6 +2,7 @@
 //! data (IDX files, image folders, the in-memory [`ImageDataset`] with its held-out split), and
 //! filtering by condition subset (a student sees only its own classes).
 
+pub mod captions;
 pub mod folder;
 pub mod idx;
 pub mod images;

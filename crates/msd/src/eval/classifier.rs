@@ -6,15 +6,15 @@
 //! Architecture, for `x: [B, C, H, W]` in [−1, 1]: per stage two 3×3 convs + ReLU, then 2×2
 //! max-pool; adaptive average pool to 4×4; linear → `features` (ReLU) → dropout → linear →
 //! logits. Saved as `classifier.json` (config + training record) and `classifier.safetensors`.
+//! Training is a [`Method`] on the shared [`Runner`] (checkpoints, exact resume, stop requests).
 
 use crate::data::{ImageDataset, TrainingData};
-use crate::train::checkpoint;
-use crate::train::{step_rng, AdamW, AdamWConfig};
+use crate::train::checkpoint::{self, config_hash};
+use crate::train::{step_rng, AdamW, AdamWConfig, LogLine, Method, Runner, Slot, StepReport};
 use crate::{Error, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 /// Architecture of the classifier.
@@ -303,9 +303,92 @@ fn random_shift(x: &Tensor, s: i64, rng: &mut impl Rng) -> Tensor {
     Tensor::stack(&rows, 0)
 }
 
-/// Trains a classifier on the training split of `data`, then measures its held-out accuracy.
-/// `on(step, loss)` is called every 50 steps (the library never prints).
-pub fn train_classifier(
+/// The classifier's training as a [`Method`]: cross-entropy on randomly shifted training images,
+/// AdamW with a cosine learning rate after a short warm-up.
+struct ClassifierMethod<'a> {
+    clf: Classifier,
+    opt: AdamW,
+    data: &'a ImageDataset,
+    train: &'a ClassifierTrainConfig,
+    device: Device,
+    last_loss: f64,
+}
+
+impl Method for ClassifierMethod<'_> {
+    type Output = Classifier;
+
+    fn stage(&self) -> &str {
+        "classifier"
+    }
+
+    fn total_steps(&self) -> u64 {
+        self.train.steps
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepReport> {
+        let train = self.train;
+        let mut rng = step_rng(train.seed, step, 1);
+        let (x, y) = self
+            .data
+            .random_train(train.batch_size, &mut rng, Device::Cpu);
+        let x = random_shift(&x, train.max_shift, &mut rng).to_device(self.device);
+        let (_, logits) = self.clf.forward_t(&x, true);
+        let loss = logits.cross_entropy_for_logits(&y.to_device(self.device));
+        self.opt.config.lr = train.lr
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * step as f64 / train.steps as f64).cos());
+        self.opt.zero_grad();
+        loss.backward();
+        self.opt.step();
+        self.last_loss = loss.double_value(&[]);
+        Ok(StepReport {
+            loss: self.last_loss,
+            checked: vec![],
+        })
+    }
+
+    fn log_line(&mut self, _secs: f64) -> LogLine {
+        let mut record = serde_json::Map::new();
+        record.insert("loss".into(), self.last_loss.into());
+        record.insert("lr".into(), self.opt.current_lr().into());
+        LogLine {
+            loss: self.last_loss,
+            examples_per_s: 0.0,
+            record,
+        }
+    }
+
+    fn state(&mut self) -> Vec<(&'static str, Slot<'_>)> {
+        vec![
+            ("classifier", Slot::Vars(&mut self.clf.vs)),
+            ("optim", Slot::Optim(&mut self.opt)),
+        ]
+    }
+
+    fn output(&self) -> &Classifier {
+        &self.clf
+    }
+
+    /// The record (with the held-out accuracy) is written by [`train_classifier_in`] after the
+    /// runner finishes, so `classifier.json` marks a finished directory.
+    fn export(&self, _dir: &Path) -> Result<i64> {
+        Ok(self
+            .clf
+            .vs
+            .variables()
+            .values()
+            .map(|t| t.numel() as i64)
+            .sum())
+    }
+}
+
+/// Trains (or resumes, or reuses when finished) a classifier on the training split of `data` in
+/// `dir` (checkpoints, `stats.jsonl`, `train.json`; at the end `classifier.json` +
+/// `classifier.safetensors`), then measures its held-out accuracy. `on(step, loss)` is called
+/// every 50 steps and at the end (the library never prints).
+#[allow(clippy::too_many_arguments)]
+pub fn train_classifier_in(
+    dir: &Path,
     data: &ImageDataset,
     data_id: &str,
     config: &ClassifierConfig,
@@ -326,11 +409,17 @@ pub fn train_classifier(
             "must be ≥ 1",
         ));
     }
-    let t0 = Instant::now();
+    let hash = config_hash(&(config, train, data_id));
+    let mut runner = Runner::new(dir, hash, train.seed, 500, 50);
+    runner.model_file = "classifier.json";
+    if runner.finished()?.is_some() {
+        let (clf, record) = Classifier::load_dir(dir, device)?;
+        return Ok((clf, record));
+    }
     let _ = step_rng(train.seed, u64::MAX, 7); // seeds the initialisation
     let clf = Classifier::new(config, device);
     let warmup = (train.steps / 20).max(1);
-    let mut opt = AdamW::new(
+    let opt = AdamW::new(
         &clf.vs,
         AdamWConfig {
             lr: train.lr,
@@ -340,29 +429,20 @@ pub fn train_classifier(
             ..Default::default()
         },
     );
-    for step in 0..train.steps {
-        let mut rng = step_rng(train.seed, step, 1);
-        let (x, y) = data.random_train(train.batch_size, &mut rng, Device::Cpu);
-        let x = random_shift(&x, train.max_shift, &mut rng).to_device(device);
-        let (_, logits) = clf.forward_t(&x, true);
-        let loss = logits.cross_entropy_for_logits(&y.to_device(device));
-        opt.config.lr = train.lr
-            * 0.5
-            * (1.0 + (std::f64::consts::PI * step as f64 / train.steps as f64).cos());
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
-        if (step + 1) % 50 == 0 {
-            let lv = loss.double_value(&[]);
-            if !lv.is_finite() {
-                return Err(Error::NonFinite {
-                    what: "classifier loss".into(),
-                    step,
-                });
-            }
-            on(step + 1, lv);
+    let mut m = ClassifierMethod {
+        clf,
+        opt,
+        data,
+        train,
+        device,
+        last_loss: f64::NAN,
+    };
+    let summary = runner.run(&mut m, &mut |p| {
+        if let crate::train::Progress::Step { step, loss, .. } = p {
+            on(step, loss)
         }
-    }
+    })?;
+    let clf = m.clf;
     let pred = clf.predict(data.heldout_images())?;
     let (acc, _) = class_accuracy(&pred, data.heldout_labels(), config.num_classes);
     let record = ClassifierRecord {
@@ -370,10 +450,30 @@ pub fn train_classifier(
         train: train.clone(),
         heldout_accuracy: acc,
         heldout_n: data.heldout_labels().len(),
-        train_seconds: t0.elapsed().as_secs_f64(),
+        train_seconds: summary.train_seconds,
         data_id: data_id.to_string(),
     };
+    clf.save_dir(dir, &record)?;
     Ok((clf, record))
+}
+
+/// [`train_classifier_in`] in a scratch directory under the system's temporary folder, removed
+/// afterwards (no resume).
+pub fn train_classifier(
+    data: &ImageDataset,
+    data_id: &str,
+    config: &ClassifierConfig,
+    train: &ClassifierTrainConfig,
+    device: Device,
+    on: &mut dyn FnMut(u64, f64),
+) -> Result<(Classifier, ClassifierRecord)> {
+    static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SCRATCH.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("msd-classifier-{}-{n}", std::process::id()));
+    let r = train_classifier_in(&dir, data, data_id, config, train, device, on);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 #[cfg(test)]
@@ -416,6 +516,7 @@ mod tests {
 
     #[test]
     fn learns_a_separable_task_and_roundtrips() {
+        let _rng = crate::rng_guard();
         let data = halves(200);
         let cfg = ClassifierConfig {
             channels: vec![4],
@@ -434,15 +535,36 @@ mod tests {
             calls += 1
         })
         .unwrap();
-        assert_eq!(calls, 1);
+        assert_eq!(calls, 2, "logged at step 50 and at the end (60)");
         assert!(rec.heldout_accuracy > 0.95, "{}", rec.heldout_accuracy);
         assert_eq!(rec.heldout_n, 40);
         let d = tempfile::tempdir().unwrap();
         clf.save_dir(d.path(), &rec).unwrap();
         let (back, rec2) = Classifier::load_dir(d.path(), Device::Cpu).unwrap();
-        assert_eq!(rec2, rec);
+        // JSON keeps a float to within an ulp (serde_json's default parser).
+        assert!((rec2.train_seconds - rec.train_seconds).abs() < 1e-9);
+        assert_eq!(
+            ClassifierRecord {
+                train_seconds: rec.train_seconds,
+                ..rec2
+            },
+            rec
+        );
         let x = data.heldout_images();
         assert_eq!(back.predict(x).unwrap(), clf.predict(x).unwrap());
+        // In a directory: the same weights (same seed), and a finished directory is reused.
+        let kept = tempfile::tempdir().unwrap();
+        let train_in = |on: &mut dyn FnMut(u64, f64)| {
+            train_classifier_in(kept.path(), &data, "halves", &cfg, &tc, Device::Cpu, on).unwrap()
+        };
+        let (c1, _) = train_in(&mut |_, _| {});
+        let mut again = 0;
+        let (c2, _) = train_in(&mut |_, _| again += 1);
+        assert_eq!(again, 0, "a finished classifier directory was retrained");
+        for c in [&c1, &c2] {
+            let v = c.vs.variables();
+            assert!(clf.vs.variables().iter().all(|(n, t)| t.equal(&v[n])));
+        }
         let (f, l) = back.embed(x).unwrap();
         assert_eq!((f.size(), l.size()), (vec![40, 8], vec![40, 2]));
         // A classifier of another shape is refused with the tensor named.

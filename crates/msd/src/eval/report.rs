@@ -253,6 +253,10 @@ pub struct EvalReport {
     pub data: String,
     pub generation_seconds: f64,
     pub hardware: String,
+    /// Numeric precision of the network's evaluation (`f32`/`bf16`); absent in reports made
+    /// before `--precision` existed, which were f32. (`precision` above is the PRDC metric.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_precision: Option<crate::nets::Precision>,
 }
 
 impl EvalReport {
@@ -299,6 +303,7 @@ impl EvalReport {
             data: data.into(),
             generation_seconds,
             hardware: hardware.into(),
+            net_precision: None,
         }
     }
 

@@ -87,7 +87,7 @@ impl Mlp {
 impl Network for Mlp {
     /// `x`: `[B, dim]`, `c_noise`: `[B]`, `labels`: `[B]` → `[B, dim]`.
     fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, _train: bool) -> Tensor {
-        let emb = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0);
+        let emb = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0).to_kind(x.kind());
         let cond = (self.noise.forward(&emb) + self.label.forward(labels)).silu();
         let mut h = self.input.forward(x);
         for (c, l) in &self.hidden {

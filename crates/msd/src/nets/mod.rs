@@ -5,9 +5,12 @@
 pub mod disc_head;
 pub mod embedding;
 pub mod mlp;
+pub mod precision;
+pub mod text_encoder;
 pub mod unet;
 
 pub use mlp::{Mlp, MlpConfig};
+pub use precision::Precision;
 pub use unet::{UNet, UNetConfig};
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +20,7 @@ use tch::{nn, Tensor};
 pub trait Network: Send {
     /// `x`: `[B, ...]` (already scaled by c_in), `c_noise`: `[B]`, `labels`: `[B]` int64 in
     /// `0..=num_classes` (`num_classes` is the null label for guidance). Returns `[B, ...]`.
+    /// Computes in `x`'s kind, which must be the weights' kind (see [`Precision`]).
     fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> Tensor;
 
     /// The output together with the encoder bottleneck, for networks that have one (the UNet:

@@ -419,7 +419,8 @@ impl UNet {
         labels: &Tensor,
         train: bool,
     ) -> (Tensor, Tensor) {
-        let ff = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0);
+        // The embedding is computed in f32 and joins the network in x's kind (f32 or bf16).
+        let ff = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0).to_kind(x.kind());
         let emb = (self.noise1.forward(&self.noise0.forward(&ff).silu())
             + self.label.forward(labels))
         .silu();

@@ -1,0 +1,239 @@
+//! `msd launch slurm|k8s`: runs a run's students as jobs of a cluster scheduler. Makes the shared
+//! artifacts (partition, regression pairs) once, writes the batch scripts or manifests into
+//! `R/launch/<scheduler>/`, and (Slurm) submits them: a job array, one task per student, and a
+//! bundle job that waits for the whole array.
+
+use anyhow::{Context, Result};
+use msd::distill::StageKind;
+use msd::launch::k8s::{self, K8sOptions};
+use msd::launch::slurm::{self, SlurmOptions};
+use msd::launch::{parse_students, prepare_shared};
+use msd::run::RunDir;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub target: Target,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Target {
+    /// A Slurm job array (task k = student k) and a dependent bundle job, submitted with sbatch.
+    Slurm(SlurmArgs),
+    /// Kubernetes manifests: an Indexed Job (index k = student k) and a bundle Job.
+    K8s(K8sArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SlurmArgs {
+    /// Run directory (with config.toml and teacher/), on a file system the nodes share.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Students to launch: a range or list such as 0-3 or 0,2 (default: all).
+    #[arg(long)]
+    pub students: Option<String>,
+    /// Stages each student runs, in order (as `msd distill --stages`: tsm,dm,adm or tsm,cd).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "dm")]
+    pub stages: Vec<StageKind>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Generic resources per student, e.g. gpu:1 (implies --device cuda unless given).
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// CPUs per student (also its tensor threads).
+    #[arg(long)]
+    pub cpus_per_task: Option<u32>,
+    /// Time limit per student task, e.g. 4:00:00; the task checkpoints and requeues itself
+    /// --warn-seconds before it.
+    #[arg(long)]
+    pub time: Option<String>,
+    #[arg(long, default_value_t = 120)]
+    pub warn_seconds: u32,
+    /// Device of the students: cpu, cuda (default: cuda with --gres, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Prefix of the job names.
+    #[arg(long, default_value = "msd")]
+    pub job_name: String,
+    /// Only write the scripts; submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The sbatch program.
+    #[arg(long, default_value = "sbatch")]
+    pub sbatch: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct K8sArgs {
+    /// Run directory (its copy on the volume is what the pods use).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Container image with `msd` on PATH (see the Dockerfile).
+    #[arg(long)]
+    pub image: String,
+    /// PersistentVolumeClaim holding the run directory.
+    #[arg(long)]
+    pub volume: String,
+    /// The run directory's path inside the claim (default: the claim's root).
+    #[arg(long, default_value = "")]
+    pub sub_path: String,
+    /// Mount point of the run directory in the pods.
+    #[arg(long, default_value = "/msd/run")]
+    pub mount_path: String,
+    /// Base of the Jobs' names (default: from the run directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "dm")]
+    pub stages: Vec<StageKind>,
+    /// GPUs per student pod (nvidia.com/gpu); implies --device cuda unless given.
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory per student pod, e.g. 16Gi.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Student pods running at once (default: all).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 120)]
+    pub grace_seconds: u32,
+    #[arg(long, default_value_t = 3)]
+    pub backoff_limit: u32,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.target {
+        Target::Slurm(s) => run_slurm(s),
+        Target::K8s(k) => run_k8s(k),
+    }
+}
+
+fn absolute(p: &Path, flag: &str) -> Result<PathBuf> {
+    std::fs::canonicalize(p).with_context(|| format!("{flag} {}", p.display()))
+}
+
+fn run_slurm(a: SlurmArgs) -> Result<()> {
+    let run_path = absolute(&a.run, "--run")?;
+    let run = RunDir::new(&run_path);
+    // Shared artifacts first, so no two tasks race to make them.
+    let partition = prepare_shared(&run, tch::Device::Cpu)
+        .with_context(|| format!("preparing the shared artifacts of {}", run_path.display()))?;
+    let students = match &a.students {
+        Some(s) => parse_students(s, partition.students)?,
+        None => (0..partition.students).collect(),
+    };
+    let device = a.device.clone().unwrap_or_else(|| {
+        if a.gres.as_deref().is_some_and(|g| g.contains("gpu")) {
+            "cuda".into()
+        } else {
+            "cpu".into()
+        }
+    });
+    let opts = SlurmOptions {
+        program: std::env::current_exe().context("locating the msd binary")?,
+        run: run_path.clone(),
+        students: students.clone(),
+        stages: a.stages.clone(),
+        device,
+        partition: a.partition,
+        gres: a.gres,
+        cpus_per_task: a.cpus_per_task,
+        time: a.time,
+        warn_seconds: a.warn_seconds,
+        job_name: a.job_name,
+    };
+    let scripts = slurm::write_scripts(&opts)?;
+    println!(
+        "shared: {} ({} students){}",
+        run.partition_path().display(),
+        partition.students,
+        if run.pairs_path().exists() {
+            format!(", {}", run.pairs_path().display())
+        } else {
+            String::new()
+        }
+    );
+    println!("scripts: {}", scripts.array_script.display());
+    println!("         {}", scripts.bundle_script.display());
+    if a.dry_run {
+        println!(
+            "dry run: nothing submitted; submit with\n  sbatch {}",
+            scripts.array_script.display()
+        );
+        println!(
+            "  sbatch --dependency=afterok:<array job id> {}",
+            scripts.bundle_script.display()
+        );
+        return Ok(());
+    }
+    let s = slurm::submit(&scripts, &a.sbatch)?;
+    println!("array job: {} (students {:?})", s.array_job, students);
+    println!(
+        "bundle job: {} (after every student succeeds)",
+        s.bundle_job
+    );
+    for &k in &students {
+        println!(
+            "log of student {k}: {} (task {}_{k})",
+            scripts.student_log(k).display(),
+            s.array_job
+        );
+    }
+    println!("log of the bundle job: {}", scripts.bundle_log().display());
+    Ok(())
+}
+
+fn run_k8s(a: K8sArgs) -> Result<()> {
+    let run_path = absolute(&a.run, "--run")?;
+    let run = RunDir::new(&run_path);
+    let partition = prepare_shared(&run, tch::Device::Cpu)
+        .with_context(|| format!("preparing the shared artifacts of {}", run_path.display()))?;
+    let device = a.device.clone().unwrap_or_else(|| {
+        if a.gpus > 0 {
+            "cuda".into()
+        } else {
+            "cpu".into()
+        }
+    });
+    let opts = K8sOptions {
+        name: a.name.unwrap_or_else(|| k8s::job_name_from(&run_path)),
+        image: a.image,
+        claim: a.volume,
+        sub_path: a.sub_path,
+        mount_path: a.mount_path,
+        students: partition.students,
+        parallelism: a.parallelism,
+        stages: a.stages.clone(),
+        device,
+        gpus: a.gpus,
+        cpus: a.cpus,
+        memory: a.memory,
+        grace_seconds: a.grace_seconds,
+        backoff_limit: a.backoff_limit,
+    };
+    let m = k8s::write_manifests(&run_path, &opts)?;
+    println!(
+        "students: {} (Indexed Job, {} completions)",
+        m.students.display(),
+        partition.students
+    );
+    println!("bundle:   {}", m.bundle.display());
+    println!(
+        "copy {} onto the volume `{}`{}, then run {}",
+        run_path.display(),
+        opts.claim,
+        if opts.sub_path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", opts.sub_path)
+        },
+        m.submit.display()
+    );
+    Ok(())
+}
