@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod limits;
 pub mod launch;
 pub mod model;
