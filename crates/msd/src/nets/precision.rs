@@ -179,7 +179,10 @@ mod tests {
             steps: 6,
             ..Default::default()
         };
-        let (x32, x16) = (sample(&m32, &z, &l, &sc), sample(&m16, &z, &l, &sc));
+        let (x32, x16) = (
+            sample(&m32, &z, &l, &sc).unwrap(),
+            sample(&m16, &z, &l, &sc).unwrap(),
+        );
         assert_eq!(x16.isfinite().all().int64_value(&[]), 1);
         let e = rel_err(&x16, &x32);
         assert!(e < TOL && e > 0.0, "relative error {e}");
