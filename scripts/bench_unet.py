@@ -4,9 +4,13 @@
 train step with AdamW + grad-norm clipping, Heun-18 sampling and one-step generation, timed
 like `msd bench` (median of --reps after 2 warm-up runs). Prints one JSON object.
 
-Usage: bench_unet.py --config '<UNetConfig as JSON>' [--batch 64] [--reps 10] [--threads 2]
+Usage: bench_unet.py --config '<UNetConfig as JSON>' --rows '[{"name": "student_one_step",
+"batch": 1, "precision": "f32"}, ...]' [--reps 10] [--teacher-reps 1] [--teacher-steps 18]
+[--guidance 1.25] [--threads 2]. Rows: student_one_step, train_step, dm_iteration,
+teacher_heun18_guided; precision f32 or bf16 (inference: bf16 weights; training: CPU autocast).
 """
 import argparse
+import copy
 import json
 import math
 import time
@@ -145,17 +149,31 @@ class UNet(nn.Module):
 
 
 class Edm(nn.Module):
+    """EDM preconditioning in f32 around the network, which computes in its weights' dtype
+    (f32, or bf16 for the inference rows): the twin of msd's EdmModel."""
+
     def __init__(self, net, sd):
         super().__init__()
         self.net, self.sd = net, sd
 
     def forward(self, x, sigma, labels):
-        s = sigma.reshape(-1, 1, 1, 1)
+        s = sigma.float().reshape(-1, 1, 1, 1)
         sd = self.sd
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
-        return c_skip * x + c_out * self.net(c_in * x, sigma.log() / 4, labels)
+        dt = self.net.conv_in.weight.dtype
+        f = self.net((c_in * x).to(dt), sigma.log() / 4, labels).float()
+        return c_skip * x + c_out * f
+
+
+def guided(model, x, sigma, labels, scale, null):
+    if scale == 1.0:
+        return model(x, sigma, labels)
+    b = x.shape[0]
+    d = model(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([labels, torch.full_like(labels, null)]))
+    cond, uncond = d[:b], d[b:]
+    return uncond + (cond - uncond) * scale
 
 
 def karras(n, smin=0.002, smax=80.0, rho=7.0):
@@ -163,23 +181,23 @@ def karras(n, smin=0.002, smax=80.0, rho=7.0):
 
 
 @torch.no_grad()
-def heun(model, z, labels, steps=18):
+def heun(model, z, labels, steps=18, scale=1.0, null=0):
     t = karras(steps)
     x = z * t[0]
     b = z.shape[0]
     for i in range(steps):
         tc, tn = t[i], t[i + 1]
-        d = (x - model(x, torch.full((b,), tc), labels)) / tc
+        d = (x - guided(model, x, torch.full((b,), tc), labels, scale, null)) / tc
         xn = x + d * (tn - tc)
         if tn > 0:
-            d2 = (xn - model(xn, torch.full((b,), tn), labels)) / tn
+            d2 = (xn - guided(model, xn, torch.full((b,), tn), labels, scale, null)) / tn
             xn = x + (d + d2) * (0.5 * (tn - tc))
         x = xn
     return x
 
 
-def median_ms(reps, f):
-    for _ in range(2):
+def median_ms(reps, f, warm=2):
+    for _ in range(warm):
         f()
     ts = []
     for _ in range(max(1, reps)):
@@ -194,49 +212,126 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
     ap.add_argument("--sigma-data", type=float, default=0.5)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rows", required=True, help="JSON list of {name, batch, precision}")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--teacher-reps", type=int, default=1)
+    ap.add_argument("--teacher-steps", type=int, default=18)
+    ap.add_argument("--guidance", type=float, default=1.25)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = json.loads(a.config)
     cfg.pop("kind", None)
-    model = Edm(UNet(cfg), a.sigma_data)
-    params = sum(p.numel() for p in model.parameters())
+    C = cfg["num_classes"]
     shape = [cfg.get("in_channels", 1), cfg["resolution"], cfg["resolution"]]
-    B = a.batch
-    x1, xb = torch.randn(1, *shape), torch.randn(B, *shape)
-    l1, lb = torch.zeros(1, dtype=torch.long), torch.arange(B) % cfg["num_classes"]
-    s1, sb = torch.ones(1), torch.ones(B)
-    model.eval()
-    with torch.no_grad():
-        fwd1 = median_ms(a.reps, lambda: model(x1, s1, l1))
-        fwdb = median_ms(a.reps, lambda: model(xb, sb, lb))
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     sd = a.sigma_data
 
-    def step():
-        sigma = (torch.randn(B) * 1.2 - 1.2).exp()
-        noisy = xb + torch.randn_like(xb) * sigma.reshape(-1, 1, 1, 1)
-        d = model(noisy, sigma, lb)
-        w = (sigma**2 + sd**2) / (sigma * sd) ** 2
-        loss = (w * (d - xb).square().flatten(1).mean(1)).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+    def fresh():
+        m = Edm(UNet(cfg), sd)
+        with torch.no_grad():
+            m.net.conv_out.weight.normal_(0, 0.02)
+            m.net.conv_out.bias.normal_(0, 0.02)
+        return m
 
-    train = median_ms(a.reps, step)
-    model.eval()
-    few = max(1, min(3, a.reps))
-    h = median_ms(few, lambda: heun(model, xb, lb))
-    with torch.no_grad():
-        one = median_ms(a.reps, lambda: model(xb * 80.0, torch.full((B,), 80.0), lb))
-    print(json.dumps({"params": params, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "forward_b1_ms": fwd1, "forward_b_ms": fwdb, "train_step_b_ms": train,
-                      "heun18_b_ms": h, "one_step_b_ms": one}))
+    teacher, fake, gen = fresh(), fresh(), fresh()
+    params = sum(p.numel() for p in teacher.parameters())
+
+    def lowp(m, prec):
+        """A copy computing in `prec` (bf16: the network's weights in bf16)."""
+        c = copy.deepcopy(m).eval()
+        if prec == "bf16":
+            c.net.to(torch.bfloat16)
+        return c
+
+    def autocast(prec):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=(prec == "bf16"))
+
+    def noise(b):
+        return torch.randn(b, *shape)
+
+    def labels(b):
+        return torch.arange(b) % C
+
+    def adamw(m, **kw):
+        return torch.optim.AdamW(m.parameters(), weight_decay=0.0, **kw)
+
+    def student_one_step(b, prec):
+        m = lowp(gen, prec)
+        z, l, s = noise(b), labels(b), torch.full((b,), 80.0)
+        with torch.no_grad():
+            return median_ms(a.reps, lambda: m(z * 80.0, s, l))
+
+    def train_step(b, prec):
+        m = copy.deepcopy(teacher).train()
+        opt = adamw(m, lr=1e-3)
+        x, l = noise(b), labels(b)
+
+        def step():
+            sigma = (torch.randn(b) * 1.2 - 1.2).exp()
+            noisy = x + torch.randn_like(x) * sigma.reshape(-1, 1, 1, 1)
+            with autocast(prec):
+                d = m(noisy, sigma, l)
+            w = (sigma**2 + sd**2) / (sigma * sd) ** 2
+            loss = (w * (d.float() - x).square().flatten(1).mean(1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+
+        return median_ms(a.reps, step)
+
+    def dm_iteration(b, prec):
+        g, f, t = copy.deepcopy(gen).train(), copy.deepcopy(fake).train(), copy.deepcopy(teacher).eval()
+        g_opt, f_opt = adamw(g, lr=2e-4, betas=(0.0, 0.99)), adamw(f, lr=2e-4, betas=(0.0, 0.99))
+        z, l = noise(b), labels(b)
+        s80 = torch.full((b,), 80.0)
+
+        def sig():
+            return (torch.randn(b) * 1.2 - 1.2).exp()
+
+        def it():
+            with torch.no_grad():
+                x = g(z * 80.0, s80, l)
+            sigma = sig()
+            xt = x + torch.randn_like(x) * sigma.reshape(-1, 1, 1, 1)
+            with autocast(prec):
+                d = f(xt, sigma, l)
+            w = (sigma**2 + sd**2) / (sigma * sd) ** 2
+            loss = (w.reshape(-1, 1, 1, 1) * (d.float() - x).square()).mean()
+            f_opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(f.parameters(), 1.0)
+            f_opt.step()
+            x = g(z * 80.0, s80, l)
+            sigma = sig()
+            with torch.no_grad(), autocast(prec):
+                xd = x.detach()
+                xt = xd + torch.randn_like(xd) * sigma.reshape(-1, 1, 1, 1)
+                r = guided(t, xt, sigma, l, a.guidance, C).float()
+                fk = f(xt, sigma, l).float()
+                norm = (xd - r).abs().flatten(1).mean(1).reshape(-1, 1, 1, 1)
+                gr = torch.nan_to_num((fk - r) / norm, 0.0, 0.0, 0.0)
+            loss = 0.5 * (x - (x - gr).detach()).square().mean()
+            g_opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(g.parameters(), 1.0)
+            g_opt.step()
+
+        return median_ms(a.reps, it)
+
+    def teacher_heun(b, prec):
+        m = lowp(teacher, prec)
+        z, l = noise(b), labels(b)
+        return median_ms(a.teacher_reps, lambda: heun(m, z, l, a.teacher_steps, a.guidance, C), warm=0)
+
+    rows = []
+    for r in json.loads(a.rows):
+        name, b, prec = r["name"], r["batch"], r["precision"]
+        fn = {"student_one_step": student_one_step, "train_step": train_step,
+              "dm_iteration": dm_iteration, "teacher_heun18_guided": teacher_heun}[name]
+        rows.append({"name": name, "batch": b, "precision": prec, "ms": fn(b, prec)})
+    print(json.dumps({"params": params, "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}))
 
 
 if __name__ == "__main__":

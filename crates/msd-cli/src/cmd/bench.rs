@@ -1,73 +1,134 @@
-//! `msd bench`: times the UNet of a run config — forward at batch 1 and 64, a teacher train step
-//! at batch 64 (forward, EDM loss, backward, AdamW with clipping), Heun-18 sampling (35 NFE)
-//! against one-step generation at the same batch — and runs `scripts/bench_unet.py`, the
-//! identical network in PyTorch, in the same run with the same thread count. Parameter counts
-//! must agree; the ratios (ours / PyTorch) are printed and written to `bench.json`.
+//! `msd bench`: times what the experiments spend their CPU on, each beside its PyTorch twin
+//! (`scripts/bench_unet.py`, the identical network and steps) in the same run with the same
+//! thread count, in f32 and bf16:
+//!
+//! - `student_one_step` at batch 1 and 64 (one network evaluation, no gradient);
+//! - `train_step` at batch 64 (forward, EDM loss, backward, AdamW with clipping);
+//! - `dm_iteration` at the distillation batch: a fake-score update and a generator update whose
+//!   VSD direction uses the guided teacher (the real score) and the fake score;
+//! - `teacher_heun18_guided` at batch 250: Heun-18 (35 NFE) with classifier-free guidance, so
+//!   500 samples pass through the network per evaluation;
+//! - `teacher_guided_forward` at batch 250 under glibc's default allocator and under
+//!   [`msd::runtime::AllocatorPolicy::Reuse`] (the "before/after" rows; ours only, timed in a
+//!   child process started with `MSD_ALLOCATOR=system`).
+//!
+//! bf16 means: inference with bf16 weights (f32 preconditioning and sampler); training with
+//! bf16 shadows of the trained networks and of the teacher, f32 master weights, optimiser state
+//! and losses (the twin uses CPU autocast). Parameter counts must agree. The twin runs with the
+//! same allocator policy (`GLIBC_TUNABLES`), so the ratio compares the implementations.
 
 use anyhow::{bail, Context, Result};
 use msd::config::RunConfig;
 use msd::diffusion::precond::broadcast_to;
-use msd::diffusion::{sample, SamplerConfig};
+use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig};
+use msd::distill::dm::{dm_pseudo_loss, fake_score_loss, vsd_gradient};
 use msd::model::EdmModel;
-use msd::nets::NetConfig;
+use msd::nets::{NetConfig, Precision};
+use msd::runtime::{AllocatorPolicy, ALLOCATOR_ENV, TRIM_THRESHOLD};
 use msd::teacher::per_sample_mean;
 use msd::train::{AdamW, AdamWConfig};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run config whose `model.net` (a UNet) is timed.
-    #[arg(long, default_value = "configs/mnist.toml")]
+    /// Run config: its `model.net` (a UNet) is timed, `distill.batch_size` sets the DM batch and
+    /// `distill.real_guidance` the teacher's guidance.
+    #[arg(long, default_value = "configs/mnist-distill.toml")]
     pub config: PathBuf,
     /// Timed repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
-    /// Batch of the large-batch forward, train step and sampling.
-    #[arg(long, default_value_t = 64)]
-    pub batch: i64,
+    /// Alternating rounds (ours, PyTorch, ours, ...); each figure is the best median over the
+    /// rounds, which evens out load that changes during the run on a shared machine. The
+    /// teacher rows are timed in the first round only.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Heun steps of the teacher row (18 = EDM's Heun-18, 35 NFE).
+    #[arg(long, default_value_t = 18)]
+    pub teacher_steps: usize,
+    /// Batch of the teacher rows (before guidance doubles it).
+    #[arg(long, default_value_t = 250)]
+    pub teacher_batch: i64,
+    /// Timed runs of the teacher sampling row (no warm-up: 35 NFE amortise it).
+    #[arg(long, default_value_t = 1)]
+    pub teacher_reps: usize,
+    /// Skip the teacher sampling rows (the slow ones).
+    #[arg(long)]
+    pub no_teacher: bool,
+    /// Time only the teacher sampling rows.
+    #[arg(long, conflicts_with = "no_teacher")]
+    pub only_teacher: bool,
+    /// Precisions to time.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Precision::F32, Precision::Bf16])]
+    pub precision: Vec<Precision>,
     /// Python with torch (default: $MSD_TORCH_PYTHON, set by scripts/with-torch.sh).
     #[arg(long)]
     pub python: Option<String>,
-    /// Alternating rounds (ours, PyTorch, ours, ...); each figure is the best median over the
-    /// rounds, which evens out load that changes during the run on a shared machine.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
-    /// Skip the PyTorch peer.
+    /// Skip the PyTorch twin.
     #[arg(long)]
     pub no_peer: bool,
+    /// Skip the allocator before/after rows.
+    #[arg(long)]
+    pub no_allocator: bool,
+    /// Internal: time only the allocator row and print it as JSON (the child process).
+    #[arg(long, hide = true)]
+    pub allocator_child: bool,
     /// Where to write bench.json.
     #[arg(long, default_value = "runs/bench")]
     pub out: PathBuf,
 }
 
-const KEYS: [&str; 5] = [
-    "forward_b1_ms",
-    "forward_b_ms",
-    "train_step_b_ms",
-    "heun18_b_ms",
-    "one_step_b_ms",
-];
+/// One measurement: ours beside the twin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub name: String,
+    pub batch: i64,
+    pub precision: Precision,
+    /// The C allocator policy of our process (`reuse` or `system`).
+    pub allocator: String,
+    pub ours_ms: f64,
+    /// The PyTorch twin's time; `None` where there is no twin.
+    pub pytorch_ms: Option<f64>,
+    /// ours / PyTorch.
+    pub ratio: Option<f64>,
+}
 
-/// Keeps, for every timing key, the smaller of `best` and `new`.
-fn keep_min(best: &mut Option<Value>, new: Value) {
-    match best {
-        None => *best = Some(new),
-        Some(b) => {
-            for k in KEYS {
-                if let (Some(o), Some(n)) = (b[k].as_f64(), new[k].as_f64()) {
-                    b[k] = json!(o.min(n));
-                }
-            }
-        }
-    }
+/// `bench.json`.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub config: PathBuf,
+    pub hardware: String,
+    pub threads: i32,
+    pub reps: usize,
+    pub rounds: usize,
+    pub teacher_steps: usize,
+    pub guidance: f64,
+    pub params: i64,
+    pub pytorch: Option<String>,
+    pub rows: Vec<BenchRow>,
+    /// Ratios derived from the rows: bf16 over f32 (ours and twin) and reuse over system.
+    pub speedups: Vec<Speedup>,
+}
+
+/// A derived ratio between two rows.
+#[derive(Debug, Serialize)]
+pub struct Speedup {
+    pub what: String,
+    /// time(before) / time(after): above 1 means faster.
+    pub factor: f64,
 }
 
 /// Median wall time in milliseconds of `reps` runs of `f` after 2 warm-up runs.
-pub fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..2 {
+pub fn median_ms(reps: usize, f: impl FnMut()) -> f64 {
+    median_ms_warm(2, reps, f)
+}
+
+/// Median wall time in milliseconds of `reps` runs of `f` after `warm` warm-up runs.
+pub fn median_ms_warm(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
         f();
     }
     let mut t: Vec<f64> = (0..reps.max(1))
@@ -81,70 +142,257 @@ pub fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
-fn time_ours(model: &EdmModel, batch: i64, reps: usize) -> Value {
-    let shape = model.spec.net.sample_shape();
-    let opts = (Kind::Float, Device::Cpu);
-    let input = |b: i64| {
-        let mut s = vec![b];
-        s.extend(&shape);
-        Tensor::randn(s.as_slice(), opts)
-    };
-    let labels =
-        |b: i64| Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(model.num_classes());
-    let (x1, l1, s1) = (input(1), labels(1), Tensor::ones([1], opts));
-    let (xb, lb, sb) = (input(batch), labels(batch), Tensor::ones([batch], opts));
-    let fwd1 = median_ms(reps, || {
-        let _ = tch::no_grad(|| model.denoise_t(&x1, &s1, &l1, false));
-    });
-    let fwdb = median_ms(reps, || {
-        let _ = tch::no_grad(|| model.denoise_t(&xb, &sb, &lb, false));
-    });
-    let mut opt = AdamW::new(&model.vs, AdamWConfig::default());
-    let sd = model.spec.precond.sigma_data;
-    let train = median_ms(reps, || {
-        let sigma = (Tensor::randn([batch], opts) * 1.2 - 1.2).exp();
-        let noisy = &xb + xb.randn_like() * broadcast_to(&sigma, &xb);
-        let d = model.denoise_t(&noisy, &sigma, &lb, true);
-        let w = (sigma.square() + sd * sd) / (&sigma * sd).square();
-        let loss = (w * per_sample_mean(&(d - &xb).square())).mean(Kind::Float);
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
-    });
-    let cfg = SamplerConfig::default();
-    let few = reps.clamp(1, 3);
-    let heun = median_ms(few, || {
-        let _ = sample(model, &xb, &lb, &cfg).expect("unguided sampling");
-    });
-    let one = median_ms(reps, || {
-        let _ = tch::no_grad(|| model.generate(&xb, &lb, cfg.sigma_max));
-    });
-    json!({ "params": model.num_params(), "forward_b1_ms": fwd1, "forward_b_ms": fwdb, "train_step_b_ms": train,
-            "heun18_b_ms": heun, "one_step_b_ms": one })
+/// Inputs and networks of the timed rows.
+struct Ctx {
+    teacher: EdmModel,
+    fake: EdmModel,
+    generator: EdmModel,
+    shape: Vec<i64>,
+    classes: i64,
+    guidance: f64,
+    dm_batch: i64,
+    reps: usize,
 }
 
-/// Runs `scripts/bench_unet.py` once and parses its JSON.
-fn run_peer(
-    py: &str,
-    unet: &msd::nets::UNetConfig,
-    sigma_data: f64,
+fn opts() -> (Kind, Device) {
+    (Kind::Float, Device::Cpu)
+}
+
+impl Ctx {
+    fn noise(&self, b: i64) -> Tensor {
+        let mut s = vec![b];
+        s.extend(&self.shape);
+        Tensor::randn(s.as_slice(), opts())
+    }
+
+    fn labels(&self, b: i64) -> Tensor {
+        Tensor::arange(b, (Kind::Int64, Device::Cpu)).remainder(self.classes)
+    }
+
+    fn student_one_step(&self, b: i64, p: Precision) -> Result<f64> {
+        let m = self.generator.copy_in(p)?;
+        let (z, l) = (self.noise(b), self.labels(b));
+        Ok(median_ms_warm(2, self.reps, || {
+            let _ = tch::no_grad(|| m.generate(&z, &l, 80.0));
+        }))
+    }
+
+    /// The teacher train step; in bf16 the forward/backward run on a bf16 shadow whose gradients
+    /// are added to the f32 master before the step, then the shadow is re-synced.
+    fn train_step(&self, b: i64, p: Precision) -> Result<f64> {
+        let master = self.teacher.copy_in(Precision::F32)?;
+        let mut shadow = (p != Precision::F32)
+            .then(|| master.copy_in(p))
+            .transpose()?;
+        let mut opt = AdamW::new(&master.vs, AdamWConfig::default());
+        let (x, l) = (self.noise(b), self.labels(b));
+        let sd = master.spec.precond.sigma_data;
+        let mut err = None;
+        let ms = median_ms_warm(2, self.reps, || {
+            let sigma = (Tensor::randn([b], opts()) * 1.2 - 1.2).exp();
+            let noisy = &x + x.randn_like() * broadcast_to(&sigma, &x);
+            let net = shadow.as_ref().unwrap_or(&master);
+            let d = net.denoise_t(&noisy, &sigma, &l, true);
+            let w = (sigma.square() + sd * sd) / (&sigma * sd).square();
+            let loss = (w * per_sample_mean(&(d - &x).square())).mean(Kind::Float);
+            opt.zero_grad();
+            loss.backward();
+            if let Some(s) = shadow.as_mut() {
+                let r = EdmModel::take_grads_from(&master, s);
+                opt.step();
+                err = err.take().or(r.and_then(|_| s.sync_from(&master)).err());
+            } else {
+                opt.step();
+            }
+        });
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(ms),
+        }
+    }
+
+    /// One DM iteration: fake-score update, then generator update (VSD with the guided teacher).
+    fn dm_iteration(&self, p: Precision) -> Result<f64> {
+        let b = self.dm_batch;
+        let generator = self.generator.copy_in(Precision::F32)?;
+        let fake = self.fake.copy_in(Precision::F32)?;
+        let teacher = self.teacher.copy_in(p)?;
+        let mut fake_lo = (p != Precision::F32).then(|| fake.copy_in(p)).transpose()?;
+        let cfg = AdamWConfig {
+            lr: 2e-4,
+            beta1: 0.0,
+            beta2: 0.99,
+            ..Default::default()
+        };
+        let mut g_opt = AdamW::new(&generator.vs, cfg.clone());
+        let mut f_opt = AdamW::new(&fake.vs, cfg);
+        let real = Guided {
+            inner: &teacher as &dyn Denoiser,
+            scale: self.guidance,
+            null_label: self.classes,
+        };
+        let (z, l) = (self.noise(b), self.labels(b));
+        let sigma = || (Tensor::randn([b], opts()) * 1.2 - 1.2).exp();
+        let mut err = None;
+        let ms = median_ms_warm(2, self.reps, || {
+            // Fake-score update on detached generator samples.
+            let x = tch::no_grad(|| generator.generate(&z, &l, 80.0));
+            let net = fake_lo.as_ref().unwrap_or(&fake);
+            let loss = fake_score_loss(net, &x, &sigma(), &l);
+            f_opt.zero_grad();
+            loss.backward();
+            if let Some(s) = fake_lo.as_mut() {
+                let r = EdmModel::take_grads_from(&fake, s);
+                f_opt.step();
+                err = err.take().or(r.and_then(|_| s.sync_from(&fake)).err());
+            } else {
+                f_opt.step();
+            }
+            // Generator update.
+            let x = generator.generate_t(&z, &l, 80.0, true);
+            let fake_now: &dyn Denoiser = fake_lo.as_ref().unwrap_or(&fake);
+            let g = vsd_gradient(&x, &sigma(), &l, &real, fake_now);
+            g_opt.zero_grad();
+            dm_pseudo_loss(&x, &g).backward();
+            g_opt.step();
+        });
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(ms),
+        }
+    }
+
+    fn guided_teacher(&self, p: Precision) -> Result<EdmModel> {
+        Ok(self.teacher.copy_in(p)?)
+    }
+
+    fn teacher_heun(&self, b: i64, steps: usize, reps: usize, p: Precision) -> Result<f64> {
+        let t = self.guided_teacher(p)?;
+        let cfg = SamplerConfig {
+            steps,
+            guidance: self.guidance,
+            ..Default::default()
+        };
+        let (z, l) = (self.noise(b), self.labels(b));
+        let mut err = None;
+        // The sampler applies cfg.guidance itself (two network rows per sample).
+        let ms = median_ms_warm(0, reps, || {
+            if let Err(e) = sample(&t, &z, &l, &cfg) {
+                err = Some(e);
+            }
+        });
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(ms),
+        }
+    }
+
+    fn teacher_forward(&self, b: i64, p: Precision) -> Result<f64> {
+        let t = self.guided_teacher(p)?;
+        let g = Guided {
+            inner: &t as &dyn Denoiser,
+            scale: self.guidance,
+            null_label: self.classes,
+        };
+        let (x, l) = (self.noise(b) * 10.0, self.labels(b));
+        let s = Tensor::full([b], 10.0, opts());
+        Ok(median_ms_warm(1, self.reps.clamp(1, 3), || {
+            let _ = tch::no_grad(|| g.denoise(&x, &s, &l));
+        }))
+    }
+}
+
+/// What one side times: (name, batch, precision).
+type Key = (String, i64, Precision);
+
+fn row_keys(a: &Args, dm_batch: i64) -> Vec<Key> {
+    let mut keys = Vec::new();
+    if a.only_teacher {
+        return keys;
+    }
+    for &p in &a.precision {
+        keys.push(("student_one_step".into(), 1, p));
+        keys.push(("student_one_step".into(), 64, p));
+        keys.push(("train_step".into(), 64, p));
+        keys.push(("dm_iteration".into(), dm_batch, p));
+    }
+    keys
+}
+
+fn teacher_keys(a: &Args) -> Vec<Key> {
+    if a.no_teacher {
+        return Vec::new();
+    }
+    a.precision
+        .iter()
+        .map(|&p| ("teacher_heun18_guided".into(), a.teacher_batch, p))
+        .collect()
+}
+
+fn time_ours(ctx: &Ctx, a: &Args, key: &Key) -> Result<f64> {
+    let (name, b, p) = (key.0.as_str(), key.1, key.2);
+    match name {
+        "student_one_step" => ctx.student_one_step(b, p),
+        "train_step" => ctx.train_step(b, p),
+        "dm_iteration" => ctx.dm_iteration(p),
+        "teacher_heun18_guided" => ctx.teacher_heun(b, a.teacher_steps, a.teacher_reps, p),
+        "teacher_guided_forward" => ctx.teacher_forward(b, p),
+        _ => bail!("unknown bench row {name}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct PeerRow {
+    name: String,
     batch: i64,
-    reps: usize,
-    threads: i32,
-) -> Result<Value> {
+    precision: Precision,
+    ms: f64,
+}
+
+#[derive(Deserialize)]
+struct PeerOut {
+    params: i64,
+    torch: String,
+    rows: Vec<PeerRow>,
+}
+
+#[derive(Serialize)]
+struct PeerKey<'a> {
+    name: &'a str,
+    batch: i64,
+    precision: Precision,
+}
+
+/// Runs `scripts/bench_unet.py` once for `keys` and parses its JSON.
+fn run_peer(py: &str, cfg: &RunConfig, a: &Args, keys: &[Key], threads: i32) -> Result<PeerOut> {
+    let NetConfig::Unet(unet) = &cfg.model.net else {
+        bail!("the PyTorch twin mirrors the UNet only");
+    };
+    let rows: Vec<PeerKey> = keys
+        .iter()
+        .map(|k| PeerKey {
+            name: &k.0,
+            batch: k.1,
+            precision: k.2,
+        })
+        .collect();
     let out = std::process::Command::new(py)
         .arg("scripts/bench_unet.py")
         .arg("--config")
         .arg(serde_json::to_string(unet)?)
-        .args(["--sigma-data", &sigma_data.to_string()])
-        .args([
-            "--batch",
-            &batch.to_string(),
-            "--reps",
-            &reps.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
+        .args(["--sigma-data", &cfg.model.precond.sigma_data.to_string()])
+        .arg("--rows")
+        .arg(serde_json::to_string(&rows)?)
+        .args(["--reps", &a.reps.to_string()])
+        .args(["--teacher-reps", &a.teacher_reps.to_string()])
+        .args(["--teacher-steps", &a.teacher_steps.to_string()])
+        .args(["--guidance", &cfg.distill.real_guidance.to_string()])
+        .args(["--threads", &threads.to_string()])
+        // The same allocator policy as ours, so the ratio compares the implementations.
+        .env(
+            "GLIBC_TUNABLES",
+            format!("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"),
+        )
         .output()
         .with_context(|| format!("running {py} scripts/bench_unet.py"))?;
     if !out.status.success() {
@@ -156,90 +404,237 @@ fn run_peer(
     serde_json::from_slice(&out.stdout).context("parsing the output of scripts/bench_unet.py")
 }
 
+/// Times the allocator row in a child process under glibc's default policy.
+fn allocator_child(a: &Args, threads: i32) -> Result<Vec<(Precision, f64)>> {
+    let exe = std::env::current_exe().context("locating the msd binary")?;
+    let out = std::process::Command::new(exe)
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "bench",
+            "--allocator-child",
+        ])
+        .arg("--config")
+        .arg(&a.config)
+        .args(["--reps", &a.reps.to_string()])
+        .args(["--teacher-batch", &a.teacher_batch.to_string()])
+        .arg("--precision")
+        .arg(
+            a.precision
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .env(ALLOCATOR_ENV, "system")
+        .output()
+        .context("running the allocator child")?;
+    if !out.status.success() {
+        bail!(
+            "allocator child failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the allocator child's output")
+}
+
+fn keep_min(best: &mut Vec<(Key, f64)>, key: &Key, v: f64) {
+    match best.iter_mut().find(|(k, _)| k == key) {
+        Some((_, b)) => *b = b.min(v),
+        None => best.push((key.clone(), v)),
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     let cfg = RunConfig::load(&a.config)?;
-    let NetConfig::Unet(unet) = &cfg.model.net else {
+    if !matches!(cfg.model.net, NetConfig::Unet(_)) {
         bail!(
             "{}: msd bench times a UNet; this config has another network",
             a.config.display()
         );
-    };
+    }
     let threads = tch::get_num_threads();
     tch::manual_seed(0);
-    let model = EdmModel::from_spec(&cfg.model, Device::Cpu);
+    let teacher = EdmModel::from_spec(&cfg.model, Device::Cpu);
+    let fake = EdmModel::from_spec(&cfg.model, Device::Cpu);
+    let generator = EdmModel::from_spec(&cfg.model, Device::Cpu);
+    // Fresh UNets output F = 0 (zero-initialised last layer); give them a non-trivial output.
+    tch::no_grad(|| {
+        for m in [&teacher, &fake, &generator] {
+            for (n, mut v) in m.vs.variables() {
+                if n.starts_with("conv_out") {
+                    v.copy_(&(v.randn_like() * 0.02));
+                }
+            }
+        }
+    });
+    let ctx = Ctx {
+        shape: cfg.model.net.sample_shape(),
+        classes: teacher.num_classes(),
+        teacher,
+        fake,
+        generator,
+        guidance: cfg.distill.real_guidance,
+        dm_batch: cfg.distill.batch_size as i64,
+        reps: a.reps,
+    };
+    if a.allocator_child {
+        let mut rows = Vec::new();
+        for &p in &a.precision {
+            rows.push((p, ctx.teacher_forward(a.teacher_batch, p)?));
+        }
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    let policy = AllocatorPolicy::from_env();
     let py = a
         .python
         .clone()
         .or_else(|| std::env::var("MSD_TORCH_PYTHON").ok())
         .unwrap_or_else(|| "python3".into());
-    let (mut ours, mut peer) = (None, None);
-    for _ in 0..a.rounds.max(1) {
-        keep_min(&mut ours, time_ours(&model, a.batch, a.reps));
+    let keys = row_keys(&a, ctx.dm_batch);
+    let tkeys = teacher_keys(&a);
+    let (mut ours, mut peer): (Vec<(Key, f64)>, Vec<(Key, f64)>) = (Vec::new(), Vec::new());
+    let (mut torch_version, mut peer_params) = (None, None);
+    let mut alloc_rows = Vec::new();
+    for round in 0..a.rounds.max(1) {
+        let mut these = keys.clone();
+        if round == 0 {
+            these.extend(tkeys.iter().cloned());
+        }
+        for k in &these {
+            let v = time_ours(&ctx, &a, k)?;
+            keep_min(&mut ours, k, v);
+        }
         if !a.no_peer {
-            keep_min(
-                &mut peer,
-                run_peer(
-                    &py,
-                    unet,
-                    cfg.model.precond.sigma_data,
-                    a.batch,
-                    a.reps,
-                    threads,
-                )?,
-            );
+            let out = run_peer(&py, &cfg, &a, &these, threads)?;
+            for r in out.rows {
+                keep_min(&mut peer, &(r.name, r.batch, r.precision), r.ms);
+            }
+            torch_version = Some(out.torch);
+            peer_params = Some(out.params);
         }
-    }
-    let ours = ours.unwrap_or_default();
-    let mut report = json!({ "config": a.config, "batch": a.batch, "threads": threads, "reps": a.reps, "rounds": a.rounds.max(1),
-                             "hardware": crate::cmd::eval::hardware(), "ours": ours });
-    if let Some(peer) = peer {
-        if peer["params"] != ours["params"] {
-            bail!(
-                "parameter counts differ: ours {} vs PyTorch {}",
-                ours["params"],
-                peer["params"]
-            );
-        }
-        let mut ratios = serde_json::Map::new();
-        for k in KEYS {
-            if let (Some(o), Some(p)) = (ours[k].as_f64(), peer[k].as_f64()) {
-                ratios.insert(k.trim_end_matches("_ms").to_string(), json!(o / p));
+        if round == 0 && !a.no_allocator {
+            // Before (child, glibc defaults) and after (this process), alternating.
+            for (p, ms) in allocator_child(&a, threads)? {
+                alloc_rows.push((
+                    ("teacher_guided_forward".to_string(), a.teacher_batch, p),
+                    "system",
+                    ms,
+                ));
+            }
+            for &p in &a.precision {
+                let ms = ctx.teacher_forward(a.teacher_batch, p)?;
+                alloc_rows.push((
+                    ("teacher_guided_forward".to_string(), a.teacher_batch, p),
+                    policy.name(),
+                    ms,
+                ));
             }
         }
-        report["pytorch"] = peer;
-        report["ratio_ours_over_pytorch"] = Value::Object(ratios);
     }
+    let params = ctx.teacher.num_params();
+    if let Some(pp) = peer_params {
+        if pp != params {
+            bail!("parameter counts differ: ours {params} vs PyTorch {pp}");
+        }
+    }
+    let mut rows: Vec<BenchRow> = ours
+        .iter()
+        .map(|(k, o)| {
+            let p = peer.iter().find(|(pk, _)| pk == k).map(|(_, v)| *v);
+            BenchRow {
+                name: k.0.clone(),
+                batch: k.1,
+                precision: k.2,
+                allocator: policy.name().into(),
+                ours_ms: *o,
+                pytorch_ms: p,
+                ratio: p.map(|p| o / p),
+            }
+        })
+        .collect();
+    rows.extend(alloc_rows.iter().map(|(k, alloc, ms)| BenchRow {
+        name: k.0.clone(),
+        batch: k.1,
+        precision: k.2,
+        allocator: alloc.to_string(),
+        ours_ms: *ms,
+        pytorch_ms: None,
+        ratio: None,
+    }));
+    let find = |name: &str, b: i64, p: Precision, alloc: &str| {
+        rows.iter()
+            .find(|r| r.name == name && r.batch == b && r.precision == p && r.allocator == alloc)
+    };
+    let mut speedups = Vec::new();
+    for r in rows.iter().filter(|r| r.precision == Precision::F32) {
+        if let Some(lo) = find(&r.name, r.batch, Precision::Bf16, &r.allocator) {
+            speedups.push(Speedup {
+                what: format!("{} b{} [{}]: ours f32/bf16", r.name, r.batch, r.allocator),
+                factor: r.ours_ms / lo.ours_ms,
+            });
+            if let (Some(p32), Some(p16)) = (r.pytorch_ms, lo.pytorch_ms) {
+                speedups.push(Speedup {
+                    what: format!("{} b{}: PyTorch f32/bf16", r.name, r.batch),
+                    factor: p32 / p16,
+                });
+            }
+        }
+    }
+    for r in rows.iter().filter(|r| r.allocator == "system") {
+        if let Some(after) = find(&r.name, r.batch, r.precision, "reuse") {
+            speedups.push(Speedup {
+                what: format!(
+                    "{} b{} {}: allocator system/reuse",
+                    r.name, r.batch, r.precision
+                ),
+                factor: r.ours_ms / after.ours_ms,
+            });
+        }
+    }
+    let report = BenchReport {
+        config: a.config.clone(),
+        hardware: crate::cmd::eval::hardware(),
+        threads,
+        reps: a.reps,
+        rounds: a.rounds.max(1),
+        teacher_steps: a.teacher_steps,
+        guidance: ctx.guidance,
+        params,
+        pytorch: torch_version,
+        rows,
+        speedups,
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     msd::train::checkpoint::write_json_atomic(&a.out.join("bench.json"), &report)?;
-    let b = a.batch;
     println!(
-        "UNet {} parameters, {threads} threads, {}, best of {} alternating rounds of median-of-{} runs",
-        ours["params"],
-        report["hardware"].as_str().unwrap_or(""),
-        a.rounds.max(1),
-        a.reps
+        "UNet {} parameters, {threads} threads, {}; best of {} alternating rounds of median-of-{} (teacher rows: first round, {} run(s), Heun-{} guidance {})",
+        params, report.hardware, report.rounds, a.reps, a.teacher_reps, a.teacher_steps, ctx.guidance
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>8}",
-        "", "msd (ms)", "torch (ms)", "ratio"
+        "{:<24} {:>6} {:>5} {:>7} {:>11} {:>11} {:>7}",
+        "row", "batch", "prec", "alloc", "msd (ms)", "torch (ms)", "ratio"
     );
-    for (k, name) in [
-        ("forward_b1_ms", "forward, batch 1".to_string()),
-        ("forward_b_ms", format!("forward, batch {b}")),
-        ("train_step_b_ms", format!("train step, batch {b}")),
-        ("heun18_b_ms", format!("Heun-18 (35 NFE), batch {b}")),
-        ("one_step_b_ms", format!("one step (1 NFE), batch {b}")),
-    ] {
-        let o = report["ours"][k].as_f64().unwrap_or(f64::NAN);
-        let p = report["pytorch"][k].as_f64().unwrap_or(f64::NAN);
-        println!("{name:<28} {o:>10.1} {p:>10.1} {:>8.2}", o / p);
+    let opt = |v: Option<f64>, w: usize, d: usize| match v {
+        Some(v) => format!("{v:>w$.d$}"),
+        None => format!("{:>w$}", "—"),
+    };
+    for r in &report.rows {
+        println!(
+            "{:<24} {:>6} {:>5} {:>7} {:>11.1} {} {}",
+            r.name,
+            r.batch,
+            r.precision.name(),
+            r.allocator,
+            r.ours_ms,
+            opt(r.pytorch_ms, 11, 1),
+            opt(r.ratio, 7, 2)
+        );
     }
-    let o = &report["ours"];
-    println!(
-        "Heun-18 / one-step (msd): {:.1}×",
-        o["heun18_b_ms"].as_f64().unwrap_or(f64::NAN)
-            / o["one_step_b_ms"].as_f64().unwrap_or(f64::NAN)
-    );
+    for s in &report.speedups {
+        println!("{:<60} {:>6.2}×", s.what, s.factor);
+    }
     println!("report: {}", a.out.join("bench.json").display());
     Ok(())
 }
