@@ -17,3 +17,41 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     pb.set_prefix(what.to_string());
     pb
 }
+
+/// An experiment observer for the terminal: one bar per training job, notes printed as lines,
+/// sample grids written beside image evaluations.
+#[derive(Default)]
+pub struct Console {
+    bar: Option<ProgressBar>,
+}
+
+impl msd::experiment::Observer for Console {
+    fn note(&mut self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => println!("{msg}"),
+        }
+    }
+    fn begin(&mut self, label: &str, total: u64) {
+        self.bar = Some(bar(total, label));
+    }
+    fn step(&mut self, step: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(step);
+        }
+    }
+    fn end(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+    fn samples(
+        &mut self,
+        dir: &std::path::Path,
+        x: &tch::Tensor,
+        labels: &[i64],
+    ) -> msd::Result<()> {
+        crate::grid::write_class_grid(x, labels, &dir.join("samples.png"))
+            .map_err(|e| msd::Error::Invalid(format!("{e:#}")))
+    }
+}

@@ -245,7 +245,7 @@ fn fixtures() -> Fixtures {
         ),
         (
             "sample churn -inf".into(),
-            s(&["sample", "--teacher", &t, "--churn", "-inf", "--out", &png]),
+            s(&["sample", "--teacher", &t, "--churn=-inf", "--out", &png]),
             "--churn",
         ),
         (
@@ -310,7 +310,7 @@ fn fixtures() -> Fixtures {
             s(&[
                 "train-classifier",
                 "--data",
-                &idx(&images, &labels, ",pad=100000"),
+                &idx(&images, &labels, ",heldout=1,pad=100000"),
                 "--out",
                 &clf,
             ]),

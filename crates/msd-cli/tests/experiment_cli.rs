@@ -1,6 +1,7 @@
-//! `msd experiment` end to end on a tiny synthetic 4-class IDX dataset: every row of the table is
-//! trained, evaluated and reported with the fields the report promises; a second invocation
-//! reuses everything; a bad `--only` is a clean error.
+//! `msd experiment` end to end on a tiny synthetic 4-class IDX dataset with two training seeds:
+//! every row of the table is trained, evaluated and reported with the fields the report promises
+//! (means, FD std and per-seed values, claims with verdicts); a second invocation reuses
+//! everything; a bad `--only` is a clean error.
 
 use msd::data::idx::{encode_images, encode_labels};
 use std::path::Path;
@@ -100,9 +101,14 @@ classifier = "clf"
 n = 16
 eval_batch = 8
 student_counts = [1, 2]
+capacity_counts = [1, 2]
+equal_compute = [2]
 latency_reps = 1
 throughput_batch = 4
 [small_net]
+base_channels = 4
+{NET}
+[capacity_net]
 base_channels = 4
 {NET}"#
     )
@@ -133,14 +139,24 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     let (ok, _, err) = msd(&["train-teacher", "--config", "run.toml", "--out", "t"], p);
     assert!(ok, "{err}");
 
-    let args = ["experiment", "tiny", "--config", "exp.toml", "--out", "res"];
+    let args = [
+        "experiment",
+        "tiny",
+        "--config",
+        "exp.toml",
+        "--out",
+        "res",
+        "--seeds",
+        "0,1",
+    ];
     let (ok, out, err) = msd(&args, p);
     assert!(ok, "{err}\n{out}");
-    assert!(out.contains("12 of 12 rows evaluated"), "{out}");
+    assert!(out.contains("21 of 21 rows evaluated"), "{out}");
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("res/report.json")).unwrap()).unwrap();
+    assert_eq!(j["seeds"], serde_json::json!([0, 1]));
     let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 12);
+    assert_eq!(rows.len(), 21);
     let teacher_params = j["sizes"]["teacher_params"].as_i64().unwrap();
     let small_params = j["sizes"]["small_params"].as_i64().unwrap();
     assert!(small_params < teacher_params);
@@ -148,12 +164,13 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         assert_eq!(r["status"], "done", "{r}");
         for k in [
             "fd",
+            "fd_std",
             "kid",
             "precision",
             "recall",
             "class_accuracy",
             "latency_ms_b1",
-            "images_per_s_b4",
+            "images_per_s",
             "train_seconds",
         ] {
             assert!(r[k].as_f64().is_some_and(f64::is_finite), "{k} in {r}");
@@ -161,36 +178,83 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         for k in ["name", "students", "size", "stages", "partition", "bundle"] {
             assert!(r.get(k).is_some(), "{k} missing in {r}");
         }
+        assert!(r["batch_per_student"].as_u64().is_some(), "{r}");
         assert_eq!(r["n"], 16);
         assert!(p.join(r["grid"].as_str().unwrap()).exists(), "{r}");
+        let per_seed = r["fd_per_seed"].as_array().unwrap();
+        let fd = r["fd"].as_f64().unwrap();
+        let mean =
+            per_seed.iter().map(|x| x.as_f64().unwrap()).sum::<f64>() / per_seed.len() as f64;
+        assert!((fd - mean).abs() < 1e-9, "{r}");
         let params = r["params_per_student"].as_i64().unwrap();
         match r["size"].as_str().unwrap() {
-            "small" => assert_eq!(params, small_params, "{r}"),
-            _ => assert_eq!(params, teacher_params, "{r}"),
-        }
-        if r["size"] != "teacher" {
-            assert!(
-                Path::new(p).join(r["bundle"].as_str().unwrap()).exists(),
-                "{r}"
-            );
+            "teacher" => assert_eq!(per_seed.len(), 1, "{r}"),
+            size => {
+                assert_eq!(per_seed.len(), 2, "{r}");
+                assert!(r["iterations_per_student"].as_u64().unwrap() > 0, "{r}");
+                assert!(
+                    Path::new(p).join(r["bundle"].as_str().unwrap()).exists(),
+                    "{r}"
+                );
+                if size == "same" {
+                    assert_eq!(params, teacher_params, "{r}");
+                } else {
+                    assert!(params < teacher_params, "{r}");
+                }
+            }
         }
     }
     let by = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap();
+    assert_eq!(
+        by("4 smaller students, DM → ADM (no TSM)")["params_per_student"],
+        small_params
+    );
     assert_eq!(
         by("4 smaller students, TSM → DM → ADM")["stages"],
         serde_json::json!(["tsm", "dm", "adm"])
     );
     assert_eq!(by("K = 2, DM")["students"], 2);
     assert_eq!(by("K = 4, kmeans partition, DM")["partition"], "kmeans");
-    // Rows on the same students share one evaluation.
-    assert_eq!(by("K = 1, DM")["fd"], by("1 student, DM")["fd"]);
+    assert_eq!(
+        by("K = 2, capacity-bound students, TSM → DM → ADM")["size"],
+        "capacity"
+    );
+    // Equal total compute: the single student has twice the iterations.
+    assert_eq!(
+        by("1 student, DM, 2·N iterations")["iterations_per_student"].as_u64(),
+        by("1 student, DM")["iterations_per_student"]
+            .as_u64()
+            .map(|x| 2 * x)
+    );
+    // The DM continuation runs DM for the DM and ADM budgets.
+    assert_eq!(
+        by("1 student, DM continued for the ADM iterations")["iterations_per_student"],
+        by("1 student, DM → ADM")["iterations_per_student"]
+    );
+    // Rows on the same students share one evaluation per seed.
+    assert_eq!(
+        by("K = 1, DM")["fd_per_seed"],
+        by("1 student, DM")["fd_per_seed"]
+    );
+    let claims = j["claims"].as_array().unwrap();
+    assert!(claims.len() >= 8);
+    for c in claims {
+        assert!(
+            ["held", "within noise", "reversed"].contains(&c["verdict"].as_str().unwrap_or("")),
+            "{c}"
+        );
+        assert!(c["ours"].as_str().unwrap().contains("±"), "{c}");
+    }
     let md = std::fs::read_to_string(p.join("res/report.md")).unwrap();
     assert!(
         md.contains("Hardware")
             && md.contains("| 4 students, DM → ADM | 4 |")
+            && md.contains("## Claims")
             && !md.contains("pending"),
         "{md}"
     );
+    assert!(p.join("res/fd_vs_k.png").exists());
+    assert!(p.join("res/fd_vs_iterations.png").exists());
 
     // A second invocation evaluates nothing again and reports the same figures.
     let (ok, out, err) = msd(&args, p);
@@ -200,8 +264,8 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         serde_json::from_str(&std::fs::read_to_string(p.join("res/report.json")).unwrap()).unwrap();
     for (a, b) in rows.iter().zip(again["rows"].as_array().unwrap()) {
         assert_eq!(
-            (&a["fd"], &a["train_seconds"]),
-            (&b["fd"], &b["train_seconds"])
+            (&a["fd_per_seed"], &a["train_seconds"]),
+            (&b["fd_per_seed"], &b["train_seconds"])
         );
     }
 
@@ -210,7 +274,7 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     let (ok, out, err) = msd(&retime, p);
     assert!(ok, "{err}");
     assert!(
-        !out.contains("evaluating") && out.contains("12 of 12 rows"),
+        !out.contains("evaluating") && out.contains("21 of 21 rows"),
         "{out}"
     );
     let third: serde_json::Value =

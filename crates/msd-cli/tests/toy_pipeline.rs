@@ -226,38 +226,106 @@ fn finite(v: &serde_json::Value, path: &str) -> f64 {
 }
 
 #[test]
-fn toy_quick_writes_a_complete_report() {
+fn toy_quick_sweeps_widths_and_seeds_in_workers_and_resumes() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("toy");
-    ok(&[
+    let args = [
+        "--threads",
+        "1",
         "toy",
         "--quick",
         "--students",
         "1,2",
+        "--seeds",
+        "0,1",
+        "--widths",
+        "32,128",
+        "--samples",
+        "500",
+        "--jobs",
+        "2",
         "--out",
         out.to_str().unwrap(),
-    ]);
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("toy_report.json")).unwrap())
-            .unwrap();
-    assert!(r["seed"].as_u64().is_some());
+    ];
+    let first = ok(&args);
+    let text = std::fs::read_to_string(out.join("toy_report.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["seeds"], serde_json::json!([0, 1]));
     let floor = finite(&r["noise_floor_l1"], "noise_floor_l1");
     assert!((0.0..=2.0).contains(&floor));
     finite(&r["teacher"]["l1_to_data"], "teacher.l1_to_data");
     let runs = r["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2);
-    for (run, k) in runs.iter().zip([1, 2]) {
-        assert_eq!(run["students"], k);
-        for key in ["l1_to_teacher", "l1_to_data", "train_seconds"] {
+    assert_eq!(runs.len(), 4);
+    let teacher_params = r["teacher"]["params"].as_i64().unwrap();
+    for (run, (w, k)) in runs.iter().zip([(32, 1), (32, 2), (128, 1), (128, 2)]) {
+        assert_eq!(
+            (run["width"].as_i64(), run["students"].as_u64()),
+            (Some(w), Some(k))
+        );
+        assert_eq!(run["method"], "dm");
+        assert_eq!(run["init"], if w == 128 { "teacher" } else { "tsm" });
+        for key in [
+            "l1_to_teacher",
+            "l1_to_teacher_std",
+            "l1_to_data",
+            "train_seconds",
+        ] {
             finite(&run[key], key);
         }
-        assert!(run["params_per_student"].as_i64().unwrap() > 0);
+        let per_seed: Vec<f64> = run["l1_to_teacher_per_seed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| finite(x, "per seed"))
+            .collect();
+        assert_eq!(per_seed.len(), 2);
+        let mean = (per_seed[0] + per_seed[1]) / 2.0;
+        assert!((mean - finite(&run["l1_to_teacher"], "mean")).abs() < 1e-12);
+        // Different training seeds give different students.
+        assert_ne!(per_seed[0], per_seed[1], "{run}");
+        let params = run["params_per_student"].as_i64().unwrap();
+        if w == 128 {
+            assert_eq!(params, teacher_params);
+        } else {
+            assert!(params > 0 && params < teacher_params);
+        }
         let per = run["per_class_l1_to_teacher"].as_array().unwrap();
         assert_eq!(per.len(), 8);
         per.iter()
             .for_each(|x| assert!((0.0..=2.0).contains(&finite(x, "per_class"))));
     }
-    assert!(Path::new(&out.join("toy.png")).exists() && out.join("toy_report.md").exists());
+    let claims = r["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 2);
+    for c in claims {
+        assert!(["held", "within noise", "reversed"].contains(&c["verdict"].as_str().unwrap()));
+    }
+    assert!(out.join("toy.png").exists() && out.join("toy_report.md").exists());
+    assert!(first.contains("worker: width 32, seed 1 done"), "{first}");
+
+    // Everything is reused: the same figures, no worker trains again.
+    let second = ok(&args[..args.len() - 4]
+        .iter()
+        .copied()
+        .chain(["--out", out.to_str().unwrap()])
+        .collect::<Vec<_>>());
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("toy_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(again["runs"], r["runs"], "{second}");
+
+    // A method this build does not have is a clean error.
+    let (good, _, err) = msd(&[
+        "toy",
+        "--quick",
+        "--method",
+        "cd",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !good && err.contains("--method cd") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -68,7 +68,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             max_batch: 256,
-            eval_chunk: 32,
+            eval_chunk: 16,
             max_wait: Duration::from_millis(2),
             queue_cap: 128,
             max_queue: Duration::from_millis(2000),

@@ -51,10 +51,11 @@ pub fn non_finite_weight(m: &EdmModel) -> Option<String> {
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars.into_iter()
         .find(|(_, t)| {
-            t.f_isfinite()
+            let all_finite = t
+                .f_isfinite()
                 .and_then(|f| f.f_all())
-                .and_then(|a| a.f_int64_value(&[]))
-                .map_or(true, |v| v == 0)
+                .and_then(|a| a.f_int64_value(&[]));
+            !matches!(all_finite, Ok(v) if v != 0)
         })
         .map(|(name, _)| name)
 }

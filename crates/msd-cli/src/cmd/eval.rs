@@ -236,7 +236,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let cfg = r.sampler.clone();
     let labels = balanced_labels(a.n, teacher.num_classes());
-    let through_net = a.batch as i64 * if a.guidance != 1.0 { 2 } else { 1 };
+    let through_net = a.batch as i64 * if cfg.guidance != 1.0 { 2 } else { 1 };
     msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
     let bar = progress::bar(a.n as u64, "sampling");
     let t0 = Instant::now();

@@ -7,8 +7,6 @@ pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
 pub mod experiment;
-pub mod experiment_plan;
-pub mod experiment_report;
 pub mod import_teacher;
 pub mod launch;
 pub mod partition;

@@ -18,7 +18,7 @@ pub struct Limits {
     pub max_batch: usize,
     /// Rows of every network evaluation (batches are evaluated in chunks of exactly this many
     /// samples, so answers do not depend on the load).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub eval_chunk: usize,
     /// Longest wait for more requests before a batch is evaluated, in milliseconds (0–1000).
     #[arg(long, default_value_t = 2.0)]

@@ -363,7 +363,7 @@ impl Method for DmMethod<'_> {
             Tensor::from_slice(&uniform_labels(bs, &self.classes, &mut rng)).to_device(device);
         let z = Tensor::randn(self.shape.as_slice(), (Kind::Float, device));
         let mut checked = Vec::new();
-        if it % cfg.ttur == 0 {
+        if it.is_multiple_of(cfg.ttur) {
             self.generator_step(&z, &labels, &mut checked)?;
         }
         let x = tch::no_grad(|| self.generator.generate_t(&z, &labels, cfg.sigma_max, false));

@@ -248,3 +248,62 @@ fn a_perceptual_regression_trains_through_a_second_classifier_and_needs_one() {
     let share = last["reg_grad_share"].as_f64().unwrap();
     assert!(share > 0.0 && share < 1.0, "{share}");
 }
+
+#[test]
+fn adm_joint_clip_clips_the_fake_score_and_head_by_their_joint_norm() {
+    use crate::data::{ImageDataset, SplitConfig};
+    let _g = crate::rng_guard();
+    let t = teacher(0.0);
+    let p = pairs(&t, 80.0);
+    let px: Vec<u8> = (0..16 * 64).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
+    let data = ImageDataset::from_bytes(
+        &px,
+        [16, 1, 8, 8],
+        &labels,
+        Some(2),
+        &SplitConfig {
+            heldout: 2,
+            split_seed: 1,
+            pad: 0,
+        },
+        "test",
+    )
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let dm_dir = d.path().join("dm");
+    run(&cfg(), &t, &p, &dm_dir).unwrap();
+    let part = Partition::build(Strategy::Contiguous, 2, 1, 0, None).unwrap();
+    let first_fake_norm = |joint: bool, name: &str| -> f64 {
+        let mut c = cfg();
+        c.adm.iterations = 1;
+        c.adm.joint_clip = joint;
+        let dir = d.path().join(name);
+        let job = StudentJob {
+            teacher: &t,
+            partition: &part,
+            student: 0,
+            pairs: Some(&p),
+            dir: &dir,
+            seed: 3,
+            teacher_id: "t",
+            generator_init: None,
+            stage: StageKind::Adm,
+            real_data: Some(&data),
+            data_id: "d",
+            resume_from: Some(&dm_dir),
+        };
+        distill_student(&c, &job, &mut |_| {}).unwrap();
+        let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(stats.lines().next().unwrap()).unwrap();
+        v["fake_grad_norm"].as_f64().unwrap()
+    };
+    // Same start and seeds: the separate run reports the fake score's own norm, the joint run
+    // the norm over fake score and head together, which is larger (the head has gradients).
+    let sep = first_fake_norm(false, "adm-separate");
+    let joint = first_fake_norm(true, "adm-joint");
+    assert!(
+        joint > sep * (1.0 + 1e-6),
+        "joint {joint} vs separate {sep}"
+    );
+}

@@ -329,7 +329,8 @@ impl TextEncoder {
     /// The token states of the last layer.
     /// `input_ids`, `token_type_ids`, `attention_mask`: `[B, L]` int64 (mask 1 = real token,
     /// `L ≤ max_positions`) → `[B, L, hidden]` float. Padded positions hold values that
-    /// [`Self::pool`] ignores.
+    /// [`Self::pool`] ignores. Panics on other shapes (a caller's bug: [`Self::tokenize`] makes
+    /// valid batches).
     pub fn forward(
         &self,
         input_ids: &Tensor,

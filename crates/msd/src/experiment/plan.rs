@@ -1,0 +1,670 @@
+//! What the image reproduction runs: its config file (`configs/experiment-<name>.toml`) and the
+//! fixed plan of the table — which student runs to train (K, size, partition, stages, budget)
+//! and which table rows read which run's stage, and the claims that compare rows. Pure data; the
+//! driver is [`super::driver`].
+//!
+//! Runs are shared between rows: "1 student, DM", "1 student, DM → ADM" and "K = 1" are the same
+//! run at different stages, so every student is trained once. Every run is trained once per
+//! training seed.
+
+use super::StageKind;
+use crate::nets::NetConfig;
+use crate::partition::Strategy;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `configs/experiment-<name>.toml`; paths are relative to that file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The run config every row distils with (`[distill]` budgets, sampler, guidance).
+    pub run: PathBuf,
+    /// The trained teacher (model.json + model.safetensors + train.json).
+    pub teacher: PathBuf,
+    /// The feature network of every evaluation.
+    pub classifier: PathBuf,
+    /// Samples per evaluation (balanced over the classes).
+    #[serde(default = "d_n")]
+    pub n: usize,
+    /// Samples per generation batch in the evaluations.
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch: usize,
+    /// First noise seed of the evaluations (the same for every training seed).
+    #[serde(default)]
+    pub eval_seed: u64,
+    /// Training seeds of the students (the CLI's `--seeds` overrides).
+    #[serde(default = "d_seeds")]
+    pub seeds: Vec<u64>,
+    /// The number-of-students ablation (same-size students, DM only).
+    pub student_counts: Vec<usize>,
+    /// The smaller students' network (must have fewer parameters than the teacher's).
+    pub small_net: NetConfig,
+    /// Capacity-bound students (e.g. a quarter of the teacher's parameters), trained
+    /// TSM → DM → ADM for every K of `capacity_counts`; none: no capacity rows.
+    #[serde(default)]
+    pub capacity_net: Option<NetConfig>,
+    #[serde(default = "d_capacity_counts")]
+    pub capacity_counts: Vec<usize>,
+    /// Equal total compute: for each K here, one student with K times the per-student budget
+    /// beside K students (same-size DM, and capacity-bound TSM → DM → ADM when planned).
+    #[serde(default = "d_equal_compute")]
+    pub equal_compute: Vec<usize>,
+    /// Controls: DM continued for the ADM stage's iterations (K = 1 and 4), and K = 4 with
+    /// regression weight 0.
+    #[serde(default = "d_true")]
+    pub controls: bool,
+    /// Timed repetitions for the latency (batch 1) and throughput figures.
+    #[serde(default = "d_reps")]
+    pub latency_reps: usize,
+    /// The batch of the throughput figure.
+    #[serde(default = "d_throughput_batch")]
+    pub throughput_batch: usize,
+}
+
+fn d_n() -> usize {
+    10_000
+}
+fn d_eval_batch() -> usize {
+    250
+}
+fn d_seeds() -> Vec<u64> {
+    vec![0]
+}
+fn d_capacity_counts() -> Vec<usize> {
+    vec![1, 2, 5, 10]
+}
+fn d_equal_compute() -> Vec<usize> {
+    vec![4, 10]
+}
+fn d_true() -> bool {
+    true
+}
+fn d_reps() -> usize {
+    20
+}
+fn d_throughput_batch() -> usize {
+    64
+}
+
+impl ExperimentConfig {
+    /// Reads `path` and resolves its paths against the file's folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut c: Self = toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.run, &mut c.teacher, &mut c.classifier] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if c.n < 4 || c.eval_batch == 0 || c.latency_reps == 0 || c.throughput_batch == 0 {
+            return Err(Error::format(
+                path,
+                "n must be ≥ 4 and eval_batch, latency_reps, throughput_batch ≥ 1",
+            ));
+        }
+        for (field, v) in [
+            ("student_counts", &c.student_counts),
+            ("capacity_counts", &c.capacity_counts),
+        ] {
+            if v.is_empty() || v.contains(&0) {
+                return Err(Error::format(
+                    path,
+                    format!("{field} needs at least one K ≥ 1"),
+                ));
+            }
+        }
+        if c.equal_compute.iter().any(|&k| k < 2) {
+            return Err(Error::format(path, "equal_compute: every K must be ≥ 2"));
+        }
+        if c.seeds.is_empty() {
+            return Err(Error::format(
+                path,
+                "seeds: give at least one training seed",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// The students' network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Size {
+    /// The teacher's network, initialised from it.
+    Same,
+    /// `small_net` (fewer parameters than the teacher).
+    Small,
+    /// `capacity_net` (capacity-bound: one student cannot hold every class well).
+    Capacity,
+}
+
+impl Size {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Size::Same => "same",
+            Size::Small => "small",
+            Size::Capacity => "capacity",
+        }
+    }
+}
+
+/// Per-student budget of a run relative to the run config's `[distill]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    /// The run config's budgets.
+    Standard,
+    /// Every stage's iterations (TSM, DM, ADM) times this factor (equal total compute).
+    Times(u64),
+    /// DM for its own plus the ADM stage's iterations (the control of "ADM helps").
+    DmPlusAdm,
+}
+
+/// One set of K students trained through some stages (a run directory per seed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPlan {
+    pub name: String,
+    pub students: usize,
+    pub size: Size,
+    pub partition: Strategy,
+    /// Consecutive stages of tsm, dm, adm.
+    pub stages: Vec<StageKind>,
+    pub budget: Budget,
+    /// Overrides the regression weight (the ablation); `None` = the run config's.
+    pub regression_weight: Option<f64>,
+}
+
+/// One row of the table: the teacher (`run = None`) or a run's students after `stage`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowPlan {
+    pub name: String,
+    /// Which part of the table: `main`, `students`, `partition`, `capacity`, `compute`, `controls`.
+    pub section: &'static str,
+    pub run: Option<String>,
+    /// `None` for the teacher row.
+    pub stage: Option<StageKind>,
+}
+
+impl RowPlan {
+    /// The evaluation this row reads (rows sharing a run and stage share it).
+    pub fn eval_id(&self) -> String {
+        eval_id(self.run.as_deref(), self.stage)
+    }
+}
+
+/// A comparison between two rows: "`better` has a lower FD than `worse`".
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimPlan {
+    pub claim: String,
+    /// Which question of the report it answers (a–e).
+    pub question: char,
+    pub better: String,
+    pub worse: String,
+    /// The paper's figures for the two sides.
+    pub paper: &'static str,
+}
+
+/// The evaluation id of a run's stage (`teacher` for the teacher row).
+pub fn eval_id(run: Option<&str>, stage: Option<StageKind>) -> String {
+    match (run, stage) {
+        (Some(r), Some(s)) => format!("{r}-{}", s.name()),
+        _ => "teacher".into(),
+    }
+}
+
+/// The partition strategy's name as configs and reports spell it.
+pub fn partition_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Contiguous => "contiguous",
+        Strategy::Random => "random",
+        Strategy::Kmeans => "kmeans",
+    }
+}
+
+/// The whole plan of an experiment config.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub runs: Vec<RunPlan>,
+    pub rows: Vec<RowPlan>,
+    pub claims: Vec<ClaimPlan>,
+}
+
+impl Plan {
+    pub fn run(&self, name: &str) -> Option<&RunPlan> {
+        self.runs.iter().find(|r| r.name == name)
+    }
+    pub fn row(&self, name: &str) -> Option<&RowPlan> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+}
+
+/// The runs, rows and claims of the reproduction table.
+pub fn plan(exp: &ExperimentConfig) -> Plan {
+    use StageKind::{Adm, Dm, Tsm};
+    let mut runs: Vec<RunPlan> = Vec::new();
+    let mut add = |name: String, k, size, partition, stages: &[StageKind], budget| {
+        if !runs.iter().any(|r: &RunPlan| r.name == name) {
+            runs.push(RunPlan {
+                name,
+                students: k,
+                size,
+                partition,
+                stages: stages.to_vec(),
+                budget,
+                regression_weight: None,
+            });
+        }
+    };
+    let c = Strategy::Contiguous;
+    add("k1".into(), 1, Size::Same, c, &[Dm, Adm], Budget::Standard);
+    add("k4".into(), 4, Size::Same, c, &[Dm, Adm], Budget::Standard);
+    add(
+        "k4-small-tsm".into(),
+        4,
+        Size::Small,
+        c,
+        &[Tsm, Dm, Adm],
+        Budget::Standard,
+    );
+    add(
+        "k4-small".into(),
+        4,
+        Size::Small,
+        c,
+        &[Dm, Adm],
+        Budget::Standard,
+    );
+    for &k in &exp.student_counts {
+        add(format!("k{k}"), k, Size::Same, c, &[Dm], Budget::Standard);
+    }
+    for s in [Strategy::Random, Strategy::Kmeans] {
+        add(
+            format!("k4-{}", partition_name(s)),
+            4,
+            Size::Same,
+            s,
+            &[Dm],
+            Budget::Standard,
+        );
+    }
+    let capacity = exp.capacity_net.is_some();
+    if capacity {
+        for &k in &exp.capacity_counts {
+            add(
+                format!("c{k}"),
+                k,
+                Size::Capacity,
+                c,
+                &[Tsm, Dm, Adm],
+                Budget::Standard,
+            );
+        }
+    }
+    for &k in &exp.equal_compute {
+        add(format!("k{k}"), k, Size::Same, c, &[Dm], Budget::Standard);
+        add(
+            format!("k1-x{k}"),
+            1,
+            Size::Same,
+            c,
+            &[Dm],
+            Budget::Times(k as u64),
+        );
+        if capacity {
+            add(
+                format!("c{k}"),
+                k,
+                Size::Capacity,
+                c,
+                &[Tsm, Dm, Adm],
+                Budget::Standard,
+            );
+            add(
+                format!("c1-x{k}"),
+                1,
+                Size::Capacity,
+                c,
+                &[Tsm, Dm, Adm],
+                Budget::Times(k as u64),
+            );
+        }
+    }
+    if exp.controls {
+        add("k1-dmx".into(), 1, Size::Same, c, &[Dm], Budget::DmPlusAdm);
+        add("k4-dmx".into(), 4, Size::Same, c, &[Dm], Budget::DmPlusAdm);
+        runs.push(RunPlan {
+            name: "k4-noreg".into(),
+            students: 4,
+            size: Size::Same,
+            partition: c,
+            stages: vec![Dm],
+            budget: Budget::Standard,
+            regression_weight: Some(0.0),
+        });
+    }
+
+    let mut rows = Vec::new();
+    let mut row = |name: String, section, run: Option<&str>, stage: Option<StageKind>| {
+        rows.push(RowPlan {
+            name,
+            section,
+            run: run.map(String::from),
+            stage,
+        })
+    };
+    row("teacher, Heun-18".into(), "main", None, None);
+    row("1 student, DM".into(), "main", Some("k1"), Some(Dm));
+    row("1 student, DM → ADM".into(), "main", Some("k1"), Some(Adm));
+    row("4 students, DM".into(), "main", Some("k4"), Some(Dm));
+    row("4 students, DM → ADM".into(), "main", Some("k4"), Some(Adm));
+    row(
+        "4 smaller students, TSM → DM → ADM".into(),
+        "main",
+        Some("k4-small-tsm"),
+        Some(Adm),
+    );
+    row(
+        "4 smaller students, DM → ADM (no TSM)".into(),
+        "main",
+        Some("k4-small"),
+        Some(Adm),
+    );
+    for &k in &exp.student_counts {
+        row(
+            format!("K = {k}, DM"),
+            "students",
+            Some(&format!("k{k}")),
+            Some(Dm),
+        );
+    }
+    for s in [Strategy::Contiguous, Strategy::Random, Strategy::Kmeans] {
+        let r = if s == Strategy::Contiguous {
+            "k4".to_string()
+        } else {
+            format!("k4-{}", partition_name(s))
+        };
+        row(
+            format!("K = 4, {} partition, DM", partition_name(s)),
+            "partition",
+            Some(&r),
+            Some(Dm),
+        );
+    }
+    if capacity {
+        for &k in &exp.capacity_counts {
+            row(
+                format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
+                "capacity",
+                Some(&format!("c{k}")),
+                Some(Adm),
+            );
+        }
+    }
+    for &k in &exp.equal_compute {
+        row(
+            format!("{k} students, DM, N iterations each"),
+            "compute",
+            Some(&format!("k{k}")),
+            Some(Dm),
+        );
+        row(
+            format!("1 student, DM, {k}·N iterations"),
+            "compute",
+            Some(&format!("k1-x{k}")),
+            Some(Dm),
+        );
+        if capacity {
+            row(
+                format!("{k} capacity-bound students, N iterations each"),
+                "compute",
+                Some(&format!("c{k}")),
+                Some(Adm),
+            );
+            row(
+                format!("1 capacity-bound student, {k}·N iterations"),
+                "compute",
+                Some(&format!("c1-x{k}")),
+                Some(Adm),
+            );
+        }
+    }
+    if exp.controls {
+        row(
+            "1 student, DM continued for the ADM iterations".into(),
+            "controls",
+            Some("k1-dmx"),
+            Some(Dm),
+        );
+        row(
+            "4 students, DM continued for the ADM iterations".into(),
+            "controls",
+            Some("k4-dmx"),
+            Some(Dm),
+        );
+        row(
+            "4 students, DM, regression weight 0".into(),
+            "controls",
+            Some("k4-noreg"),
+            Some(Dm),
+        );
+    }
+
+    let mut claims = Vec::new();
+    let mut claim = |question, claim: String, better: String, worse: String, paper| {
+        claims.push(ClaimPlan {
+            claim,
+            question,
+            better,
+            worse,
+            paper,
+        })
+    };
+    claim(
+        'a',
+        "4 same-size students beat 1 at equal per-student cost (DM → ADM)".into(),
+        "4 students, DM → ADM".into(),
+        "1 student, DM → ADM".into(),
+        "1.20 vs DMD2 1.28",
+    );
+    claim(
+        'a',
+        "4 same-size students beat 1 at equal per-student cost (DM)".into(),
+        "4 students, DM".into(),
+        "1 student, DM".into(),
+        "2.37 vs 2.60",
+    );
+    if capacity {
+        if let Some(&kmax) = exp.capacity_counts.iter().max() {
+            let one = exp.capacity_counts.contains(&1);
+            for &k in exp.capacity_counts.iter().filter(|&&k| k > 1 && one) {
+                claim(
+                    'a',
+                    format!("{k} capacity-bound students beat 1 at equal per-student cost"),
+                    format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
+                    "K = 1, capacity-bound students, TSM → DM → ADM".into(),
+                    if k == kmax {
+                        "K = 8: 2.32 vs K = 1: 2.60 (DM)"
+                    } else {
+                        ""
+                    },
+                );
+            }
+        }
+    }
+    for &k in &exp.equal_compute {
+        claim(
+            'b',
+            format!("{k} students beat 1 student with {k}× the iterations (DM)"),
+            format!("{k} students, DM, N iterations each"),
+            format!("1 student, DM, {k}·N iterations"),
+            if k == 4 {
+                "4 × B=32 vs 1 × B=128"
+            } else {
+                ""
+            },
+        );
+        if capacity {
+            claim(
+                'b',
+                format!("{k} capacity-bound students beat 1 with {k}× the iterations"),
+                format!("{k} capacity-bound students, N iterations each"),
+                format!("1 capacity-bound student, {k}·N iterations"),
+                "",
+            );
+        }
+    }
+    if exp.controls {
+        claim(
+            'c',
+            "ADM beats DM continued for the same iterations (1 student)".into(),
+            "1 student, DM → ADM".into(),
+            "1 student, DM continued for the ADM iterations".into(),
+            "",
+        );
+        claim(
+            'c',
+            "ADM beats DM continued for the same iterations (4 students)".into(),
+            "4 students, DM → ADM".into(),
+            "4 students, DM continued for the ADM iterations".into(),
+            "",
+        );
+    }
+    claim(
+        'd',
+        "TSM initialisation helps smaller students".into(),
+        "4 smaller students, TSM → DM → ADM".into(),
+        "4 smaller students, DM → ADM (no TSM)".into(),
+        "2.88 vs 11.67",
+    );
+    claim(
+        'd',
+        "same-size students beat smaller TSM students (the paper: close)".into(),
+        "4 students, DM → ADM".into(),
+        "4 smaller students, TSM → DM → ADM".into(),
+        "1.20 vs 2.88",
+    );
+    claim(
+        'e',
+        "contiguous partition beats random".into(),
+        "K = 4, contiguous partition, DM".into(),
+        "K = 4, random partition, DM".into(),
+        "2.37 vs 2.45",
+    );
+    claim(
+        'e',
+        "k-means partition beats random".into(),
+        "K = 4, kmeans partition, DM".into(),
+        "K = 4, random partition, DM".into(),
+        "2.39 vs 2.45",
+    );
+    if exp.controls {
+        claim(
+            'e',
+            "the regression loss (weight 0.25) helps".into(),
+            "4 students, DM".into(),
+            "4 students, DM, regression weight 0".into(),
+            "",
+        );
+    }
+    Plan { runs, rows, claims }
+}
+
+/// The stages a row's students went through (up to and including its own).
+pub fn stages_up_to(run: &RunPlan, stage: StageKind) -> Vec<StageKind> {
+    let end = run
+        .stages
+        .iter()
+        .position(|s| *s == stage)
+        .map_or(0, |i| i + 1);
+    run.stages[..end].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(counts: &[usize], capacity: bool) -> ExperimentConfig {
+        let net: NetConfig =
+            toml::from_str("kind = \"mlp\"\ndim = 2\nnum_classes = 10\nwidth = 8\ndepth = 1")
+                .expect("net");
+        ExperimentConfig {
+            run: "r.toml".into(),
+            teacher: "t".into(),
+            classifier: "c".into(),
+            n: 16,
+            eval_batch: 8,
+            eval_seed: 0,
+            seeds: vec![0, 1, 2],
+            student_counts: counts.to_vec(),
+            small_net: net.clone(),
+            capacity_net: capacity.then_some(net),
+            capacity_counts: vec![1, 2, 5, 10],
+            equal_compute: vec![4, 10],
+            controls: true,
+            latency_reps: 1,
+            throughput_batch: 4,
+        }
+    }
+
+    #[test]
+    fn every_row_reads_a_planned_run_stage_and_runs_are_not_duplicated() {
+        let p = plan(&config(&[1, 2, 5, 10], false));
+        assert_eq!(p.rows.len(), 7 + 4 + 3 + 2 * 2 + 3);
+        for r in &p.rows {
+            if let Some(name) = &r.run {
+                let run = p.run(name).expect(name);
+                assert!(run.stages.contains(&r.stage.unwrap()), "{name}");
+            }
+        }
+        let mut names: Vec<_> = p.runs.iter().map(|r| r.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), p.runs.len());
+        // The same students behind "4 students, DM", the contiguous row and the equal-compute
+        // row; with K = 4 in the ablation, that row joins them.
+        let count = |p: &Plan, id: &str| p.rows.iter().filter(|r| r.eval_id() == id).count();
+        assert_eq!(count(&p, "k4-dm"), 3);
+        assert_eq!(count(&p, "k1-dm"), 2);
+        let p8 = plan(&config(&[1, 2, 4, 8], false));
+        assert_eq!(count(&p8, "k4-dm"), 4);
+        assert!(p8.run("k5").is_none() && p8.run("k8").is_some());
+        // k10 comes from the equal-compute comparison even without K = 10 in the ablation.
+        assert!(p8.run("k10").is_some());
+        let small = p.run("k4-small").unwrap();
+        assert_eq!(
+            stages_up_to(small, StageKind::Adm),
+            vec![StageKind::Dm, StageKind::Adm]
+        );
+        assert_eq!(p.run("k1-x4").unwrap().budget, Budget::Times(4));
+        assert_eq!(p.run("k4-noreg").unwrap().regression_weight, Some(0.0));
+    }
+
+    #[test]
+    fn capacity_rows_and_every_claim_refer_to_planned_rows() {
+        let p = plan(&config(&[1, 2, 5, 10], true));
+        for k in [1, 2, 5, 10] {
+            let r = p.run(&format!("c{k}")).unwrap();
+            assert_eq!(r.size, Size::Capacity);
+            assert_eq!(
+                r.stages,
+                vec![StageKind::Tsm, StageKind::Dm, StageKind::Adm]
+            );
+        }
+        assert_eq!(p.run("c1-x10").unwrap().budget, Budget::Times(10));
+        for c in &p.claims {
+            assert!(p.row(&c.better).is_some(), "{}", c.better);
+            assert!(p.row(&c.worse).is_some(), "{}", c.worse);
+            assert_ne!(c.better, c.worse);
+        }
+        // Every question of the issue is asked.
+        for q in ['a', 'b', 'c', 'd', 'e'] {
+            assert!(p.claims.iter().any(|c| c.question == q), "{q}");
+        }
+        assert!(!plan(&config(&[1], false))
+            .runs
+            .iter()
+            .any(|r| r.size == Size::Capacity));
+    }
+}

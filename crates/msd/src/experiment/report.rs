@@ -1,0 +1,459 @@
+//! The image reproduction's `report.json` and `report.md`: one entry per table row with every
+//! figure as the mean over training seeds (FD also with its std and per-seed values), read from
+//! `evals/<id>/s<seed>/{eval.json,row.json}` (rows not evaluated yet are pending, rows missing
+//! some seeds partial), and the claims (paper / ours / verdict) that compare rows.
+
+use super::driver::{apply_budget, eval_dir, ExperimentOptions, RowRecord};
+use super::eval::EvalRecord;
+use super::plan::{partition_name, stages_up_to, Plan, RowPlan};
+use super::stats::{verdict_lower, Summary, Verdict};
+use super::{Provenance, StageKind};
+use crate::config::RunConfig;
+use crate::nets::NetConfig;
+use crate::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Whether a row has results for every seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowStatus {
+    Done,
+    /// Some seeds are evaluated (the figures are over those).
+    Partial,
+    Pending,
+}
+
+/// One row of `report.json`; figures are means over the evaluated seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportRow {
+    pub name: String,
+    pub section: String,
+    pub students: usize,
+    /// `teacher`, `same`, `small` or `capacity`.
+    pub size: String,
+    pub stages: Vec<StageKind>,
+    pub partition: String,
+    pub status: RowStatus,
+    /// The seeds whose results the figures are over.
+    pub seeds_done: Vec<u64>,
+    /// Generator iterations per student (DM + ADM stages up to this row's) and the batch.
+    pub iterations_per_student: u64,
+    pub tsm_steps_per_student: u64,
+    pub batch_per_student: usize,
+    pub fd: Option<f64>,
+    pub fd_std: Option<f64>,
+    pub fd_per_seed: Vec<f64>,
+    pub kid: Option<f64>,
+    /// KID's own estimator std (subsets), mean over seeds.
+    pub kid_std: Option<f64>,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub class_accuracy: Option<f64>,
+    pub per_class_accuracy: Vec<f64>,
+    pub n: Option<usize>,
+    pub floor_fd: Option<f64>,
+    pub generation_seconds: Option<f64>,
+    pub params_per_student: Option<i64>,
+    pub latency_ms_b1: Option<f64>,
+    pub images_per_s: Option<f64>,
+    pub throughput_batch: usize,
+    pub train_seconds: Option<f64>,
+    pub nfe: Option<usize>,
+    pub timing_reps: Option<usize>,
+    /// The first evaluated seed's bundle, evaluation and sample grid.
+    pub bundle: Option<PathBuf>,
+    pub eval: Option<PathBuf>,
+    pub grid: Option<PathBuf>,
+    /// The paper's figure for the row (ImageNet-64 FID).
+    pub paper: String,
+}
+
+/// One claim: the paper's statement, its figures, ours (mean ± std) and the verdict.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claim {
+    pub claim: String,
+    /// The issue's question it answers (a: K vs 1 at equal per-student cost; b: equal total
+    /// compute; c: ADM vs DM continued; d: smaller TSM students; e: partitions, regression).
+    pub question: String,
+    pub paper: String,
+    pub ours: String,
+    /// `None` while a side is not evaluated.
+    pub verdict: Option<Verdict>,
+}
+
+/// Model sizes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sizes {
+    pub teacher_params: i64,
+    pub small_params: i64,
+    pub capacity_params: Option<i64>,
+    pub teacher_net: NetConfig,
+    pub small_net: NetConfig,
+    pub capacity_net: Option<NetConfig>,
+}
+
+/// `report.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExperimentReport {
+    pub experiment: PathBuf,
+    pub run_config: PathBuf,
+    pub provenance: Provenance,
+    pub seeds: Vec<u64>,
+    /// Samples per evaluation, its first noise seed and batch (the same for every seed).
+    pub n: usize,
+    pub eval_seed: u64,
+    pub eval_batch: usize,
+    pub feature_net: PathBuf,
+    pub sizes: Sizes,
+    /// The run config's per-student budgets (rows may scale them; see each row).
+    pub dm_iterations: u64,
+    pub adm_iterations: u64,
+    pub tsm_steps: u64,
+    pub batch: usize,
+    pub ttur: u64,
+    pub sampler_steps: usize,
+    pub guidance: f64,
+    pub real_guidance: f64,
+    pub rows: Vec<ReportRow>,
+    pub claims: Vec<Claim>,
+    /// Rows with results for every seed, of all rows.
+    pub rows_done: usize,
+}
+
+/// The paper's figure for a row (ImageNet-64 FID), for the table's last column.
+fn paper(row: &RowPlan) -> &'static str {
+    match (row.section, row.name.as_str()) {
+        ("main", "1 student, DM → ADM") => "DMD2 1.28",
+        ("main", "4 students, DM") => "2.37",
+        ("main", "4 students, DM → ADM") => "1.20",
+        ("main", "4 smaller students, TSM → DM → ADM") => "2.88",
+        ("main", "4 smaller students, DM → ADM (no TSM)") => "11.67",
+        ("students", "K = 1, DM") => "2.60",
+        ("students", "K = 2, DM") => "2.49",
+        ("students", "K = 4, DM") => "2.37",
+        ("students", "K = 5, DM") => "K = 4: 2.37",
+        ("students", "K = 8, DM") => "2.32",
+        ("students", "K = 10, DM") => "K = 8: 2.32",
+        ("partition", "K = 4, contiguous partition, DM") => "2.37",
+        ("partition", "K = 4, random partition, DM") => "2.45",
+        ("partition", "K = 4, kmeans partition, DM") => "2.39",
+        _ => "",
+    }
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Reads every row's results and writes both reports.
+pub(crate) fn write_report(
+    o: &ExperimentOptions,
+    base: &RunConfig,
+    plan: &Plan,
+    seeds: &[u64],
+    small_params: i64,
+    capacity_params: Option<i64>,
+    teacher_params: i64,
+) -> Result<ExperimentReport> {
+    let exp = &o.exp;
+    let mut rows = Vec::new();
+    for row in &plan.rows {
+        let id = row.eval_id();
+        let run = row.run.as_ref().and_then(|n| plan.run(n));
+        let (students, size, stages, partition) = match run {
+            None => (1, "teacher".to_string(), vec![], "none".to_string()),
+            Some(r) => (
+                r.students,
+                r.size.as_str().to_string(),
+                row.stage.map(|s| stages_up_to(r, s)).unwrap_or_default(),
+                partition_name(r.partition).to_string(),
+            ),
+        };
+        let mut cfg = base.clone();
+        if let Some(r) = run {
+            apply_budget(&mut cfg, r);
+        }
+        let d = &cfg.distill;
+        let iterations: u64 = stages
+            .iter()
+            .map(|s| match s {
+                StageKind::Dm => d.iterations,
+                StageKind::Adm => d.adm.iterations,
+                StageKind::Cd => d.cd.iterations,
+                StageKind::Tsm => 0,
+            })
+            .sum();
+        // The teacher row has no training seed: one evaluation.
+        let dirs: Vec<(Option<u64>, PathBuf)> = match run {
+            None => vec![(None, eval_dir(&o.out, &id, None))],
+            Some(_) => seeds
+                .iter()
+                .map(|&s| (Some(s), eval_dir(&o.out, &id, Some(s))))
+                .collect(),
+        };
+        let mut found: Vec<(Option<u64>, PathBuf, EvalRecord, RowRecord)> = Vec::new();
+        for (s, dir) in dirs.iter() {
+            if let (Ok(e), Ok(r)) = (
+                read_json::<EvalRecord>(&dir.join("eval.json")),
+                read_json::<RowRecord>(&dir.join("row.json")),
+            ) {
+                found.push((*s, dir.clone(), e, r));
+            }
+        }
+        let status = if found.is_empty() {
+            RowStatus::Pending
+        } else if found.len() == dirs.len() {
+            RowStatus::Done
+        } else {
+            RowStatus::Partial
+        };
+        let col = |f: &dyn Fn(&EvalRecord, &RowRecord) -> Option<f64>| -> Option<f64> {
+            mean(
+                &found
+                    .iter()
+                    .filter_map(|(_, _, e, r)| f(e, r))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let fd = Summary::of(&found.iter().map(|x| x.2.fd).collect::<Vec<_>>());
+        let classes = found.first().map_or(0, |x| x.2.per_class_accuracy.len());
+        let first = found.first();
+        rows.push(ReportRow {
+            name: row.name.clone(),
+            section: row.section.to_string(),
+            students,
+            size,
+            stages,
+            partition,
+            status,
+            seeds_done: found.iter().filter_map(|x| x.0).collect(),
+            iterations_per_student: iterations,
+            tsm_steps_per_student: if run.is_some_and(|r| r.stages.contains(&StageKind::Tsm)) {
+                d.tsm.steps
+            } else {
+                0
+            },
+            batch_per_student: d.batch_size,
+            fd: (!found.is_empty()).then_some(fd.mean),
+            fd_std: (!found.is_empty()).then_some(fd.std),
+            fd_per_seed: fd.per_seed,
+            kid: col(&|e, _| Some(e.kid)),
+            kid_std: col(&|e, _| Some(e.kid_std)),
+            precision: col(&|e, _| Some(e.precision)),
+            recall: col(&|e, _| Some(e.recall)),
+            class_accuracy: col(&|e, _| Some(e.class_accuracy)),
+            per_class_accuracy: (0..classes)
+                .filter_map(|c| {
+                    mean(
+                        &found
+                            .iter()
+                            .filter_map(|x| x.2.per_class_accuracy.get(c).copied())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect(),
+            n: first.map(|x| x.2.n),
+            floor_fd: first.map(|x| x.2.floor_fd),
+            generation_seconds: col(&|e, _| Some(e.generation_seconds)),
+            params_per_student: first.map(|x| x.3.params_per_student),
+            latency_ms_b1: col(&|_, r| Some(r.latency_ms_b1)),
+            images_per_s: col(&|_, r| Some(r.images_per_s)),
+            throughput_batch: exp.throughput_batch,
+            train_seconds: col(&|_, r| r.train_seconds),
+            nfe: first.map(|x| x.3.nfe),
+            timing_reps: first.map(|x| x.3.timing_reps),
+            bundle: first.and_then(|x| x.3.bundle.clone()),
+            eval: first.map(|x| x.1.join("eval.json")),
+            grid: first.map(|x| x.1.join("samples.png")),
+            paper: paper(row).to_string(),
+        });
+    }
+    let summary = |name: &str| -> Option<Summary> {
+        let r = rows.iter().find(|r| r.name == name)?;
+        r.fd.map(|_| Summary::of(&r.fd_per_seed))
+    };
+    let claims = plan
+        .claims
+        .iter()
+        .map(|c| {
+            let (b, w) = (summary(&c.better), summary(&c.worse));
+            let (ours, verdict) = match (&b, &w) {
+                (Some(b), Some(w)) => (
+                    format!(
+                        "FD {} vs {} ({:+.1}%)",
+                        b.show(3),
+                        w.show(3),
+                        100.0 * (b.mean - w.mean) / w.mean
+                    ),
+                    Some(verdict_lower(b, w)),
+                ),
+                _ => ("pending".to_string(), None),
+            };
+            Claim {
+                claim: c.claim.clone(),
+                question: c.question.to_string(),
+                paper: c.paper.to_string(),
+                ours,
+                verdict,
+            }
+        })
+        .collect();
+    let d = &base.distill;
+    let report = ExperimentReport {
+        experiment: o.config_path.clone(),
+        run_config: exp.run.clone(),
+        provenance: o.provenance.clone(),
+        seeds: seeds.to_vec(),
+        n: exp.n,
+        eval_seed: exp.eval_seed,
+        eval_batch: exp.eval_batch,
+        feature_net: exp.classifier.clone(),
+        sizes: Sizes {
+            teacher_params,
+            small_params,
+            capacity_params,
+            teacher_net: base.model.net.clone(),
+            small_net: exp.small_net.clone(),
+            capacity_net: exp.capacity_net.clone(),
+        },
+        dm_iterations: d.iterations,
+        adm_iterations: d.adm.iterations,
+        tsm_steps: d.tsm.steps,
+        batch: d.batch_size,
+        ttur: d.ttur,
+        sampler_steps: base.sampler.steps,
+        guidance: base.sampler.guidance,
+        real_guidance: d.real_guidance,
+        rows_done: rows.iter().filter(|r| r.status == RowStatus::Done).count(),
+        rows,
+        claims,
+    };
+    write_json_atomic(&o.out.join("report.json"), &report)?;
+    write_bytes_atomic(&o.out.join("report.md"), markdown(&report).as_bytes())?;
+    Ok(report)
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn stages(v: &ReportRow) -> String {
+    if v.stages.is_empty() {
+        "Heun".into()
+    } else {
+        v.stages
+            .iter()
+            .map(|s| s.name().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+}
+
+fn markdown(r: &ExperimentReport) -> String {
+    let seeds: Vec<String> = r.seeds.iter().map(|s| s.to_string()).collect();
+    let mut md = format!(
+        "# MSD reproduction on MNIST-10k\n\n\
+Generated by `{}` (commit `{}`). Hardware: {}. Training seeds {} (every student figure is the mean \
+over them; FD as mean ± sample std, per-seed values in `report.json`); the evaluation noise is the \
+same for every seed. Every row: {} samples (balanced over the classes, noise seeds from {} in \
+batches of {}), scored by the project's own CNN classifier `{}` (penultimate-layer features; not \
+Inception, so FD/KID are not comparable with published FID). Students: 1 network evaluation per \
+sample from the student that owns its class; teacher: Heun-{} with classifier-free guidance {} (the \
+students' real score uses guidance {}).\n\n\
+Per-student budgets of the run config: DM {} iterations, ADM {} iterations, TSM {} steps, batch {}, \
+TTUR {}; rows marked `·N` scale them (column `iters/student`). Sizes: teacher and same-size \
+students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
+        r.provenance.command,
+        r.provenance.commit,
+        r.provenance.hardware,
+        seeds.join(", "),
+        r.n,
+        r.eval_seed,
+        r.eval_batch,
+        r.feature_net.display(),
+        r.sampler_steps,
+        r.guidance,
+        r.real_guidance,
+        r.dm_iterations,
+        r.adm_iterations,
+        r.tsm_steps,
+        r.batch,
+        r.ttur,
+        r.sizes.teacher_params,
+        r.sizes.small_params,
+        r.sizes
+            .capacity_params
+            .map_or("—".to_string(), |p| p.to_string()),
+    );
+    md.push_str("## Claims\n\n| question | claim | paper (ImageNet-64 FID) | ours (FD) | verdict |\n|---|---|---|---|---|\n");
+    for c in &r.claims {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            c.question,
+            c.claim,
+            c.paper,
+            c.ours,
+            c.verdict.map_or("pending", |v| v.as_str())
+        ));
+    }
+    md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise` (always so with one seed).\n\n");
+    let mut floor = None;
+    for (section, title) in [
+        ("main", "Main table"),
+        ("students", "Number of students (same size, DM)"),
+        ("partition", "Partition strategy (K = 4, DM)"),
+        ("capacity", "Capacity-bound students (TSM → DM → ADM)"),
+        ("compute", "Equal total compute"),
+        ("controls", "Controls"),
+    ] {
+        if !r.rows.iter().any(|v| v.section == section) {
+            continue;
+        }
+        md.push_str(&format!(
+            "## {title}\n\n| row | K | size | stages | iters/student | seeds | FD | KID | precision | recall | class acc. | params/student | ms/image b1 | images/s b{} | train s | paper | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            r.rows.first().map_or(0, |v| v.throughput_batch)
+        ));
+        for v in r.rows.iter().filter(|v| v.section == section) {
+            floor = floor.or(v.floor_fd);
+            let fd =
+                v.fd.map(|_| Summary::of(&v.fd_per_seed).show(3))
+                    .unwrap_or_else(|| "pending".into());
+            let grid = v
+                .grid
+                .as_ref()
+                .map(|g| format!("[png]({})", g.display()))
+                .unwrap_or_default();
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                v.name,
+                v.students,
+                v.size,
+                stages(v),
+                v.iterations_per_student,
+                v.seeds_done.len(),
+                fd,
+                num(v.kid, 4),
+                num(v.precision, 3),
+                num(v.recall, 3),
+                num(v.class_accuracy.map(|x| 100.0 * x), 2),
+                v.params_per_student.map_or("—".into(), |p| p.to_string()),
+                num(v.latency_ms_b1, 2),
+                num(v.images_per_s, 1),
+                num(v.train_seconds, 0),
+                v.paper,
+                grid
+            ));
+        }
+        md.push('\n');
+    }
+    if let Some(f) = floor {
+        md.push_str(&format!(
+            "Floor: the held-out real images against the training split give FD {f:.3}.\n\n"
+        ));
+    }
+    md.push_str("Columns: FD and KID on the classifier's features against the training split (means over the evaluated seeds; `seeds` = how many); precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); train s = summed training-loop seconds of all the row's students and stages, mean over seeds. Rows that share a run and stage share one evaluation per seed. `fd_vs_k.png`: FD against K per student size (± std); `fd_vs_iterations.png`: the K = 1 capacity-bound student's FD against its iterations.\n");
+    md
+}
