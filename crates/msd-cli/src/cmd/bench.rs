@@ -7,7 +7,8 @@
 //! - `dm_iteration` at the distillation batch: a fake-score update and a generator update whose
 //!   VSD direction uses the guided teacher (the real score) and the fake score;
 //! - `teacher_heun18_guided` at batch 250: Heun-18 (35 NFE) with classifier-free guidance, so
-//!   500 samples pass through the network per evaluation;
+//!   500 samples pass through the network per evaluation (`teacher_heun{N}_guided` with
+//!   `--teacher-steps N`: a shorter run of the same per-step work);
 //! - `teacher_guided_forward` at batch 250 under glibc's default allocator and under
 //!   [`msd::runtime::AllocatorPolicy::Reuse`] (the "before/after" rows; ours only, timed in a
 //!   child process started with `MSD_ALLOCATOR=system`).
@@ -325,7 +326,10 @@ fn teacher_keys(a: &Args) -> Vec<Key> {
     }
     a.precision
         .iter()
-        .map(|&p| ("teacher_heun18_guided".into(), a.teacher_batch, p))
+        .map(|&p| {
+            let name = format!("teacher_heun{}_guided", a.teacher_steps);
+            (name, a.teacher_batch, p)
+        })
         .collect()
 }
 
@@ -335,7 +339,9 @@ fn time_ours(ctx: &Ctx, a: &Args, key: &Key) -> Result<f64> {
         "student_one_step" => ctx.student_one_step(b, p),
         "train_step" => ctx.train_step(b, p),
         "dm_iteration" => ctx.dm_iteration(p),
-        "teacher_heun18_guided" => ctx.teacher_heun(b, a.teacher_steps, a.teacher_reps, p),
+        n if n.starts_with("teacher_heun") => {
+            ctx.teacher_heun(b, a.teacher_steps, a.teacher_reps, p)
+        }
         "teacher_guided_forward" => ctx.teacher_forward(b, p),
         _ => bail!("unknown bench row {name}"),
     }
