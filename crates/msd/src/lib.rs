@@ -14,11 +14,7 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
-<<<<<<< HEAD
-=======
 pub mod experiment;
-pub mod limits;
->>>>>>> main
 pub mod launch;
 pub mod limits;
 pub mod model;

@@ -2,11 +2,9 @@
 //! [`msd::pipeline::Distiller`]; this file maps flags onto its options and shows its progress.
 
 use crate::progress;
-use anyhow::{anyhow, bail, Context, Result};
-use msd::distill::{distill_student, DistillConfig, StudentJob};
-use msd::model::EdmModel;
+use anyhow::{anyhow, bail, Result};
 use msd::pipeline::{check_stages, DistillOptions, Distiller, Observer, StageDone, StageKind};
-use msd::teacher::{Progress, TrainSummary};
+use msd::teacher::Progress;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -46,23 +44,6 @@ fn show(bar: &indicatif::ProgressBar, p: Progress) {
         }
         Progress::Checkpoint { .. } => {}
     }
-}
-
-/// Trains one student's stage with a progress bar labelled `label`.
-pub fn train_one(
-    cfg: &DistillConfig,
-    job: &StudentJob,
-    label: &str,
-) -> Result<(EdmModel, TrainSummary)> {
-    let total = match job.stage {
-        StageKind::Adm => cfg.adm.iterations,
-        StageKind::Cd => cfg.cd.iterations,
-        _ => cfg.iterations,
-    };
-    let bar = progress::bar(total, label);
-    let r = distill_student(cfg, job, &mut |p| show(&bar, p));
-    bar.finish_and_clear();
-    r.with_context(|| format!("student {} ({})", job.student, job.dir.display()))
 }
 
 /// Progress bars and one line per finished stage.
