@@ -26,6 +26,7 @@ pub mod runtime;
 mod tagged;
 pub mod teacher;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};
 
