@@ -111,7 +111,7 @@ fn serve_refuses_bad_flags_with_one_line() {
         ),
         (
             vec!["serve", "--bundle", b, "--max-batch", "0"],
-            "--max-batch must be at least 1",
+            "--max-batch must be between 1 and",
         ),
         (
             vec!["serve", "--bundle", b, "--max-wait-ms=-1"],
