@@ -454,10 +454,11 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether `dir/row.json` exists, was made with `key`, and `dir/eval.json` exists.
+/// Whether `dir/row.json` exists, was made with `key`, and `dir/eval.json` exists and scored
+/// the samples as 8-bit images (older evaluations are made again).
 fn row_done(dir: &Path, key: &str) -> bool {
     read_json::<RowRecord>(&dir.join("row.json")).is_ok_and(|r| r.key == key)
-        && read_json::<EvalRecord>(&dir.join("eval.json")).is_ok()
+        && read_json::<EvalRecord>(&dir.join("eval.json")).is_ok_and(|e| e.samples_as.is_some())
 }
 
 /// Passes the pipeline's progress on to an experiment observer.

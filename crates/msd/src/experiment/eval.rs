@@ -41,6 +41,10 @@ pub struct EvalRecord {
     pub generation_seconds: f64,
     #[serde(default)]
     pub nfe: usize,
+    /// How generated images were made 8-bit before features ([`crate::eval::QUANTIZATION`]);
+    /// absent in evaluations scored on raw values, which are therefore made again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_as: Option<String>,
 }
 
 /// What is evaluated.
@@ -136,6 +140,7 @@ impl Scorer {
                 floor_fd: self.floor_fd,
                 generation_seconds,
                 nfe,
+                samples_as: Some(crate::eval::QUANTIZATION.into()),
             },
             x,
             labels,
