@@ -14,13 +14,9 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
-<<<<<<< HEAD
-=======
 pub mod experiment;
 pub mod limits;
->>>>>>> main
 pub mod launch;
-pub mod limits;
 pub mod model;
 pub mod nets;
 pub mod partition;
