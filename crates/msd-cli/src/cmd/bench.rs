@@ -122,11 +122,6 @@ pub struct Speedup {
     pub factor: f64,
 }
 
-/// Median wall time in milliseconds of `reps` runs of `f` after 2 warm-up runs.
-pub fn median_ms(reps: usize, f: impl FnMut()) -> f64 {
-    median_ms_warm(2, reps, f)
-}
-
 /// Median wall time in milliseconds of `reps` runs of `f` after `warm` warm-up runs.
 pub fn median_ms_warm(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..warm {
