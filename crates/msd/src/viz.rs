@@ -87,7 +87,7 @@ impl Panel {
 pub fn image_grid(bytes: &[u8], shape: [usize; 3], rows: &[Vec<usize>]) -> Result<RgbImage> {
     let [c, h, w] = shape;
     let per = c * h * w;
-    if !(c == 1 || c == 3) || per == 0 || bytes.len() % per != 0 {
+    if !(c == 1 || c == 3) || per == 0 || !bytes.len().is_multiple_of(per) {
         return Err(Error::Invalid(format!(
             "an image grid needs [1 or 3, H, W] images, got {shape:?} for {} values",
             bytes.len()

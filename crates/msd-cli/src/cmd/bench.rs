@@ -495,7 +495,8 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or_else(|| "python3".into());
     let keys = row_keys(&a, ctx.dm_batch);
     let tkeys = teacher_keys(&a);
-    let (mut ours, mut peer): (Vec<(Key, f64)>, Vec<(Key, f64)>) = (Vec::new(), Vec::new());
+    let mut ours: Vec<(Key, f64)> = Vec::new();
+    let mut peer: Vec<(Key, f64)> = Vec::new();
     let (mut torch_version, mut peer_params) = (None, None);
     let mut alloc_rows = Vec::new();
     for round in 0..a.rounds.max(1) {
