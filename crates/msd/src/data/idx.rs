@@ -277,7 +277,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let px: Vec<u8> = (0..3 * 2 * 4).map(|i| i as u8).collect();
         let img = encode_images(3, 2, 4, &px);
-        let lab = encode_labels(&[7, 0, 9]);
+        let lab = encode_labels(&[2, 0, 1]);
         for (i, l) in [
             (write(d.path(), "i", &img), write(d.path(), "l", &lab)),
             (
@@ -288,7 +288,7 @@ mod tests {
             let (im, lb) = read_pair(&i, &l).unwrap();
             assert_eq!((im.n, im.rows, im.cols), (3, 2, 4));
             assert_eq!(im.pixels, px);
-            assert_eq!(lb, vec![7, 0, 9]);
+            assert_eq!(lb, vec![2, 0, 1]);
         }
     }
 
@@ -345,7 +345,7 @@ mod tests {
             .contains("truncated"));
         // Count mismatch.
         let i = write(d.path(), "img.idx", &img);
-        let l2 = write(d.path(), "two.idx", &encode_labels(&[1, 2]));
+        let l2 = write(d.path(), "two.idx", &encode_labels(&[0, 1]));
         let e = read_pair(&i, &l2).unwrap_err().to_string();
         assert!(
             e.contains("two.idx")
