@@ -739,6 +739,9 @@ mod tests {
     #[test]
     fn generation_is_balanced_and_seeded() {
         use crate::diffusion::denoiser::GaussianDenoiser;
+        // generate() seeds libtorch's process-global generator: other tests must not reseed it
+        // between the two draws.
+        let _rng = crate::rng_guard();
         let den = GaussianDenoiser {
             mean: Tensor::zeros([1, 2, 2], (Kind::Float, Device::Cpu)),
             std: 0.5,
