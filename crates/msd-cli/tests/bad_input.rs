@@ -69,6 +69,23 @@ fn idx_labels(labels: &[u8]) -> Vec<u8> {
 struct Fixtures {
     _dir: tempfile::TempDir,
     cases: Vec<(String, Vec<String>, &'static str)>,
+    /// A run directory the test holds locked while the cases run.
+    busy: PathBuf,
+}
+
+/// A tiny toy run config (2 teacher steps, 2 DM iterations), with `edit` applied to its text.
+const TINY: &str = "seed = 0\n[data]\nkind = \"toy2d\"\n[model.net]\nkind = \"mlp\"\ndim = 2\nnum_classes = 8\nwidth = 16\ndepth = 1\n[teacher]\nsteps = 2\nbatch_size = 8\ncheckpoint_every = 2\n[sampler]\nsteps = 4\n[distill]\nstudents = 4\niterations = 2\nbatch_size = 8\nttur = 1\nregression_pairs_per_class = 4\nregression_batch = 4\ncheckpoint_every = 2\nkmeans_samples_per_class = 4\n";
+
+/// `TINY` with `from` replaced by `to` (or `to` appended when `from` is empty), written to `path`.
+fn tiny_config(path: &Path, from: &str, to: &str) -> PathBuf {
+    let text = if from.is_empty() {
+        format!("{TINY}{to}\n")
+    } else {
+        assert!(TINY.contains(from), "{from}");
+        TINY.replacen(from, to, 1)
+    };
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
 }
 
 fn fixtures() -> Fixtures {
@@ -328,33 +345,156 @@ fn fixtures() -> Fixtures {
             "data.size",
         ),
     ];
-    // A run directory in use.
-    let busy = d.join("busy");
-    let cfg = d.join("tiny.toml");
-    std::fs::write(
-        &cfg,
-        "seed = 0\n[data]\nkind = \"toy2d\"\n[model.net]\nkind = \"mlp\"\ndim = 2\nnum_classes = 8\nwidth = 16\ndepth = 1\n[teacher]\nsteps = 2\nbatch_size = 8\ncheckpoint_every = 2\n",
-    )
-    .unwrap();
+    // Out-of-range config fields: each refused at load, naming the field, before any work.
+    let configs: [(&str, &str, &str, &'static str); 13] = [
+        (
+            "batch_size 1e12",
+            "batch_size = 8",
+            "batch_size = 1000000000000",
+            "teacher.batch_size",
+        ),
+        (
+            "width 1e12",
+            "width = 16",
+            "width = 1000000000000",
+            "net.width",
+        ),
+        (
+            "regression_pairs_per_class 1e12",
+            "regression_pairs_per_class = 4",
+            "regression_pairs_per_class = 1000000000000",
+            "distill.regression_pairs_per_class",
+        ),
+        ("toy dim 3", "dim = 2", "dim = 3", "model.net"),
+        (
+            "sigma_data 0",
+            "",
+            "[model.precond]\nsigma_data = 0.0",
+            "sigma_data",
+        ),
+        (
+            "sigma_data -1",
+            "",
+            "[model.precond]\nsigma_data = -1.0",
+            "sigma_data",
+        ),
+        (
+            "lr -1",
+            "",
+            "[teacher.optimizer]\nlr = -1.0",
+            "teacher.optimizer.lr",
+        ),
+        (
+            "ema_decay 2",
+            "checkpoint_every = 2\n[sampler]",
+            "checkpoint_every = 2\nema_decay = 2.0\n[sampler]",
+            "teacher.ema_decay",
+        ),
+        (
+            "ema_decay -3",
+            "checkpoint_every = 2\n[sampler]",
+            "checkpoint_every = 2\nema_decay = -3.0\n[sampler]",
+            "teacher.ema_decay",
+        ),
+        (
+            "distill ema_decay 2",
+            "ttur = 1",
+            "ttur = 1\nema_decay = 2.0",
+            "distill.ema_decay",
+        ),
+        (
+            "regression_weight -1",
+            "ttur = 1",
+            "ttur = 1\nregression_weight = -1.0",
+            "distill.regression_weight",
+        ),
+        (
+            "sampler.steps 0",
+            "[sampler]\nsteps = 4",
+            "[sampler]\nsteps = 0",
+            "sampler.steps",
+        ),
+        (
+            "distill lr NaN",
+            "",
+            "[distill.fake_optimizer]\nlr = nan",
+            "distill.fake_optimizer.lr",
+        ),
+    ];
+    for (i, (what, from, to, needle)) in configs.into_iter().enumerate() {
+        let c = tiny_config(&d.join(format!("bad{i}.toml")), from, to);
+        let out = d.join(format!("bad-run{i}"));
+        cases.push((
+            format!("config {what}"),
+            s(&["train-teacher", "--config", &p(&c), "--out", &p(&out)]),
+            needle,
+        ));
+    }
     cases.push((
-        "train-teacher on a locked --out".into(),
-        s(&["train-teacher", "--config", &p(&cfg), "--out", &p(&busy)]),
-        "in use",
+        "sample n 1e12".into(),
+        s(&[
+            "sample",
+            "--teacher",
+            &t,
+            "--n",
+            "1000000000000",
+            "--out",
+            &png,
+        ]),
+        "--n 1000000000000",
     ));
-    Fixtures { _dir: dir, cases }
+    let existing = d.join("existing");
+    std::fs::create_dir_all(&existing).unwrap();
+    cases.push((
+        "sample --out an existing directory".into(),
+        s(&["sample", "--teacher", &t, "--out", &p(&existing)]),
+        "is a directory",
+    ));
+    cases.push((
+        "sample --out without a picture extension".into(),
+        s(&["sample", "--teacher", &t, "--out", &p(&d.join("noext"))]),
+        "--out",
+    ));
+    // A run directory in use (held exclusively by the test): every writer refuses it.
+    let busy = d.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let cfg = tiny_config(&busy.join("config.toml"), "", "");
+    for (what, args) in [
+        (
+            "train-teacher",
+            vec!["train-teacher", "--config", &p(&cfg), "--out", &p(&busy)],
+        ),
+        (
+            "import-teacher",
+            vec![
+                "import-teacher",
+                "--config",
+                &p(&cfg),
+                "--out",
+                &p(&busy),
+                "--teacher",
+                &t,
+            ],
+        ),
+        ("distill", vec!["distill", "--run", &p(&busy)]),
+        ("partition", vec!["partition", "--run", &p(&busy)]),
+        ("bundle", vec!["bundle", "--run", &p(&busy)]),
+    ] {
+        cases.push((format!("{what} on a locked run"), s(&args), "in use"));
+    }
+    Fixtures {
+        _dir: dir,
+        cases,
+        busy,
+    }
 }
 
 #[test]
 fn every_bad_input_is_one_clear_error_line() {
     tch::set_num_threads(1);
     let f = fixtures();
-    // Held for the locked-directory case.
-    let busy = f
-        .cases
-        .last()
-        .map(|(_, args, _)| PathBuf::from(&args[4]))
-        .unwrap();
-    let _lock = msd::train::lock::RunLock::acquire(&busy).unwrap();
+    // Held for the locked-directory cases.
+    let _lock = msd::train::lock::RunLock::acquire(&f.busy).unwrap();
     let mut failures = Vec::new();
     for (what, args, needle) in &f.cases {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -480,4 +620,69 @@ fn msd_serve_stop(child: &mut std::process::Child) -> std::io::Result<std::proce
         .args(["-TERM", &child.id().to_string()])
         .status()?;
     child.wait()
+}
+
+/// The "other" class of the corpus, on a tiny real run: a killed teacher's debris (a temp file,
+/// a missing preview, no final files) is cleaned and redone on resume; `msd partition --students
+/// 2` followed by `msd distill --student 0` (the documented flow) trains that student; a diverging
+/// learning rate names its suspects.
+#[test]
+fn resume_cleans_kill_debris_and_the_partition_flow_works() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let run = d.join("run");
+    let cfg = tiny_config(&d.join("tiny.toml"), "", "");
+    let teach = || msd(&["train-teacher", "--config", &p(&cfg), "--out", &p(&run)]);
+    let (code, err) = teach();
+    assert_eq!(code, Some(0), "{err}");
+    let teacher = run.join("teacher");
+    let preview = teacher.join("samples").join("step-0000002.png");
+    assert!(preview.exists());
+    // What a kill -9 after the last checkpoint leaves: no final files, no preview, a temp file.
+    let tmp = teacher
+        .join("checkpoints")
+        .join("model.safetensors.999999.tmp");
+    std::fs::write(&tmp, b"partial").unwrap();
+    for f in [&preview, &teacher.join("train.json")] {
+        std::fs::remove_file(f).unwrap();
+    }
+    let (code, err) = teach();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(preview.exists(), "the missing preview is redone on resume");
+    assert!(!tmp.exists(), "kill debris is removed on resume");
+    assert!(!err.contains("panicked at"), "{err}");
+
+    // The documented flow: repartition for 2 students, then train student 0.
+    let (code, err) = msd(&["partition", "--run", &p(&run), "--students", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = msd(&["distill", "--run", &p(&run), "--student", "0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(run
+        .join("students")
+        .join("0")
+        .join("dm")
+        .join("model.safetensors")
+        .exists());
+    let (code, err) = msd(&["distill", "--run", &p(&run), "--student", "2"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--student 2"), "{err}");
+
+    // A learning rate that makes the loss blow up: the error names the suspect.
+    let hot = tiny_config(
+        &d.join("hot.toml"),
+        "checkpoint_every = 2\n[sampler]",
+        "checkpoint_every = 2\n[teacher.optimizer]\nlr = 1e30\n[sampler]",
+    );
+    let (code, err) = msd(&[
+        "train-teacher",
+        "--config",
+        &p(&hot),
+        "--out",
+        &p(&d.join("hot")),
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not finite") && err.contains("`lr`"), "{err}");
+    assert!(!err.contains("panicked at"), "{err}");
 }

@@ -251,6 +251,9 @@ impl RunConfig {
         let c: RunConfig = toml::from_str(text)
             .map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
         c.model.net.validate()?;
+        c.model.precond.validate()?;
+        c.teacher.validate()?;
+        c.sampler.validate()?;
         c.distill.validate()?;
         crate::distill::checks::check_guidance(
             c.distill.real_guidance,

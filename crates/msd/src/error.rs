@@ -25,7 +25,9 @@ pub enum Error {
     #[error("unknown class {class}: this model has {num_classes} classes (0..={max})", max = num_classes.saturating_sub(1))]
     UnknownClass { class: i64, num_classes: i64 },
     /// Training produced a NaN or infinite value.
-    #[error("{what} is not finite at step {step}; the last good checkpoint is kept")]
+    #[error(
+        "{what} is not finite at step {step}; the last good checkpoint is kept (suspects: a learning rate too high for the stage (its optimizer's `lr`; set `grad_clip`), or NaN/inf in the data or the starting weights)"
+    )]
     NonFinite { what: String, step: u64 },
     /// Training stopped on request (SIGTERM / preemption) after checkpointing at `step`; rerun
     /// the same command to resume.

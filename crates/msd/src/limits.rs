@@ -6,6 +6,50 @@
 use crate::nets::NetConfig;
 use crate::{Error, Result};
 
+/// Largest network width or channel count a config may ask for (an MLP layer of this width
+/// already holds 2³² weights, 16 GiB in f32).
+pub const MAX_WIDTH: i64 = 1 << 16;
+/// Largest training or generation batch a config may ask for.
+pub const MAX_BATCH: usize = 1 << 20;
+/// Largest count of generated examples a config may ask for (e.g. regression pairs per class).
+pub const MAX_COUNT: usize = 1 << 20;
+/// Largest number of sampler steps.
+pub const MAX_STEPS: usize = 100_000;
+
+/// Refuses a config number outside `lo..=hi` (or not finite); the error names `field` and the
+/// allowed range.
+pub fn check_range(field: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if v.is_finite() && v >= lo && v <= hi {
+        return Ok(());
+    }
+    Err(Error::config(
+        field,
+        format!("must be a finite number in [{lo}, {hi}], got {v}"),
+    ))
+}
+
+/// Refuses a config number that is not finite and > 0; the error names `field`.
+pub fn check_positive(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        return Ok(());
+    }
+    Err(Error::config(
+        field,
+        format!("must be a finite number > 0, got {v}"),
+    ))
+}
+
+/// Refuses a size outside `lo..=hi`; the error names `field` and the allowed range.
+pub fn check_size(field: &str, v: u64, lo: u64, hi: u64) -> Result<()> {
+    if (lo..=hi).contains(&v) {
+        return Ok(());
+    }
+    Err(Error::config(
+        field,
+        format!("must be in {lo}..={hi}, got {v}"),
+    ))
+}
+
 /// Memory the system can give without swapping, in bytes (`None` off Linux).
 pub fn available_memory() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -155,6 +155,14 @@ pub fn threads_for(site: CallSite, batch: i64, free: i32) -> i32 {
     }
 }
 
+/// Intra-op threads of a server whose `students` each run their batches on a thread of their
+/// own, when `free` cores are idle: the idle cores shared among the students, at least one.
+/// Threads beyond the idle cores do not pay (see [`threads_for`]), and K students each taking
+/// all cores would oversubscribe them K times under load.
+pub fn serve_threads(students: usize, free: i32) -> i32 {
+    (free.max(1) / students.max(1) as i32).max(1)
+}
+
 /// Sets torch's intra-op threads for `site` at `batch` unless the user fixed them with
 /// `--threads`; returns the count in effect. Threads are process-wide: call it where the work
 /// of a site begins, not inside library loops.
@@ -213,6 +221,16 @@ mod tests {
         assert_eq!(threads_for(CallSite::TeacherSampling, 1, 2), 2);
         assert_eq!(threads_for(CallSite::Training, 8, 4), 4);
         assert_eq!(threads_for(CallSite::Training, 64, 0), 1);
+    }
+
+    #[test]
+    fn a_server_shares_the_idle_cores_among_its_students() {
+        assert_eq!(serve_threads(1, 2), 2);
+        assert_eq!(serve_threads(2, 2), 1);
+        assert_eq!(serve_threads(4, 2), 1);
+        assert_eq!(serve_threads(2, 16), 8);
+        assert_eq!(serve_threads(3, 13), 4);
+        assert_eq!(serve_threads(0, 0), 1);
     }
 
     #[test]

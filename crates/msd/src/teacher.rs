@@ -57,6 +57,20 @@ fn default_log() -> u64 {
 pub type Progress<'a> = crate::train::Progress<'a, EdmModel>;
 
 impl TeacherTrainConfig {
+    /// Checks value ranges; errors name the field (`teacher.ema_decay`, …).
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::{check_range, check_size, MAX_BATCH};
+        check_size(
+            "teacher.batch_size",
+            self.batch_size as u64,
+            1,
+            MAX_BATCH as u64,
+        )?;
+        check_range("teacher.ema_decay", self.ema_decay, 0.0, 1.0)?;
+        check_range("teacher.label_dropout", self.label_dropout, 0.0, 1.0)?;
+        self.optimizer.validate("teacher.optimizer")
+    }
+
     /// The settings that change what training computes (not the checkpoint or log cadence):
     /// the part of the config that a stage's hash covers.
     pub fn semantic(&self) -> impl Serialize + '_ {
@@ -191,6 +205,22 @@ pub fn train_denoiser(
             "must be ≥ 1",
         ));
     }
+    if spec.net.sample_shape() != data.sample_shape() {
+        return Err(Error::config(
+            "model.net",
+            format!(
+                "makes samples of shape {:?} but the data's are {:?} (e.g. an MLP's dim must be the data's dimension)",
+                spec.net.sample_shape(),
+                data.sample_shape()
+            ),
+        ));
+    }
+    // A training batch holds its activations for the backward pass: refuse one that cannot
+    // fit before allocating it.
+    crate::limits::check_fits(
+        &format!("{}.batch_size = {}", job.stage, cfg.batch_size),
+        crate::limits::sampling_bytes(&spec.net, cfg.batch_size as u64, false).saturating_mul(3),
+    )?;
     if spec.net.num_classes() != data.num_classes() {
         return Err(Error::config(
             "net.num_classes",

@@ -18,6 +18,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let run = RunDir::new(&a.run);
     let cfg = run.load_config()?;
+    // Refused while a whole-run writer (train-teacher, partition) holds the run.
+    let _lock = msd::train::lock::RunLock::shared(&a.run)?;
     let partition = Partition::load(&run.partition_path())?;
     let m = assemble_bundle(&run, &partition, &a.stage, &cfg)?;
     msd::bundle::Bundle::load(&run.bundle_path(), tch::Device::Cpu)?;

@@ -5,6 +5,7 @@ use crate::progress;
 use anyhow::{anyhow, bail, Result};
 use msd::pipeline::{check_stages, DistillOptions, Distiller, Observer, StageDone, StageKind};
 use msd::teacher::Progress;
+use msd::train::lock::RunLock;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -42,7 +43,7 @@ fn show(bar: &indicatif::ProgressBar, p: Progress) {
             bar.set_position(step);
             bar.set_message(format!("loss {loss:.3e} · {examples_per_s:.0} img/s"));
         }
-        Progress::Checkpoint { .. } => {}
+        Progress::Checkpoint { .. } | Progress::Resumed { .. } => {}
     }
 }
 
@@ -97,6 +98,10 @@ pub fn run(a: Args) -> Result<()> {
     check_stages(&a.stages).map_err(|e| anyhow!("--stages: {e}"))?;
     let device = a.device;
     let distiller = Distiller::new(&a.run);
+    distiller.run.load_config()?;
+    // Students of one run may train side by side (one job each): the run is locked shared,
+    // each student's folder exclusively; killed writers' temp files go.
+    let _run_lock = RunLock::shared(&a.run)?;
     let partition = distiller.partition(&distiller.run.load_teacher(device)?)?;
     if let Some(&k) = a.student.iter().find(|&&k| k >= partition.students) {
         bail!(
@@ -104,6 +109,15 @@ pub fn run(a: Args) -> Result<()> {
             partition.students - 1
         );
     }
+    let mine: Vec<usize> = if a.student.is_empty() {
+        (0..partition.students).collect()
+    } else {
+        a.student.clone()
+    };
+    let _student_locks = mine
+        .iter()
+        .map(|k| RunLock::acquire(&a.run.join("students").join(k.to_string())))
+        .collect::<msd::Result<Vec<_>>>()?;
     let opts = DistillOptions {
         students: a.student,
         stages: a.stages,

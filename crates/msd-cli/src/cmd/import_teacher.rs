@@ -21,6 +21,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    msd::config::RunConfig::load(&a.config)?;
+    // One writer per run directory, as for train-teacher.
+    let _lock = msd::train::lock::RunLock::acquire(&a.out)?;
     let cfg = crate::cmd::train_teacher::prepare_run(&a.config, &a.out, a.seed)?;
     let dir = a.out.join("teacher");
     let s = import_teacher(

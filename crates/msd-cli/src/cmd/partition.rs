@@ -26,6 +26,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let run = RunDir::new(&a.run);
     let cfg = run.load_config()?;
+    // Replacing the partition under a training student would invalidate it: whole-run lock.
+    let _lock = msd::train::lock::RunLock::acquire(&a.run)?;
     let k = a.students.unwrap_or(cfg.distill.students);
     let strategy = a.strategy.unwrap_or(cfg.distill.partition);
     let path = run.partition_path();
@@ -39,6 +41,23 @@ pub fn run(a: Args) -> Result<()> {
         std::fs::remove_file(&path)?;
     }
     let teacher = run.load_teacher(a.device)?;
+    // The run's config follows the partition, so that `msd distill` (which checks the
+    // partition against `distill.students` / `distill.partition`) accepts it.
+    if k != cfg.distill.students || strategy != cfg.distill.partition {
+        let mut c = cfg.clone();
+        c.distill.students = k;
+        c.distill.partition = strategy;
+        c.distill
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--students {k}: {e}"))?;
+        c.save(&run.config_path())?;
+        println!(
+            "config: distill.students = {k}, distill.partition = {strategy:?} (were {}, {:?}) in {}",
+            cfg.distill.students,
+            cfg.distill.partition,
+            run.config_path().display()
+        );
+    }
     let p = ensure_partition(
         &path,
         &teacher,

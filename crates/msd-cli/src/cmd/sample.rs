@@ -68,6 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     if !(a.churn.is_finite() && a.churn >= 0.0) {
         bail!("--churn must be a finite number ≥ 0, got {}", a.churn);
     }
+    check_outputs(&a)?;
     if let Some(b) = &a.bundle {
         return run_bundle(&a, b, device);
     }
@@ -205,6 +206,30 @@ pub fn to_points(x: &Tensor) -> Vec<[f32; 2]> {
     v.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
 }
 
+/// Refuses output paths that could not be written, before any sampling: `--out` must be a
+/// picture file name (not a directory), `--points` a `.csv` or `.npy` one.
+fn check_outputs(a: &Args) -> Result<()> {
+    if a.out.is_dir() {
+        bail!(
+            "--out {} is a directory; give a picture file name such as {}",
+            a.out.display(),
+            a.out.join("samples.png").display()
+        );
+    }
+    if image::ImageFormat::from_path(&a.out).is_err() {
+        bail!(
+            "--out {}: not a picture file name (use .png)",
+            a.out.display()
+        );
+    }
+    if let Some(p) = &a.points {
+        if !matches!(p.extension().and_then(|e| e.to_str()), Some("csv" | "npy")) || p.is_dir() {
+            bail!("--points {}: use a .csv or .npy file name", p.display());
+        }
+    }
+    Ok(())
+}
+
 /// Writes samples as CSV (values then label per row) or `.npy` (values only).
 pub fn write_points(x: &Tensor, labels: &[i64], path: &Path) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
@@ -241,5 +266,16 @@ pub fn preview(model: &EdmModel, cfg: &SamplerConfig, seed: u64, out: &Path) -> 
         .flat_map(|c| std::iter::repeat_n(c, per))
         .collect();
     let x = draw(model, &labels, cfg, seed, model.device())?;
-    write_picture(&x, &labels, out)
+    // Written whole or not at all (temp + rename), so that a preview a kill cut short is
+    // missing, and redone on resume, rather than truncated. The temp name keeps the image
+    // extension (the encoder picks the format from it); the run lock removes it after a kill.
+    let tmp = out.with_file_name(format!(
+        "{}.{}.tmp.png",
+        out.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("preview"),
+        std::process::id()
+    ));
+    write_picture(&x, &labels, &tmp)?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
 }

@@ -139,10 +139,10 @@ pub struct Args {
     pub device: tch::Device,
 }
 
-/// Torch threads when `--threads` is not given: the cores shared among the K student threads.
+/// Torch threads when `--threads` is not given: the idle cores at start-up
+/// ([`msd::runtime::free_cores`]) shared among the K student threads.
 pub fn default_threads(students: usize) -> i32 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / students.max(1)).max(1) as i32
+    msd::runtime::serve_threads(students, msd::runtime::free_cores())
 }
 
 /// The async runtime of the server: few blocking threads (encoding), since every extra thread

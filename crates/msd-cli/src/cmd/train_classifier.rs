@@ -44,6 +44,8 @@ pub fn train_into(
         .open_images(Path::new("."))
         .with_context(|| format!("--data {data_spec}"))?;
     let cfg = ClassifierConfig::new(data.sample_shape()[0], data.num_classes());
+    // One writer per classifier folder; killed writers' temp files go.
+    let _lock = msd::train::lock::RunLock::acquire(out)?;
     let bar = progress::bar(train.steps, "classifier");
     let (_, rec) =
         train_classifier_in(out, &data, &dc.id(), &cfg, train, device, &mut |s, loss| {

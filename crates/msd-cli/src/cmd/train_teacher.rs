@@ -79,6 +79,15 @@ pub fn run(a: Args) -> Result<()> {
                     render_err.get_or_insert(e);
                 }
             }
+            // A kill between a checkpoint and its preview: the preview is redone on resume.
+            Progress::Resumed { step, model: ema } => {
+                let out = samples_dir.join(format!("step-{step:07}.png"));
+                if !out.exists() {
+                    if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
+                        render_err.get_or_insert(e);
+                    }
+                }
+            }
         },
     )?;
     bar.finish_and_clear();

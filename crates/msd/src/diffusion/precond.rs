@@ -42,6 +42,11 @@ pub struct Coefficients {
 }
 
 impl EdmPrecond {
+    /// Checks `sigma_data` (finite, > 0); errors name `model.precond.sigma_data`.
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::limits::check_positive("model.precond.sigma_data", self.sigma_data)
+    }
+
     /// Scalar coefficients at noise level `sigma` (> 0).
     pub fn coefficients(&self, sigma: f64) -> Coefficients {
         let sd2 = self.sigma_data * self.sigma_data;

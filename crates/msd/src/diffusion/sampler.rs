@@ -61,6 +61,34 @@ fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Er
 }
 
 impl SamplerConfig {
+    /// Checks value ranges; errors name the field (`sampler.steps`, …).
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::limits::{check_positive, check_range, check_size, MAX_STEPS};
+        check_size("sampler.steps", self.steps as u64, 1, MAX_STEPS as u64)?;
+        check_positive("sampler.sigma_min", self.sigma_min)?;
+        check_positive("sampler.sigma_max", self.sigma_max)?;
+        if self.sigma_max <= self.sigma_min || self.sigma_max > 1e6 {
+            return Err(crate::Error::config(
+                "sampler.sigma_max",
+                format!(
+                    "must be in (sigma_min = {}, 1e6], got {}",
+                    self.sigma_min, self.sigma_max
+                ),
+            ));
+        }
+        check_positive("sampler.rho", self.rho)?;
+        check_range("sampler.s_churn", self.s_churn, 0.0, 1e6)?;
+        check_range("sampler.s_noise", self.s_noise, 0.0, 1e3)?;
+        check_range("sampler.guidance", self.guidance, 0.0, 1e3)?;
+        if self.s_tmin.is_nan() || self.s_tmin < 0.0 || self.s_tmax.is_nan() {
+            return Err(crate::Error::config(
+                "sampler.s_tmin / s_tmax",
+                "must be numbers with 0 ≤ s_tmin (s_tmax may be infinite)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Number of network evaluations per sample.
     pub fn nfe(&self) -> usize {
         match self.method {

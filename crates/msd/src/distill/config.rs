@@ -8,7 +8,7 @@ use super::export::Export;
 use super::regression::RegressionDistance;
 use super::tsm::TsmConfig;
 use crate::diffusion::KarrasGrid;
-use crate::nets::NetConfig;
+use crate::nets::{NetConfig, Precision};
 use crate::partition::Strategy;
 use crate::train::AdamWConfig;
 use crate::{Error, Result};
@@ -63,6 +63,11 @@ pub struct DistillConfig {
     pub tsm: TsmConfig,
     /// Adversarial distribution matching settings (stage 2).
     pub adm: AdmConfig,
+    /// Precision of the teacher's and the fake score's forwards in the DM/ADM step (`f32`, or
+    /// `bf16`: bf16 copies of both networks; master weights, optimiser state and losses stay
+    /// f32). See [`super::dm`].
+    #[serde(skip_serializing_if = "is_f32")]
+    pub precision: Precision,
     /// Consistency distillation settings (the alternative per-student method).
     pub cd: CdConfig,
 }
@@ -107,8 +112,15 @@ impl Default for DistillConfig {
             tsm: TsmConfig::default(),
             adm: AdmConfig::default(),
             cd: CdConfig::default(),
+            precision: Precision::F32,
         }
     }
+}
+
+/// Whether `p` is f32 (the default, left out of saved configs and hashes so that runs made
+/// before the setting existed keep their hashes).
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
 }
 
 impl DistillConfig {
@@ -125,6 +137,47 @@ impl DistillConfig {
         }
         if self.iterations == 0 || self.batch_size == 0 || self.ttur == 0 {
             return bad("iterations / batch_size / ttur", "must be ≥ 1");
+        }
+        {
+            use crate::limits::{check_positive, check_range, check_size, MAX_BATCH, MAX_COUNT};
+            let max_batch = MAX_BATCH as u64;
+            check_size("distill.batch_size", self.batch_size as u64, 1, max_batch)?;
+            check_size(
+                "distill.regression_batch",
+                self.regression_batch as u64,
+                1,
+                max_batch,
+            )?;
+            check_size(
+                "distill.regression_pairs_per_class",
+                self.regression_pairs_per_class as u64,
+                0,
+                MAX_COUNT as u64,
+            )?;
+            check_size(
+                "distill.kmeans_samples_per_class",
+                self.kmeans_samples_per_class as u64,
+                1,
+                MAX_COUNT as u64,
+            )?;
+            check_range("distill.ema_decay", self.ema_decay, 0.0, 1.0)?;
+            check_range(
+                "distill.regression_weight",
+                self.regression_weight,
+                0.0,
+                1e6,
+            )?;
+            check_positive("distill.sigma_min", self.sigma_min)?;
+            check_positive("distill.rho", self.rho)?;
+            if !(self.sigma_max.is_finite()
+                && self.sigma_max > self.sigma_min
+                && self.sigma_max <= 1e6)
+            {
+                return bad("sigma_max", "must be a finite number in (sigma_min, 1e6]");
+            }
+            self.generator_optimizer
+                .validate("distill.generator_optimizer")?;
+            self.fake_optimizer.validate("distill.fake_optimizer")?;
         }
         if !(self.real_guidance.is_finite() && self.real_guidance >= 0.0) {
             return bad(
@@ -164,6 +217,8 @@ pub(crate) struct DmSemantics<'a> {
     #[serde(skip_serializing_if = "Export::is_default")]
     export: Export,
     student_net: &'a Option<NetConfig>,
+    #[serde(skip_serializing_if = "is_f32")]
+    precision: Precision,
 }
 
 impl DistillConfig {
@@ -187,6 +242,7 @@ impl DistillConfig {
             regression_distance: self.regression_distance,
             export: self.export,
             student_net: &self.student_net,
+            precision: self.precision,
         }
     }
 }

@@ -9,6 +9,13 @@
 //! [`DmMethod`] is the DM stage as a [`Method`]: TTUR (the fake score steps every iteration, the
 //! generator every `ttur`), the optional regression loss on shared pairs, and the EMA generator.
 //! An [`Adversary`] adds the terms of a variant (ADM's diffusion GAN, [`super::adm`]).
+//!
+//! **Mixed precision** (`distill.precision = "bf16"`): the forwards of the teacher and of the fake
+//! score run on bf16 copies ([`LowPrecision`]) — the VSD direction's two denoiser calls and the
+//! plain fake-score loss, whose bf16 gradients are added into the f32 master's
+//! ([`EdmModel::take_grads_from`]). The generator, every master weight, the optimiser moments and
+//! every loss stay f32; the fake score's copy is refreshed after each of its steps. ADM's
+//! discriminator terms use the f32 fake score.
 
 use super::checks::distillation_copy;
 use super::config::DistillConfig;
@@ -19,6 +26,7 @@ use crate::data::uniform_labels;
 use crate::diffusion::precond::broadcast_to;
 use crate::diffusion::{Denoiser, Guided, KarrasGrid};
 use crate::model::EdmModel;
+use crate::nets::Precision;
 use crate::train::{
     ema_update, step_rng, step_seed, AdamW, AdamWConfig, LogLine, Method, Slot, StepReport,
 };
@@ -123,6 +131,16 @@ struct Window {
 
 const STREAM_STEP: u64 = 11;
 
+/// The bf16 copies of a mixed-precision DM step.
+struct LowPrecision {
+    /// The teacher in bf16 (frozen; converted once).
+    teacher: EdmModel,
+    /// The fake score in bf16, refreshed from the f32 master after every fake-score step.
+    fake: EdmModel,
+    /// The master changed outside a step (checkpoint load, ADM start): refresh before use.
+    stale: bool,
+}
+
 /// The DM stage of one student (or, with an [`Adversary`], the ADM stage).
 pub struct DmMethod<'a> {
     cfg: &'a DistillConfig,
@@ -138,6 +156,8 @@ pub struct DmMethod<'a> {
     g_opt: AdamW,
     f_opt: AdamW,
     adversary: Option<Box<dyn Adversary + 'a>>,
+    /// bf16 copies of the teacher and fake score (`distill.precision = "bf16"`).
+    low: Option<LowPrecision>,
     /// A fresh run starts its networks from this stage directory's last checkpoint (ADM from DM).
     start_from: Option<&'a Path>,
     grid: KarrasGrid,
@@ -210,6 +230,18 @@ impl<'a> DmMethod<'a> {
             Some(a) => (Some(a.adversary), Some(a.start_from)),
             None => (None, None),
         };
+        let low = match cfg.precision {
+            Precision::F32 => None,
+            p16 => {
+                let mut teacher = p.teacher.copy_in(p16)?;
+                teacher.vs.freeze();
+                Some(LowPrecision {
+                    teacher,
+                    fake: fake.copy_in(p16)?,
+                    stale: false,
+                })
+            }
+        };
         Ok(Self {
             cfg,
             stage,
@@ -224,6 +256,7 @@ impl<'a> DmMethod<'a> {
             g_opt,
             f_opt,
             adversary,
+            low,
             start_from,
             grid: cfg.grid(),
             step_seed,
@@ -261,12 +294,16 @@ impl<'a> DmMethod<'a> {
         let sigma = self
             .grid
             .sample(bs, cfg.t_min_index, cfg.t_max_index, device);
+        let (teacher, fake) = match &self.low {
+            Some(l) => (&l.teacher, &l.fake),
+            None => (self.teacher, &self.fake),
+        };
         let real = Guided {
-            inner: self.teacher,
+            inner: teacher,
             scale: cfg.real_guidance,
             null_label: self.teacher.num_classes(),
         };
-        let g = vsd_gradient(&x, &sigma, labels, &real, &self.fake);
+        let g = vsd_gradient(&x, &sigma, labels, &real, fake);
         let vsd = dm_pseudo_loss(&x, &g);
         let mut loss = vsd.shallow_clone();
         let mut reg_v = 0.0;
@@ -337,6 +374,9 @@ impl Method for DmMethod<'_> {
     }
 
     fn init_fresh(&mut self) -> Result<()> {
+        if let Some(l) = &mut self.low {
+            l.stale = true;
+        }
         // A fresh ADM stage resumes the networks (not the optimisers) from the DM stage.
         let Some(from) = self.start_from else {
             return Ok(());
@@ -363,6 +403,10 @@ impl Method for DmMethod<'_> {
             Tensor::from_slice(&uniform_labels(bs, &self.classes, &mut rng)).to_device(device);
         let z = Tensor::randn(self.shape.as_slice(), (Kind::Float, device));
         let mut checked = Vec::new();
+        if let Some(l) = self.low.as_mut().filter(|l| l.stale) {
+            l.fake.sync_from(&self.fake)?;
+            l.stale = false;
+        }
         if it.is_multiple_of(cfg.ttur) {
             self.generator_step(&z, &labels, &mut checked)?;
         }
@@ -371,7 +415,10 @@ impl Method for DmMethod<'_> {
         let (f_loss, fl) = match &mut self.adversary {
             Some(a) => a.fake_loss(&self.fake, &x, &sigma, &labels, &mut rng)?,
             None => {
-                let l = fake_score_loss(&self.fake, &x, &sigma, &labels);
+                let l = match &self.low {
+                    Some(low) => fake_score_loss(&low.fake, &x, &sigma, &labels),
+                    None => fake_score_loss(&self.fake, &x, &sigma, &labels),
+                };
                 let fl = l.double_value(&[]);
                 (l, fl)
             }
@@ -381,6 +428,10 @@ impl Method for DmMethod<'_> {
             a.zero_grad();
         }
         f_loss.backward();
+        if let (Some(low), None) = (&self.low, &self.adversary) {
+            // The bf16 copy's gradients go to the f32 master, which the optimiser steps.
+            EdmModel::take_grads_from(&self.fake, &low.fake)?;
+        }
         let joint = match (&mut self.adversary, cfg.adm.joint_clip) {
             (Some(a), true) => a.optimizer(),
             _ => None,
@@ -395,6 +446,9 @@ impl Method for DmMethod<'_> {
                 n
             }
         };
+        if let Some(l) = &mut self.low {
+            l.fake.sync_from(&self.fake)?;
+        }
         checked.push(("fake-score gradient norm", fnorm));
         let w = &mut self.window;
         w.fake += fl;
@@ -435,6 +489,10 @@ impl Method for DmMethod<'_> {
     }
 
     fn state(&mut self) -> Vec<(&'static str, Slot<'_>)> {
+        // The caller may load these (resume): refresh the bf16 copy before the next step.
+        if let Some(l) = &mut self.low {
+            l.stale = true;
+        }
         let mut s = vec![
             ("generator", Slot::Vars(&mut self.generator.vs)),
             ("ema", Slot::Vars(&mut self.ema.vs)),
@@ -464,7 +522,7 @@ mod tests {
     use super::*;
     use crate::diffusion::denoiser::GaussianDenoiser;
     use crate::diffusion::{EdmPrecond, KarrasGrid};
-    use crate::nets::{MlpConfig, NetConfig};
+    use crate::nets::{MlpConfig, NetConfig, Precision};
     use crate::train::{AdamW, AdamWConfig};
     use tch::{nn, Device};
 
@@ -581,6 +639,145 @@ mod tests {
             (a - S).abs() > 0.3 || (b - MU).abs() > 0.3,
             "flipped sign still converged: a = {a}, b = {b}"
         );
+    }
+
+    /// A small conditional UNet (two levels, attention), the shape of the project's students.
+    fn tiny_unet() -> NetConfig {
+        NetConfig::Unet(crate::nets::UNetConfig {
+            in_channels: 1,
+            resolution: 8,
+            num_classes: 3,
+            base_channels: 8,
+            channel_mult: vec![1, 2],
+            blocks_per_level: 1,
+            attn_resolutions: vec![4],
+            heads: 2,
+            dropout: 0.0,
+            emb_mult: 2,
+            noise_freqs: 4,
+        })
+    }
+
+    /// A model whose zero-initialised output layers are randomised, so its F ≠ 0.
+    fn random_model(cfg: &NetConfig, seed: i64) -> EdmModel {
+        tch::manual_seed(seed);
+        let m = EdmModel::new(cfg, EdmPrecond::default(), Device::Cpu);
+        tch::no_grad(|| {
+            for (_, mut v) in m.vs.variables() {
+                if v.abs().max().double_value(&[]) == 0.0 && v.dim() > 1 {
+                    v.copy_(&(v.randn_like() * 0.1));
+                }
+            }
+        });
+        m
+    }
+
+    /// ‖a − b‖ / ‖b‖ in f64.
+    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+        let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+        (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
+    }
+
+    // Tolerances, as in `nets::precision`: bf16 rounds each stored weight and activation with
+    // relative error ≤ 2⁻⁹; the tiny UNet's longest path has ~16 such layers, so independent
+    // roundings give √16·2·2⁻⁹ ≈ 1.6% relative L2 error and aligned ones at most ≈ 6%: a forward
+    // must agree within 5%, a gradient (a backward doubles the path) within 10%.
+    const TOL: f64 = 0.05;
+
+    /// Runs `steps` DM iterations (TTUR 1: generator and fake score every step) in `precision`
+    /// from the same teacher and seed; returns the fake-score losses and the fake score's f32
+    /// master gradient after the last step.
+    fn dm_steps(precision: Precision, steps: u64) -> (Vec<f64>, Vec<Tensor>, Vec<Tensor>) {
+        let teacher = random_model(&tiny_unet(), 5);
+        let cfg = DistillConfig {
+            batch_size: 8,
+            ttur: 1,
+            regression_weight: 0.0,
+            real_guidance: 1.0,
+            precision,
+            ..Default::default()
+        };
+        let generator = distillation_copy(&teacher).unwrap();
+        let mut m = DmMethod::new(DmParts {
+            cfg: &cfg,
+            student: 0,
+            classes: vec![0, 1, 2],
+            seed: 7,
+            teacher: &teacher,
+            pairs: None,
+            generator,
+            adm: None,
+        })
+        .unwrap();
+        assert_eq!(m.low.is_some(), precision == Precision::Bf16);
+        tch::manual_seed(11);
+        let losses = (0..steps).map(|it| m.step(it).unwrap().loss).collect();
+        let grads = |vs: &nn::VarStore| {
+            let mut v: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.grad().copy()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.into_iter().map(|(_, t)| t).collect::<Vec<_>>()
+        };
+        (losses, grads(&m.fake.vs), grads(&m.generator.vs))
+    }
+
+    /// Relative L2 error over a list of tensors.
+    fn rel_err_all(a: &[Tensor], b: &[Tensor]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (x.to_kind(Kind::Double), y.to_kind(Kind::Double));
+            num += (&x - &y).square().sum(Kind::Double).double_value(&[]);
+            den += y.square().sum(Kind::Double).double_value(&[]);
+        }
+        (num / den).sqrt()
+    }
+
+    #[test]
+    fn a_bf16_dm_step_is_finite_and_close_to_f32() {
+        let _rng = crate::rng_guard();
+        // One iteration: the same noise and samples reach the fake-score loss in both runs.
+        let (l32, f32g, _) = dm_steps(Precision::F32, 1);
+        let (l16, f16g, _) = dm_steps(Precision::Bf16, 1);
+        assert!(l16[0].is_finite());
+        let e = (l16[0] - l32[0]).abs() / l32[0].abs();
+        assert!(e < TOL && e > 0.0, "fake-score loss: relative error {e}");
+        // The bf16 copy's gradient reached the f32 master (the optimiser stepped on it).
+        let e = rel_err_all(&f16g, &f32g);
+        assert!(
+            e < 2.0 * TOL && e > 0.0,
+            "fake-score gradient: relative error {e}"
+        );
+        assert!(f16g.iter().all(|g| g.kind() == Kind::Float));
+        // A few more iterations stay finite (the bf16 fake copy follows its master).
+        let (l16, ..) = dm_steps(Precision::Bf16, 4);
+        assert!(l16.iter().all(|l| l.is_finite()), "{l16:?}");
+    }
+
+    #[test]
+    fn the_bf16_vsd_direction_is_close_to_f32_where_fake_and_real_differ() {
+        let _rng = crate::rng_guard();
+        // The VSD direction is a difference of two denoisers; bf16 error is relative to the
+        // outputs, so it is compared where the fake score differs from the teacher by a
+        // trained-like amount (an independent network), not at initialisation (f = r, g = 0).
+        let real = random_model(&tiny_unet(), 1);
+        let fake = random_model(&tiny_unet(), 2);
+        let (r16, f16) = (
+            real.copy_in(Precision::Bf16).unwrap(),
+            fake.copy_in(Precision::Bf16).unwrap(),
+        );
+        let x = Tensor::randn([8, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let sigma = KarrasGrid::new(1000, 0.002, 80.0, 7.0).sample(8, 20, 980, Device::Cpu);
+        let l = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
+        tch::manual_seed(3);
+        let g32 = vsd_gradient(&x, &sigma, &l, &real, &fake);
+        tch::manual_seed(3);
+        let g16 = vsd_gradient(&x, &sigma, &l, &r16, &f16);
+        assert_eq!(g16.kind(), Kind::Float);
+        let e = rel_err(&g16, &g32);
+        assert!(e < TOL && e > 0.0, "VSD direction: relative error {e}");
     }
 
     #[test]

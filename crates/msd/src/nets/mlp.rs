@@ -40,6 +40,13 @@ impl MlpConfig {
             if v < 1 {
                 return Err(crate::Error::config(name, format!("must be ≥ 1, got {v}")));
             }
+            let max = crate::limits::MAX_WIDTH;
+            if v > max {
+                return Err(crate::Error::config(
+                    name,
+                    format!("must be ≤ {max}, got {v}"),
+                ));
+            }
         }
         Ok(())
     }

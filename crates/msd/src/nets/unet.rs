@@ -87,11 +87,26 @@ impl UNetConfig {
             if v < 1 {
                 return Err(Error::config(name, format!("must be ≥ 1, got {v}")));
             }
+            let max = crate::limits::MAX_WIDTH;
+            if v > max {
+                return Err(Error::config(name, format!("must be ≤ {max}, got {v}")));
+            }
         }
-        if self.channel_mult.is_empty() || self.channel_mult.iter().any(|&m| m < 1) {
+        if self.channel_mult.is_empty()
+            || self.channel_mult.len() > 16
+            || self.channel_mult.iter().any(|&m| m < 1)
+            || self
+                .channel_mult
+                .iter()
+                .any(|&m| m.saturating_mul(self.base_channels) > crate::limits::MAX_WIDTH)
+        {
             return Err(Error::config(
                 "net.channel_mult",
-                format!("needs ≥ 1 level, each ≥ 1, got {:?}", self.channel_mult),
+                format!(
+                    "needs 1..=16 levels, each ≥ 1 with base_channels·mult ≤ {}, got {:?}",
+                    crate::limits::MAX_WIDTH,
+                    self.channel_mult
+                ),
             ));
         }
         let div = 1i64 << (self.channel_mult.len() - 1);

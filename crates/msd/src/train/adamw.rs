@@ -23,6 +23,21 @@ pub struct AdamWConfig {
     pub grad_clip: f64,
 }
 
+impl AdamWConfig {
+    /// Checks value ranges; errors name the field as `table.name` (e.g.
+    /// `teacher.optimizer.lr`).
+    pub fn validate(&self, table: &str) -> crate::Result<()> {
+        use crate::limits::{check_positive, check_range};
+        let f = |n: &str| format!("{table}.{n}");
+        check_positive(&f("lr"), self.lr)?;
+        check_range(&f("beta1"), self.beta1, 0.0, 0.999_999)?;
+        check_range(&f("beta2"), self.beta2, 0.0, 0.999_999)?;
+        check_positive(&f("eps"), self.eps)?;
+        check_range(&f("weight_decay"), self.weight_decay, 0.0, 1e3)?;
+        check_range(&f("grad_clip"), self.grad_clip, 0.0, f64::MAX)
+    }
+}
+
 impl Default for AdamWConfig {
     fn default() -> Self {
         Self {

@@ -97,6 +97,10 @@ pub enum Progress<'a, T> {
     },
     /// A checkpoint was written; `model` is the stage's product so far (e.g. for sample grids).
     Checkpoint { step: u64, model: &'a T },
+    /// Training resumed from the checkpoint at `step` (sent right after `Start`); `model` is that
+    /// checkpoint's product, so that what a kill interrupted after the checkpoint was written
+    /// (e.g. its preview) can be redone.
+    Resumed { step: u64, model: &'a T },
 }
 
 /// Runs a [`Method`] in a stage directory.
@@ -201,6 +205,12 @@ impl<'a> Runner<'a> {
         let mut window = Instant::now();
         let mut last_loss = f64::NAN;
         on(Progress::Start { step: start, total });
+        if let Some(step) = saved_at {
+            on(Progress::Resumed {
+                step,
+                model: m.output(),
+            });
+        }
         for it in start..total {
             if stop::stop_requested() {
                 if saved_at != Some(it) {
