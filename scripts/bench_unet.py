@@ -6,8 +6,11 @@ like `msd bench` (median of --reps after 2 warm-up runs). Prints one JSON object
 
 Usage: bench_unet.py --config '<UNetConfig as JSON>' --rows '[{"name": "student_one_step",
 "batch": 1, "precision": "f32"}, ...]' [--reps 10] [--teacher-reps 1] [--teacher-steps 18]
-[--guidance 1.25] [--threads 2]. Rows: student_one_step, train_step, dm_iteration,
-teacher_heun18_guided; precision f32 or bf16 (inference: bf16 weights; training: CPU autocast).
+[--guidance 1.25] [--threads 2] [--compile student_one_step,...]. Rows: student_one_step,
+train_step, dm_iteration, teacher_heun18_guided; precision f32 or bf16 (inference: bf16 weights;
+training: CPU autocast). --compile: the named rows are timed a second time with every network
+wrapped in torch.compile (inductor; the warm-up runs include compilation); the row gets
+"compiled_ms" (null, with "compile_error", where compilation fails on this machine).
 """
 import argparse
 import copy
@@ -218,7 +221,9 @@ def main():
     ap.add_argument("--teacher-steps", type=int, default=18)
     ap.add_argument("--guidance", type=float, default=1.25)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", default="", help="comma-separated row names to also time compiled")
     a = ap.parse_args()
+    compile_rows = {x for x in a.compile.split(",") if x}
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = json.loads(a.config)
@@ -256,15 +261,16 @@ def main():
     def adamw(m, **kw):
         return torch.optim.AdamW(m.parameters(), weight_decay=0.0, **kw)
 
-    def student_one_step(b, prec):
-        m = lowp(gen, prec)
+    def student_one_step(b, prec, wrap=lambda m: m):
+        m = wrap(lowp(gen, prec))
         z, l, s = noise(b), labels(b), torch.full((b,), 80.0)
         with torch.no_grad():
             return median_ms(a.reps, lambda: m(z * 80.0, s, l))
 
-    def train_step(b, prec):
-        m = copy.deepcopy(teacher).train()
-        opt = adamw(m, lr=1e-3)
+    def train_step(b, prec, wrap=lambda m: m):
+        base = copy.deepcopy(teacher).train()
+        opt = adamw(base, lr=1e-3)
+        m = wrap(base)
         x, l = noise(b), labels(b)
 
         def step():
@@ -276,14 +282,15 @@ def main():
             loss = (w * (d.float() - x).square().flatten(1).mean(1)).mean()
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(base.parameters(), 1.0)
             opt.step()
 
         return median_ms(a.reps, step)
 
-    def dm_iteration(b, prec):
-        g, f, t = copy.deepcopy(gen).train(), copy.deepcopy(fake).train(), copy.deepcopy(teacher).eval()
-        g_opt, f_opt = adamw(g, lr=2e-4, betas=(0.0, 0.99)), adamw(f, lr=2e-4, betas=(0.0, 0.99))
+    def dm_iteration(b, prec, wrap=lambda m: m):
+        g0, f0, t0 = copy.deepcopy(gen).train(), copy.deepcopy(fake).train(), copy.deepcopy(teacher).eval()
+        g_opt, f_opt = adamw(g0, lr=2e-4, betas=(0.0, 0.99)), adamw(f0, lr=2e-4, betas=(0.0, 0.99))
+        g, f, t = wrap(g0), wrap(f0), wrap(t0)
         z, l = noise(b), labels(b)
         s80 = torch.full((b,), 80.0)
 
@@ -301,7 +308,7 @@ def main():
             loss = (w.reshape(-1, 1, 1, 1) * (d.float() - x).square()).mean()
             f_opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(f.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(f0.parameters(), 1.0)
             f_opt.step()
             x = g(z * 80.0, s80, l)
             sigma = sig()
@@ -315,13 +322,13 @@ def main():
             loss = 0.5 * (x - (x - gr).detach()).square().mean()
             g_opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(g.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(g0.parameters(), 1.0)
             g_opt.step()
 
         return median_ms(a.reps, it)
 
-    def teacher_heun(b, prec):
-        m = lowp(teacher, prec)
+    def teacher_heun(b, prec, wrap=lambda m: m):
+        m = wrap(lowp(teacher, prec))
         z, l = noise(b), labels(b)
         return median_ms(a.teacher_reps, lambda: heun(m, z, l, a.teacher_steps, a.guidance, C), warm=0)
 
@@ -330,7 +337,15 @@ def main():
         name, b, prec = r["name"], r["batch"], r["precision"]
         fn = {"student_one_step": student_one_step, "train_step": train_step,
               "dm_iteration": dm_iteration}.get(name, teacher_heun if name.startswith("teacher_heun") else None)
-        rows.append({"name": name, "batch": b, "precision": prec, "ms": fn(b, prec)})
+        row = {"name": name, "batch": b, "precision": prec, "ms": fn(b, prec)}
+        if name in compile_rows:
+            try:
+                torch._dynamo.reset()
+                row["compiled_ms"] = fn(b, prec, wrap=torch.compile)
+            except Exception as e:  # inductor needs a C++ toolchain; report, do not fail the run
+                row["compiled_ms"] = None
+                row["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        rows.append(row)
     print(json.dumps({"params": params, "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}))
 
 

@@ -4,8 +4,9 @@
 //!
 //! - `student_one_step` at batch 1 and 64 (one network evaluation, no gradient);
 //! - `train_step` at batch 64 (forward, EDM loss, backward, AdamW with clipping);
-//! - `dm_iteration` at the distillation batch: a fake-score update and a generator update whose
-//!   VSD direction uses the guided teacher (the real score) and the fake score;
+//! - `dm_iteration` at the distillation batch: one step of the DM training code
+//!   ([`msd::distill::dm::DmMethod`], TTUR 1): a generator update whose VSD direction uses the
+//!   guided teacher (the real score) and the fake score, and a fake-score update;
 //! - `teacher_heun18_guided` at batch 250: Heun-18 (35 NFE) with classifier-free guidance, so
 //!   500 samples pass through the network per evaluation (`teacher_heun{N}_guided` with
 //!   `--teacher-steps N`: a shorter run of the same per-step work);
@@ -13,21 +14,24 @@
 //!   [`msd::runtime::AllocatorPolicy::Reuse`] (the "before/after" rows; ours only, timed in a
 //!   child process started with `MSD_ALLOCATOR=system`).
 //!
-//! bf16 means: inference with bf16 weights (f32 preconditioning and sampler); training with
-//! bf16 shadows of the trained networks and of the teacher, f32 master weights, optimiser state
-//! and losses (the twin uses CPU autocast). Parameter counts must agree. The twin runs with the
+//! bf16 means: inference with bf16 weights (f32 preconditioning and sampler); the train step with
+//! a bf16 shadow of the trained network; the DM iteration with `distill.precision = "bf16"`
+//! (bf16 copies of the teacher and the fake score); f32 master weights, optimiser state and
+//! losses throughout (the twin uses CPU autocast). `--compile` adds the twin under
+//! `torch.compile`. Parameter counts must agree. The twin runs with the
 //! same allocator policy (`GLIBC_TUNABLES`), so the ratio compares the implementations.
 
 use anyhow::{bail, Context, Result};
 use msd::config::RunConfig;
 use msd::diffusion::precond::broadcast_to;
 use msd::diffusion::{sample, Denoiser, Guided, SamplerConfig};
-use msd::distill::dm::{dm_pseudo_loss, fake_score_loss, vsd_gradient};
+use msd::distill::dm::{DmMethod, DmParts};
+use msd::distill::DistillConfig;
 use msd::model::EdmModel;
 use msd::nets::{NetConfig, Precision};
 use msd::runtime::{AllocatorPolicy, ALLOCATOR_ENV, TRIM_THRESHOLD};
 use msd::teacher::per_sample_mean;
-use msd::train::{AdamW, AdamWConfig};
+use msd::train::{AdamW, AdamWConfig, Method};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -74,6 +78,11 @@ pub struct Args {
     /// Skip the allocator before/after rows.
     #[arg(long)]
     pub no_allocator: bool,
+    /// Also time the twin under `torch.compile` (inductor) for these rows (comma-separated
+    /// names; the warm-up runs include the compilation). The target stays eager PyTorch; the
+    /// compiled figure says how far the limit is.
+    #[arg(long, value_delimiter = ',')]
+    pub compile: Vec<String>,
     /// Internal: time only the allocator row and print it as JSON (the child process).
     #[arg(long, hide = true)]
     pub allocator_child: bool,
@@ -93,6 +102,9 @@ pub struct BenchRow {
     pub ours_ms: f64,
     /// The PyTorch twin's time; `None` where there is no twin.
     pub pytorch_ms: Option<f64>,
+    /// The twin under `torch.compile` (`--compile`); `None` where not timed or not supported.
+    #[serde(default)]
+    pub pytorch_compiled_ms: Option<f64>,
     /// ours / PyTorch.
     pub ratio: Option<f64>,
 }
@@ -109,6 +121,10 @@ pub struct BenchReport {
     pub guidance: f64,
     pub params: i64,
     pub pytorch: Option<String>,
+    /// 1-, 5- and 15-minute load averages of the machine when the run started and ended: the
+    /// machine may be shared, and other work slows both sides.
+    pub load_average_start: Option<[f64; 3]>,
+    pub load_average_end: Option<[f64; 3]>,
     pub rows: Vec<BenchRow>,
     /// Ratios derived from the rows: bf16 over f32 (ours and twin) and reuse over system.
     pub speedups: Vec<Speedup>,
@@ -120,6 +136,17 @@ pub struct Speedup {
     pub what: String,
     /// time(before) / time(after): above 1 means faster.
     pub factor: f64,
+}
+
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`; `None` elsewhere).
+fn load_average() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let v: Vec<f64> = s
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some([*v.first()?, *v.get(1)?, *v.get(2)?])
 }
 
 /// Median wall time in milliseconds of `reps` runs of `f` after `warm` warm-up runs.
@@ -141,7 +168,6 @@ pub fn median_ms_warm(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 /// Inputs and networks of the timed rows.
 struct Ctx {
     teacher: EdmModel,
-    fake: EdmModel,
     generator: EdmModel,
     shape: Vec<i64>,
     classes: i64,
@@ -207,50 +233,43 @@ impl Ctx {
         }
     }
 
-    /// One DM iteration: fake-score update, then generator update (VSD with the guided teacher).
+    /// One DM iteration of the training code itself ([`DmMethod`] with TTUR 1: a generator
+    /// update whose VSD direction uses the guided teacher and the fake score, then a fake-score
+    /// update) in `distill.precision = p` (bf16: bf16 copies of the teacher and the fake score,
+    /// f32 masters, optimiser state and losses).
     fn dm_iteration(&self, p: Precision) -> Result<f64> {
-        let b = self.dm_batch;
-        let generator = self.generator.copy_in(Precision::F32)?;
-        let fake = self.fake.copy_in(Precision::F32)?;
-        let teacher = self.teacher.copy_in(p)?;
-        let mut fake_lo = (p != Precision::F32).then(|| fake.copy_in(p)).transpose()?;
-        let cfg = AdamWConfig {
+        let opt = AdamWConfig {
             lr: 2e-4,
             beta1: 0.0,
             beta2: 0.99,
             ..Default::default()
         };
-        let mut g_opt = AdamW::new(&generator.vs, cfg.clone());
-        let mut f_opt = AdamW::new(&fake.vs, cfg);
-        let real = Guided {
-            inner: &teacher as &dyn Denoiser,
-            scale: self.guidance,
-            null_label: self.classes,
+        let cfg = DistillConfig {
+            batch_size: self.dm_batch as usize,
+            ttur: 1,
+            regression_weight: 0.0,
+            real_guidance: self.guidance,
+            generator_optimizer: opt.clone(),
+            fake_optimizer: opt,
+            precision: p,
+            ..Default::default()
         };
-        let (z, l) = (self.noise(b), self.labels(b));
-        let sigma = || (Tensor::randn([b], opts()) * 1.2 - 1.2).exp();
-        let mut err = None;
+        let mut m = DmMethod::new(DmParts {
+            cfg: &cfg,
+            student: 0,
+            classes: (0..self.classes).collect(),
+            seed: 0,
+            teacher: &self.teacher,
+            pairs: None,
+            generator: self.generator.copy_in(Precision::F32)?,
+            adm: None,
+        })?;
+        let (mut it, mut err) = (0, None);
         let ms = median_ms_warm(2, self.reps, || {
-            // Fake-score update on detached generator samples.
-            let x = tch::no_grad(|| generator.generate(&z, &l, 80.0));
-            let net = fake_lo.as_ref().unwrap_or(&fake);
-            let loss = fake_score_loss(net, &x, &sigma(), &l);
-            f_opt.zero_grad();
-            loss.backward();
-            if let Some(s) = fake_lo.as_mut() {
-                let r = EdmModel::take_grads_from(&fake, s);
-                f_opt.step();
-                err = err.take().or(r.and_then(|_| s.sync_from(&fake)).err());
-            } else {
-                f_opt.step();
+            if let Err(e) = m.step(it) {
+                err.get_or_insert(e);
             }
-            // Generator update.
-            let x = generator.generate_t(&z, &l, 80.0, true);
-            let fake_now: &dyn Denoiser = fake_lo.as_ref().unwrap_or(&fake);
-            let g = vsd_gradient(&x, &sigma(), &l, &real, fake_now);
-            g_opt.zero_grad();
-            dm_pseudo_loss(&x, &g).backward();
-            g_opt.step();
+            it += 1;
         });
         match err {
             Some(e) => Err(e.into()),
@@ -348,6 +367,8 @@ struct PeerRow {
     batch: i64,
     precision: Precision,
     ms: f64,
+    #[serde(default)]
+    compiled_ms: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +410,7 @@ fn run_peer(py: &str, cfg: &RunConfig, a: &Args, keys: &[Key], threads: i32) -> 
         .args(["--teacher-steps", &a.teacher_steps.to_string()])
         .args(["--guidance", &cfg.distill.real_guidance.to_string()])
         .args(["--threads", &threads.to_string()])
+        .args(["--compile", &a.compile.join(",")])
         // The same allocator policy as ours, so the ratio compares the implementations.
         .env(
             "GLIBC_TUNABLES",
@@ -455,13 +477,13 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let threads = tch::get_num_threads();
+    let load_start = load_average();
     tch::manual_seed(0);
     let teacher = EdmModel::from_spec(&cfg.model, Device::Cpu);
-    let fake = EdmModel::from_spec(&cfg.model, Device::Cpu);
     let generator = EdmModel::from_spec(&cfg.model, Device::Cpu);
     // Fresh UNets output F = 0 (zero-initialised last layer); give them a non-trivial output.
     tch::no_grad(|| {
-        for m in [&teacher, &fake, &generator] {
+        for m in [&teacher, &generator] {
             for (n, mut v) in m.vs.variables() {
                 if n.starts_with("conv_out") {
                     v.copy_(&(v.randn_like() * 0.02));
@@ -473,7 +495,6 @@ pub fn run(a: Args) -> Result<()> {
         shape: cfg.model.net.sample_shape(),
         classes: teacher.num_classes(),
         teacher,
-        fake,
         generator,
         guidance: cfg.distill.real_guidance,
         dm_batch: cfg.distill.batch_size as i64,
@@ -497,6 +518,7 @@ pub fn run(a: Args) -> Result<()> {
     let tkeys = teacher_keys(&a);
     let mut ours: Vec<(Key, f64)> = Vec::new();
     let mut peer: Vec<(Key, f64)> = Vec::new();
+    let mut compiled: Vec<(Key, f64)> = Vec::new();
     let (mut torch_version, mut peer_params) = (None, None);
     let mut alloc_rows = Vec::new();
     for round in 0..a.rounds.max(1) {
@@ -511,7 +533,11 @@ pub fn run(a: Args) -> Result<()> {
         if !a.no_peer {
             let out = run_peer(&py, &cfg, &a, &these, threads)?;
             for r in out.rows {
-                keep_min(&mut peer, &(r.name, r.batch, r.precision), r.ms);
+                let key = (r.name, r.batch, r.precision);
+                if let Some(c) = r.compiled_ms {
+                    keep_min(&mut compiled, &key, c);
+                }
+                keep_min(&mut peer, &key, r.ms);
             }
             torch_version = Some(out.torch);
             peer_params = Some(out.params);
@@ -545,6 +571,7 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .map(|(k, o)| {
             let p = peer.iter().find(|(pk, _)| pk == k).map(|(_, v)| *v);
+            let c = compiled.iter().find(|(pk, _)| pk == k).map(|(_, v)| *v);
             BenchRow {
                 name: k.0.clone(),
                 batch: k.1,
@@ -552,6 +579,7 @@ pub fn run(a: Args) -> Result<()> {
                 allocator: policy.name().into(),
                 ours_ms: *o,
                 pytorch_ms: p,
+                pytorch_compiled_ms: c,
                 ratio: p.map(|p| o / p),
             }
         })
@@ -563,6 +591,7 @@ pub fn run(a: Args) -> Result<()> {
         allocator: alloc.to_string(),
         ours_ms: *ms,
         pytorch_ms: None,
+        pytorch_compiled_ms: None,
         ratio: None,
     }));
     let find = |name: &str, b: i64, p: Precision, alloc: &str| {
@@ -605,6 +634,8 @@ pub fn run(a: Args) -> Result<()> {
         guidance: ctx.guidance,
         params,
         pytorch: torch_version,
+        load_average_start: load_start,
+        load_average_end: load_average(),
         rows,
         speedups,
     };
@@ -614,9 +645,15 @@ pub fn run(a: Args) -> Result<()> {
         "UNet {} parameters, {threads} threads, {}; best of {} alternating rounds of median-of-{} (teacher rows: first round, {} run(s), Heun-{} guidance {})",
         params, report.hardware, report.rounds, a.reps, a.teacher_reps, a.teacher_steps, ctx.guidance
     );
+    if let (Some(s), Some(e)) = (report.load_average_start, report.load_average_end) {
+        println!(
+            "load average (1/5/15 min): {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end",
+            s[0], s[1], s[2], e[0], e[1], e[2]
+        );
+    }
     println!(
-        "{:<24} {:>6} {:>5} {:>7} {:>11} {:>11} {:>7}",
-        "row", "batch", "prec", "alloc", "msd (ms)", "torch (ms)", "ratio"
+        "{:<24} {:>6} {:>5} {:>7} {:>11} {:>11} {:>7} {:>13}",
+        "row", "batch", "prec", "alloc", "msd (ms)", "torch (ms)", "ratio", "compiled (ms)"
     );
     let opt = |v: Option<f64>, w: usize, d: usize| match v {
         Some(v) => format!("{v:>w$.d$}"),
@@ -624,14 +661,15 @@ pub fn run(a: Args) -> Result<()> {
     };
     for r in &report.rows {
         println!(
-            "{:<24} {:>6} {:>5} {:>7} {:>11.1} {} {}",
+            "{:<24} {:>6} {:>5} {:>7} {:>11.1} {} {} {}",
             r.name,
             r.batch,
             r.precision.name(),
             r.allocator,
             r.ours_ms,
             opt(r.pytorch_ms, 11, 1),
-            opt(r.ratio, 7, 2)
+            opt(r.ratio, 7, 2),
+            opt(r.pytorch_compiled_ms, 13, 1)
         );
     }
     for s in &report.speedups {
