@@ -50,6 +50,40 @@ impl RunConfig {
         Self::from_toml(&text, path)
     }
 
+    /// [`crate::distill::checks::check_guidance`] against the teacher actually in `teacher_dir`:
+    /// when the run guides, its `train.json` must carry the hash of this config's
+    /// `[model]`/`[teacher]`/seed/data (so the `teacher.label_dropout` checked is the one the
+    /// teacher was trained with).
+    pub fn check_teacher_record(&self, teacher_dir: &Path) -> Result<()> {
+        let cfg = self;
+        crate::distill::checks::check_guidance(
+            cfg.distill.real_guidance,
+            cfg.sampler.guidance,
+            &cfg.teacher,
+        )?;
+        if cfg.distill.real_guidance == 1.0 && cfg.sampler.guidance == 1.0 {
+            return Ok(());
+        }
+        let path = teacher_dir.join("train.json");
+        let recorded = crate::train::checkpoint::read_json::<crate::teacher::TrainSummary>(&path)?;
+        let want = crate::teacher::teacher_hash(&cfg.model, &cfg.teacher, cfg.seed, &cfg.data.id());
+        if recorded.config_hash != want {
+            return Err(Error::config(
+                "teacher.label_dropout",
+                format!(
+                    "the run guides (real_guidance {}, sampler.guidance {}), but {} was not made by this config's \
+                     [model]/[teacher] (hash {} ≠ {want}), so the teacher's label dropout is unknown; \
+                     retrain or re-import the teacher with this config",
+                    cfg.distill.real_guidance,
+                    cfg.sampler.guidance,
+                    path.display(),
+                    recorded.config_hash
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the resolved config atomically as TOML.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = toml::to_string_pretty(self).map_err(|e| Error::format(path, e.to_string()))?;
@@ -142,5 +176,54 @@ mod tests {
             }
         }
         assert!(n >= 5, "only {n} run configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn a_teacher_from_another_config_is_refused_when_the_run_guides() {
+        let text = r#"
+            [data]
+            kind = "toy2d"
+            [model.net]
+            kind = "mlp"
+            dim = 2
+            num_classes = 8
+            width = 8
+            depth = 1
+            [teacher]
+            steps = 1
+            batch_size = 2
+            label_dropout = 0.1
+            [distill]
+            real_guidance = 1.5
+        "#;
+        let cfg = RunConfig::from_toml(text, Path::new("t.toml")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let summary = |hash: String| crate::teacher::TrainSummary {
+            steps: 1,
+            final_loss: 0.0,
+            train_seconds: 0.0,
+            params: 1,
+            seed: 0,
+            config_hash: hash,
+        };
+        let write = |s: &crate::teacher::TrainSummary| {
+            crate::train::checkpoint::write_json_atomic(&d.path().join("train.json"), s).unwrap()
+        };
+        let own = crate::teacher::teacher_hash(&cfg.model, &cfg.teacher, cfg.seed, &cfg.data.id());
+        write(&summary(own));
+        assert!(cfg.check_teacher_record(d.path()).is_ok());
+        write(&summary("0123456789abcdef".into()));
+        let e = cfg.check_teacher_record(d.path()).unwrap_err().to_string();
+        assert!(e.contains("teacher.label_dropout"), "{e}");
+        // Without guidance the record does not matter.
+        let mut plain = cfg.clone();
+        plain.distill.real_guidance = 1.0;
+        assert!(plain.check_teacher_record(d.path()).is_ok());
+        // And a config without label dropout is refused on load.
+        let bad = text.replace("label_dropout = 0.1", "label_dropout = 0.0");
+        let e = RunConfig::from_toml(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("distill.real_guidance"), "{e}");
     }
 }
