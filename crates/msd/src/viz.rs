@@ -273,6 +273,68 @@ pub fn write_loss_curve(stats: &Path, out: &Path) -> Result<()> {
     save_png(&line_chart(&[(losses, palette(0))], &[], 480), out)
 }
 
+/// Means with ± std bars at evenly spaced x positions (the K values in order), y from 0 to
+/// `ymax`, a dashed grey line at `floor`.
+pub fn errorbar_chart(
+    pts: &[(f64, f64)],
+    floor: f64,
+    ymax: f64,
+    size: u32,
+    c: Rgb<u8>,
+) -> RgbImage {
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let (m, s) = (24.0, size as f64);
+    let n = pts.len();
+    let px = |i: usize| {
+        m + (s - 2.0 * m)
+            * if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.5
+            }
+    };
+    let py = |y: f64| s - m - (s - 2.0 * m) * (y / ymax.max(1e-9));
+    let mut put = |x: f64, y: f64, c: Rgb<u8>| {
+        if x >= 0.0 && y >= 0.0 && x < s && y < s {
+            img.put_pixel(x as u32, y as u32, c);
+        }
+    };
+    for i in 0..size {
+        put(m, i as f64, Rgb([0, 0, 0]));
+        put(i as f64, s - m, Rgb([0, 0, 0]));
+    }
+    for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
+        put(x as f64, py(floor), Rgb([150, 150, 150]));
+    }
+    for (i, &(mean, std)) in pts.iter().enumerate() {
+        let x = px(i);
+        for d in -3..=3 {
+            for e in -3..=3 {
+                put(x + d as f64, py(mean) + e as f64, c);
+            }
+        }
+        let (lo, hi) = (py(mean + std), py(mean - std));
+        let mut y = lo;
+        while y <= hi {
+            put(x, y, c);
+            put(x + 1.0, y, c);
+            y += 0.5;
+        }
+        for d in -6..=6 {
+            put(x + d as f64, lo, c);
+            put(x + d as f64, hi, c);
+        }
+        if i + 1 < n {
+            let (x2, y2) = (px(i + 1), py(pts[i + 1].0));
+            for k in 0..=200 {
+                let t = k as f64 / 200.0;
+                put(x + t * (x2 - x), py(mean) + t * (y2 - py(mean)), c);
+            }
+        }
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
