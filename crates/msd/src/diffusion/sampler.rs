@@ -68,17 +68,8 @@ impl SamplerConfig {
     pub fn validate(&self) -> crate::Result<()> {
         use crate::limits::{check_positive, check_range, check_size, MAX_STEPS};
         check_size("sampler.steps", self.steps as u64, 1, MAX_STEPS as u64)?;
+        // sigma_max has its own check (`diffusion::sigma::check_sigma_max`, in `RunConfig`).
         check_positive("sampler.sigma_min", self.sigma_min)?;
-        check_positive("sampler.sigma_max", self.sigma_max)?;
-        if self.sigma_max <= self.sigma_min || self.sigma_max > 1e6 {
-            return Err(crate::Error::config(
-                "sampler.sigma_max",
-                format!(
-                    "must be in (sigma_min = {}, 1e6], got {}",
-                    self.sigma_min, self.sigma_max
-                ),
-            ));
-        }
         check_positive("sampler.rho", self.rho)?;
         check_range("sampler.s_churn", self.s_churn, 0.0, 1e6)?;
         check_range("sampler.s_noise", self.s_noise, 0.0, 1e3)?;

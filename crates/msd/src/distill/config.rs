@@ -171,14 +171,7 @@ impl DistillConfig {
                 0.0,
                 1e6,
             )?;
-            check_positive("distill.sigma_min", self.sigma_min)?;
             check_positive("distill.rho", self.rho)?;
-            if !(self.sigma_max.is_finite()
-                && self.sigma_max > self.sigma_min
-                && self.sigma_max <= 1e6)
-            {
-                return bad("sigma_max", "must be a finite number in (sigma_min, 1e6]");
-            }
             self.generator_optimizer
                 .validate("distill.generator_optimizer")?;
             self.fake_optimizer.validate("distill.fake_optimizer")?;
