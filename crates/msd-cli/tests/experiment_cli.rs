@@ -255,6 +255,49 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     );
     assert!(p.join("res/fd_vs_k.png").exists());
     assert!(p.join("res/fd_vs_iterations.png").exists());
+    // Every evaluated row also carries the FD of its samples scored on raw values.
+    for r in rows.iter().filter(|r| r["fd"].is_number()) {
+        assert!(r["fd_raw"].as_f64().is_some_and(f64::is_finite), "{r}");
+    }
+    // The regression term's gradient share, per run with a regression term, within [0, 1].
+    let shares = j["grad_share"].as_array().unwrap();
+    assert!(!shares.is_empty());
+    for g in shares {
+        assert!(g["regression_weight"].as_f64().unwrap() > 0.0, "{g}");
+        let v = g["share"].as_array().unwrap();
+        assert!(!v.is_empty(), "{g}");
+        assert!(v
+            .iter()
+            .all(|x| x.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x))));
+    }
+    assert!(p.join("res/grad_share.png").exists());
+    assert!(md.contains("share of the generator's gradient"), "{md}");
+
+    // --report-only trains and evaluates nothing: into a fresh folder, every row is pending.
+    let report_only = [
+        "experiment",
+        "tiny",
+        "--config",
+        "exp.toml",
+        "--out",
+        "res-report-only",
+        "--report-only",
+    ];
+    let (ok, out, err) = msd(&report_only, p);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("evaluating") && !out.contains("experiment: run"),
+        "{out}"
+    );
+    let empty: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("res-report-only/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(empty["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "pending"));
 
     // A second invocation evaluates nothing again and reports the same figures.
     let (ok, out, err) = msd(&args, p);

@@ -2,7 +2,8 @@
 //! `msd::experiment::driver` (the paper's main table in miniature, over training seeds).
 //! Besides the library's report.json/report.md it draws `fd_vs_k.png` (FD against K per student
 //! size, ± std) and `fd_vs_iterations.png` (the K = 1 capacity-bound student's FD against its
-//! per-student iterations).
+//! per-student iterations) and `grad_share.png` (the regression term's share of the generator's
+//! gradient against DM iterations, one line per run with a regression term).
 
 use crate::{plot, progress};
 use anyhow::{bail, Context, Result};
@@ -35,6 +36,10 @@ pub struct Args {
     /// that every row is timed under the same conditions).
     #[arg(long)]
     pub retime: bool,
+    /// Train and evaluate nothing; only write report.md/report.json and the plots from the rows
+    /// that exist (while another process goes on training).
+    #[arg(long, conflicts_with_all = ["only", "retime"])]
+    pub report_only: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -59,6 +64,7 @@ pub fn run(a: Args) -> Result<()> {
         seeds: (!a.seeds.is_empty()).then(|| a.seeds.clone()),
         only: a.only.clone(),
         retime: a.retime,
+        report_only: a.report_only,
         device,
         provenance: Provenance::of_this_process(),
     };
@@ -141,6 +147,20 @@ fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
             * 1.1;
         let p = out.join("fd_vs_iterations.png");
         errorbar_chart(&pts(&conv), floor, ymax, 400, plot::palette(1))
+            .save(&p)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    // The regression term's gradient share against DM iterations, one line per run.
+    let series: Vec<(Vec<f64>, image::Rgb<u8>)> = r
+        .grad_share
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| !g.share.is_empty())
+        .map(|(i, g)| (g.share.clone(), plot::palette(i)))
+        .collect();
+    if !series.is_empty() {
+        let p = out.join("grad_share.png");
+        msd::viz::line_chart(&series, &[], 400)
             .save(&p)
             .with_context(|| format!("writing {}", p.display()))?;
     }

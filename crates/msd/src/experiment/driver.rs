@@ -42,6 +42,9 @@ pub struct ExperimentOptions {
     pub only: Vec<String>,
     /// Measure the latency and throughput of finished rows again.
     pub retime: bool,
+    /// Train and evaluate nothing: only write the report from what exists (e.g. to commit the
+    /// rows finished so far while another process goes on training).
+    pub report_only: bool,
     pub device: Device,
     pub provenance: Provenance,
 }
@@ -137,7 +140,8 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
             )));
         }
     }
-    let wanted = |name: &str| o.only.is_empty() || o.only.iter().any(|x| x == name);
+    let wanted =
+        |name: &str| !o.report_only && (o.only.is_empty() || o.only.iter().any(|x| x == name));
     std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
     let teacher = EdmModel::load_dir(&exp.teacher, o.device)?;
     let params_of = |net: &NetConfig| {

@@ -8,12 +8,15 @@ use crate::bundle::Bundle;
 use crate::data::images::ImageDataset;
 use crate::data::TrainingData;
 use crate::diffusion::SamplerConfig;
-use crate::eval::{balanced_labels, generate, image_metrics, Classifier, MetricsConfig, Reference};
+use crate::eval::{
+    balanced_labels, frechet_distance, generate, image_metrics, Classifier, FeatureStats,
+    MetricsConfig, Reference,
+};
 use crate::model::EdmModel;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// How every row is evaluated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +48,10 @@ pub struct EvalRecord {
     /// absent in evaluations scored on raw values, which are therefore made again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_as: Option<String>,
+    /// FD of the same samples scored on their raw values (not clamped or quantised), as
+    /// evaluations before quantisation scored them: how much the 8-bit scoring moved this row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_raw: Option<f64>,
 }
 
 /// What is evaluated.
@@ -120,6 +127,11 @@ impl Scorer {
             }
         };
         let generation_seconds = t0.elapsed().as_secs_f64();
+        let (raw_features, _) = self.classifier.embed(&x.to_kind(Kind::Float))?;
+        let fd_raw = frechet_distance(
+            &FeatureStats::from_features(&raw_features)?,
+            &self.reference.stats,
+        )?;
         let m = image_metrics(
             &self.classifier,
             &self.reference,
@@ -141,6 +153,7 @@ impl Scorer {
                 generation_seconds,
                 nfe,
                 samples_as: Some(crate::eval::QUANTIZATION.into()),
+                fd_raw: Some(fd_raw),
             },
             x,
             labels,

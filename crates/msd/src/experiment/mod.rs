@@ -8,6 +8,7 @@
 
 pub mod driver;
 pub mod eval;
+pub mod grad_share;
 pub mod plan;
 pub mod report;
 pub mod stats;

@@ -3,8 +3,9 @@
 //! `evals/<id>/s<seed>/{eval.json,row.json}` (rows not evaluated yet are pending, rows missing
 //! some seeds partial), and the claims (paper / ours / verdict) that compare rows.
 
-use super::driver::{apply_budget, eval_dir, ExperimentOptions, RowRecord};
+use super::driver::{apply_budget, eval_dir, run_dir, ExperimentOptions, RowRecord};
 use super::eval::EvalRecord;
+use super::grad_share::{grad_share_series, GradShareSeries};
 use super::plan::{partition_name, stages_up_to, Plan, RowPlan};
 use super::stats::{verdict_lower, Summary, Verdict};
 use super::{Provenance, StageKind};
@@ -13,7 +14,7 @@ use crate::nets::NetConfig;
 use crate::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
 use crate::Result;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Whether a row has results for every seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +46,9 @@ pub struct ReportRow {
     pub fd: Option<f64>,
     pub fd_std: Option<f64>,
     pub fd_per_seed: Vec<f64>,
+    /// FD of the same samples scored on raw values (before 8-bit quantisation), mean over seeds.
+    #[serde(default)]
+    pub fd_raw: Option<f64>,
     pub kid: Option<f64>,
     /// KID's own estimator std (subsets), mean over seeds.
     pub kid_std: Option<f64>,
@@ -118,6 +122,10 @@ pub struct ExperimentReport {
     pub real_guidance: f64,
     pub rows: Vec<ReportRow>,
     pub claims: Vec<Claim>,
+    /// The regression term's share of the generator's gradient over DM training, per run with
+    /// a regression term (mean ± std over seeds).
+    #[serde(default)]
+    pub grad_share: Vec<GradShareSeries>,
     /// Rows with results for every seed, of all rows.
     pub rows_done: usize,
 }
@@ -239,6 +247,7 @@ pub(crate) fn write_report(
             fd: (!found.is_empty()).then_some(fd.mean),
             fd_std: (!found.is_empty()).then_some(fd.std),
             fd_per_seed: fd.per_seed,
+            fd_raw: col(&|e, _| e.fd_raw),
             kid: col(&|e, _| Some(e.kid)),
             kid_std: col(&|e, _| Some(e.kid_std)),
             precision: col(&|e, _| Some(e.precision)),
@@ -300,6 +309,24 @@ pub(crate) fn write_report(
             }
         })
         .collect();
+    let mut grad_share = Vec::new();
+    for r in plan
+        .runs
+        .iter()
+        .filter(|r| r.stages.contains(&StageKind::Dm))
+    {
+        let weight = r
+            .regression_weight
+            .unwrap_or(base.distill.regression_weight);
+        let dirs: Vec<(u64, PathBuf)> = seeds
+            .iter()
+            .map(|&s| (s, run_dir(&o.out, &r.name, s)))
+            .collect();
+        let dirs: Vec<(u64, &Path)> = dirs.iter().map(|(s, d)| (*s, d.as_path())).collect();
+        if let Some(g) = grad_share_series(&r.name, r.students, weight, &dirs)? {
+            grad_share.push(g);
+        }
+    }
     let d = &base.distill;
     let report = ExperimentReport {
         experiment: o.config_path.clone(),
@@ -329,6 +356,7 @@ pub(crate) fn write_report(
         rows_done: rows.iter().filter(|r| r.status == RowStatus::Done).count(),
         rows,
         claims,
+        grad_share,
     };
     write_json_atomic(&o.out.join("report.json"), &report)?;
     write_bytes_atomic(&o.out.join("report.md"), markdown(&report).as_bytes())?;
@@ -413,7 +441,7 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
             continue;
         }
         md.push_str(&format!(
-            "## {title}\n\n| row | K | size | stages | iters/student | seeds | FD | KID | precision | recall | class acc. | params/student | ms/image b1 | images/s b{} | train s | paper | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "## {title}\n\n| row | K | size | stages | iters/student | seeds | FD | FD raw | KID | precision | recall | class acc. | params/student | ms/image b1 | images/s b{} | train s | paper | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             r.rows.first().map_or(0, |v| v.throughput_batch)
         ));
         for v in r.rows.iter().filter(|v| v.section == section) {
@@ -427,7 +455,7 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
                 .map(|g| format!("[png]({})", g.display()))
                 .unwrap_or_default();
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v.name,
                 v.students,
                 v.size,
@@ -435,6 +463,7 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
                 v.iterations_per_student,
                 v.seeds_done.len(),
                 fd,
+                num(v.fd_raw, 3),
                 num(v.kid, 4),
                 num(v.precision, 3),
                 num(v.recall, 3),
@@ -454,6 +483,36 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
             "Floor: the held-out real images against the training split give FD {f:.3}.\n\n"
         ));
     }
-    md.push_str("Columns: FD and KID on the classifier's features against the training split (means over the evaluated seeds; `seeds` = how many); precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); train s = summed training-loop seconds of all the row's students and stages, mean over seeds. Rows that share a run and stage share one evaluation per seed. `fd_vs_k.png`: FD against K per student size (± std); `fd_vs_iterations.png`: the K = 1 capacity-bound student's FD against its iterations.\n");
+    if !r.grad_share.is_empty() {
+        md.push_str("## The regression term's share of the generator's gradient (DM stage)\n\n`reg_grad_share` = ‖∇ w·regression‖ / (‖∇ w·regression‖ + ‖∇ DM‖) over the generator's parameters, logged at the first generator step of every log window, averaged over a run's students, then mean ± std over seeds (`grad_share.png`: the share against DM iterations, one line per run in the order of this table, colours of the class palette 0, 1, 2, …).\n\n| run | K | regression weight | seeds | share over training | first logged | last logged |\n|---|---|---|---|---|---|---|\n");
+        for g in &r.grad_share {
+            let at = |i: usize| {
+                format!(
+                    "{:.3} ± {:.3} (it. {})",
+                    g.share[i], g.share_std[i], g.steps[i]
+                )
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                g.run,
+                g.students,
+                g.regression_weight,
+                g.seeds.len(),
+                Summary::of(&g.mean_per_seed).show(3),
+                if g.steps.is_empty() {
+                    "—".into()
+                } else {
+                    at(0)
+                },
+                if g.steps.is_empty() {
+                    "—".into()
+                } else {
+                    at(g.steps.len() - 1)
+                },
+            ));
+        }
+        md.push('\n');
+    }
+    md.push_str("Columns: FD and KID on the classifier's features against the training split (means over the evaluated seeds; `seeds` = how many), every generated set scored as 8-bit images; FD raw = the same samples scored on their raw values, as reports before quantisation did (the difference is what 8-bit scoring changed); precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); train s = summed training-loop seconds of all the row's students and stages, mean over seeds. Rows that share a run and stage share one evaluation per seed. `fd_vs_k.png`: FD against K per student size (± std); `fd_vs_iterations.png`: the K = 1 capacity-bound student's FD against its iterations.\n");
     md
 }
