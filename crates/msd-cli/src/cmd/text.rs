@@ -1,0 +1,137 @@
+//! `msd text`: the prompt-conditional run of a directory (see [`msd::text::pipeline`]):
+//! `teacher` trains the text teacher (optionally from a class teacher), `distill` builds the
+//! prompt partition and trains the students on their groups, then writes the bundle.
+
+use crate::cmd::distill::Bars;
+use crate::cmd::train_teacher::prepare_run;
+use crate::progress;
+use anyhow::{Context, Result};
+use msd::config::RunConfig;
+use msd::nets::text_encoder::{default_model_dir, TextEncoder};
+use msd::pipeline::{DistillOptions, StageKind};
+use msd::teacher::Progress;
+use msd::text::pipeline::TextRun;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Sub,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Sub {
+    /// Train (or resume) the prompt-conditional teacher into OUT/teacher.
+    Teacher(TeacherArgs),
+    /// Partition the prompts and distil the students of a text run; writes bundle.json.
+    Distill(DistillArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TeacherArgs {
+    /// Run config (TOML) with an embedding-conditioned [model.net], e.g. configs/text-mnist.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory. Rerunning resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Start from this class-conditional teacher (all weights but the condition input; the
+    /// prompt projection is fitted to its label table), e.g. results/mnist-teacher.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// The all-MiniLM-L6-v2 folder (default: where scripts/setup-text-encoder.sh puts it).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
+}
+
+#[derive(clap::Args)]
+pub struct DistillArgs {
+    /// Run directory (with config.toml and teacher/ from `msd text teacher`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Which student(s) to train (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub student: Vec<usize>,
+    /// Stages, in order: dm, or dm,adm.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "dm")]
+    pub stages: Vec<StageKind>,
+    /// The all-MiniLM-L6-v2 folder (default: where scripts/setup-text-encoder.sh puts it).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
+}
+
+/// Loads the prompt encoder from `--encoder` or the default cache folder.
+pub fn load_encoder(dir: Option<&Path>, device: tch::Device) -> Result<TextEncoder> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => default_model_dir()
+            .context("--encoder: no HOME or MSD_TORCH_HOME to find the text encoder under")?,
+    };
+    TextEncoder::load(&dir, device).with_context(|| format!("--encoder {}", dir.display()))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    match a.command {
+        Sub::Teacher(t) => teacher(t),
+        Sub::Distill(d) => distill(d),
+    }
+}
+
+fn teacher(a: TeacherArgs) -> Result<()> {
+    RunConfig::load(&a.config)?;
+    let _lock = msd::train::lock::RunLock::acquire(&a.out)?;
+    prepare_run(&a.config, &a.out, None)?;
+    let run = TextRun::new(&a.out, load_encoder(a.encoder.as_deref(), a.device)?);
+    let cfg = run.config()?;
+    let bar = progress::bar(cfg.teacher.steps, "text teacher");
+    let r = run.train_teacher(a.init.as_deref(), &mut |p| match p {
+        Progress::Start { step, .. } => bar.set_position(step),
+        Progress::Step { step, loss, .. } => {
+            bar.set_position(step);
+            bar.set_message(format!("loss {loss:.4}"));
+        }
+        Progress::Checkpoint { .. } => {}
+    });
+    bar.finish_and_clear();
+    let (_, summary, init) = r.with_context(|| format!("--init / --out {}", a.out.display()))?;
+    if let Some(i) = init {
+        println!(
+            "initialised from {}: {} weights copied, projection fitted (max residual {:.2e})",
+            a.init.unwrap_or_default().display(),
+            i.copied,
+            i.fit_residual
+        );
+    }
+    println!(
+        "text teacher: {} steps, final loss {:.4}, {:.0} s, {} parameters → {}",
+        summary.steps,
+        summary.final_loss,
+        summary.train_seconds,
+        summary.params,
+        run.run.teacher_dir().display()
+    );
+    Ok(())
+}
+
+fn distill(a: DistillArgs) -> Result<()> {
+    let _lock = msd::train::lock::RunLock::acquire(&a.run)?;
+    let run = TextRun::new(&a.run, load_encoder(a.encoder.as_deref(), a.device)?);
+    let opts = DistillOptions {
+        students: a.student,
+        stages: a.stages,
+        device: a.device,
+    };
+    let mut bars = Bars::default();
+    let r = run.distill(&opts, &mut bars);
+    if let Some(b) = bars.bar.take() {
+        b.finish_and_clear();
+    }
+    if r?.is_none() {
+        println!("not every student has finished the last stage yet: no bundle written");
+    }
+    Ok(())
+}
