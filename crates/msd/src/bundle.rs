@@ -71,10 +71,12 @@ fn check_student(k: usize, m: &EdmModel, partition: &Partition) -> std::result::
     }
     match (m.spec.net.cond().embedding_dim(), &partition.prompts) {
         (Some(d), Some(g)) if d as usize == g.dim() => return finite_weights(k, m),
-        (Some(d), Some(g)) => return Err(format!(
+        (Some(d), Some(g)) => {
+            return Err(format!(
             "student {k} takes {d}-d prompt embeddings but the partition's prompt groups are {}-d",
             g.dim()
-        )),
+        ))
+        }
         (Some(_), None) => {
             return Err(format!(
                 "student {k} is prompt-conditional but the partition splits classes"

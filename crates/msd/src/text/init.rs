@@ -72,3 +72,63 @@ pub fn init_from_class_model(
         fit_residual,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::{Denoiser, EdmPrecond};
+    use crate::nets::{Conditioning, MlpConfig, NetConfig};
+    use tch::Device;
+
+    fn mlp(cond: Conditioning) -> NetConfig {
+        NetConfig::Mlp(MlpConfig {
+            dim: 2,
+            num_classes: 3,
+            width: 16,
+            depth: 2,
+            noise_freqs: 4,
+            cond,
+        })
+    }
+
+    #[test]
+    fn the_text_model_on_a_class_mean_reproduces_the_class_model_on_that_class() {
+        let _g = crate::rng_guard();
+        tch::manual_seed(0);
+        let class = EdmModel::new(
+            &mlp(Conditioning::Class),
+            EdmPrecond::default(),
+            Device::Cpu,
+        );
+        let mut text = EdmModel::new(
+            &mlp(Conditioning::Embedding { dim: 5 }),
+            EdmPrecond::default(),
+            Device::Cpu,
+        );
+        let means = Tensor::randn([3, 5], (Kind::Float, Device::Cpu));
+        let r = init_from_class_model(&mut text, &class, &means).unwrap();
+        assert!(r.fit_residual < 1e-8, "{r:?}");
+        assert_eq!(r.copied + 2, text.vs.variables().len());
+        let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
+        let s = Tensor::full([4], 0.7, (Kind::Float, Device::Cpu));
+        for c in 0..3i64 {
+            let want = class.denoise(&x, &s, &Tensor::full([4], c, (Kind::Int64, Device::Cpu)));
+            let got = text.denoise(&x, &s, &means.get(c).unsqueeze(0).expand([4, 5], false));
+            let err = (got - want).abs().max().double_value(&[]);
+            assert!(err < 1e-4, "class {c}: {err}");
+        }
+        // The null embedding is the class model's null label.
+        let want = class.denoise(&x, &s, &Tensor::full([4], 3i64, (Kind::Int64, Device::Cpu)));
+        let got = text.denoise(&x, &s, &Tensor::zeros([4, 5], (Kind::Float, Device::Cpu)));
+        assert!((got - want).abs().max().double_value(&[]) < 1e-5);
+        // Wrong directions or widths are refused.
+        let mut class2 = EdmModel::new(
+            &mlp(Conditioning::Class),
+            EdmPrecond::default(),
+            Device::Cpu,
+        );
+        assert!(init_from_class_model(&mut class2, &text, &means).is_err());
+        let bad = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+        assert!(init_from_class_model(&mut text, &class, &bad).is_err());
+    }
+}
