@@ -63,6 +63,14 @@ pub struct Args {
     /// Precision of the network's evaluation (f32, or bf16 weights and activations).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// Prompt file (one prompt per line, plain or JSON; see `msd text prompts`) for a
+    /// prompt-conditional teacher or bundle: --n samples per prompt, scored for the named digit
+    /// and attributes; writes eval_prompts.{json,md} and prompts.png.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// The all-MiniLM-L6-v2 folder for --prompts (default: scripts/setup-text-encoder.sh's).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
 }
 
 /// CPU model name and the number of threads torch uses.
@@ -128,7 +136,7 @@ pub fn resolve(a: &Args, anchor: &Path) -> Result<Resolved> {
     Ok(Resolved { data, sampler })
 }
 
-fn beside(teacher: &Path, name: &str) -> PathBuf {
+pub(crate) fn beside(teacher: &Path, name: &str) -> PathBuf {
     let t = teacher.components().as_path();
     t.parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -137,6 +145,9 @@ fn beside(teacher: &Path, name: &str) -> PathBuf {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(p) = a.prompts.clone() {
+        return crate::cmd::eval_prompts::run(&a, &p);
+    }
     let device = a.device;
     if a.n < 4 || a.steps == Some(0) {
         bail!("--n must be ≥ 4 and --steps ≥ 1");

@@ -6,6 +6,7 @@ pub mod captions;
 pub mod distill;
 pub mod eval;
 pub mod eval_bundle;
+pub mod eval_prompts;
 pub mod experiment;
 pub mod import_teacher;
 pub mod launch;

@@ -25,6 +25,21 @@ pub enum Sub {
     Teacher(TeacherArgs),
     /// Partition the prompts and distil the students of a text run; writes bundle.json.
     Distill(DistillArgs),
+    /// Write the standard evaluation prompt file (for `msd eval --prompts`): per digit, seeded
+    /// attribute levels worded once by a training and once by a held-out template.
+    Prompts(PromptsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PromptsArgs {
+    /// Output file (JSON lines).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Level combinations per digit (2 prompts each).
+    #[arg(long, default_value_t = 2)]
+    pub per_digit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -78,6 +93,17 @@ pub fn run(a: Args) -> Result<()> {
     match a.command {
         Sub::Teacher(t) => teacher(t),
         Sub::Distill(d) => distill(d),
+        Sub::Prompts(p) => {
+            if p.per_digit == 0 {
+                anyhow::bail!("--per-digit must be ≥ 1");
+            }
+            let set = msd::text::prompt_set::standard_prompts(p.per_digit, p.seed)?;
+            let text = msd::text::prompt_set::to_prompt_file(&set);
+            msd::train::checkpoint::write_bytes_atomic(&p.out, text.as_bytes())
+                .with_context(|| format!("--out {}", p.out.display()))?;
+            println!("{} prompts → {}", set.len(), p.out.display());
+            Ok(())
+        }
     }
 }
 
