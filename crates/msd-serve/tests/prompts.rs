@@ -77,7 +77,7 @@ fn prompt_bundle(dir: &Path, enc: &TextEncoder) -> PathBuf {
             tch::no_grad(|| {
                 for (name, mut v) in m.vs.variables() {
                     if name.starts_with("conv_out") {
-                        let _ = v.copy_(&(v.randn_like() * 0.1));
+                        v.copy_(&(v.randn_like() * 0.1));
                     }
                 }
             });

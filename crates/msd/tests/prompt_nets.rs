@@ -53,7 +53,7 @@ fn model(net: &NetConfig) -> EdmModel {
     tch::no_grad(|| {
         for (name, mut v) in m.vs.variables() {
             if name.starts_with("conv_out") {
-                let _ = v.copy_(&(v.randn_like() * 0.1));
+                v.copy_(&(v.randn_like() * 0.1));
             }
         }
     });

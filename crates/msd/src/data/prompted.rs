@@ -172,10 +172,13 @@ mod tests {
         let xi: Vec<f32> = Vec::try_from(x.select(3, 0).select(2, 0).select(1, 0)).unwrap();
         let ci: Vec<f32> = Vec::try_from(c.select(1, 0)).unwrap();
         assert_eq!(xi, ci);
-        assert!(xi.iter().all(|&v| (v as usize) % 3 != 0), "{xi:?}");
+        assert!(
+            xi.iter().all(|&v| !(v as usize).is_multiple_of(3)),
+            "{xi:?}"
+        );
         let cond = d.conditions(16, &[0], &mut rng, Device::Cpu).unwrap();
         let c0: Vec<f32> = Vec::try_from(cond.select(1, 0)).unwrap();
-        assert!(c0.iter().all(|&v| (v as usize) % 3 == 0), "{c0:?}");
+        assert!(c0.iter().all(|&v| (v as usize).is_multiple_of(3)), "{c0:?}");
         // Same seed, same draw.
         let a = d.conditions(
             8,

@@ -194,9 +194,11 @@ impl PromptGroups {
         for j in 0..depth {
             let mut level = vec![0f32; 1 << j];
             for (node, t) in level.iter_mut().enumerate() {
-                let mut v: Vec<f64> = (0..points.len())
-                    .filter(|&i| prefix[i] == node)
-                    .map(|i| proj[i][j])
+                let mut v: Vec<f64> = proj
+                    .iter()
+                    .zip(&prefix)
+                    .filter(|(_, &p)| p == node)
+                    .map(|(x, _)| x[j])
                     .collect();
                 v.sort_by(f64::total_cmp);
                 // Midway between the lower half's largest and the upper half's smallest value
@@ -208,9 +210,9 @@ impl PromptGroups {
                     _ => ((v[(m - 1) / 2] + v[(m - 1) / 2 + 1]) / 2.0) as f32,
                 };
             }
-            for i in 0..points.len() {
-                let bit = (proj[i][j] > level[prefix[i]] as f64) as usize;
-                prefix[i] = prefix[i] * 2 + bit;
+            for (x, p) in proj.iter().zip(prefix.iter_mut()) {
+                let bit = (x[j] > level[*p] as f64) as usize;
+                *p = *p * 2 + bit;
             }
             thresholds.push(level);
         }
