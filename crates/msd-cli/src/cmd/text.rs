@@ -25,9 +25,31 @@ pub enum Sub {
     Teacher(TeacherArgs),
     /// Partition the prompts and distil the students of a text run; writes bundle.json.
     Distill(DistillArgs),
+    /// Partition a text run's training captions (k-means or quadrants) without training
+    /// anything, and print the group sizes (the run's own partition is made by `distill`).
+    Partition(PartitionArgs),
     /// Write the standard evaluation prompt file (for `msd eval --prompts`): per digit, seeded
     /// attribute levels worded once by a training and once by a held-out template.
     Prompts(PromptsArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PartitionArgs {
+    /// Run directory (with config.toml).
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long, value_enum)]
+    pub strategy: msd::partition::Strategy,
+    #[arg(long)]
+    pub students: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the partition (JSON); nothing is written without it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The all-MiniLM-L6-v2 folder (default: where scripts/setup-text-encoder.sh puts it).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -93,6 +115,7 @@ pub fn run(a: Args) -> Result<()> {
     match a.command {
         Sub::Teacher(t) => teacher(t),
         Sub::Distill(d) => distill(d),
+        Sub::Partition(p) => partition(p),
         Sub::Prompts(p) => {
             if p.per_digit == 0 {
                 anyhow::bail!("--per-digit must be ≥ 1");
@@ -158,6 +181,31 @@ fn distill(a: DistillArgs) -> Result<()> {
     }
     if r?.is_none() {
         println!("not every student has finished the last stage yet: no bundle written");
+    }
+    Ok(())
+}
+
+fn partition(a: PartitionArgs) -> Result<()> {
+    let run = TextRun::new(
+        &a.run,
+        load_encoder(a.encoder.as_deref(), tch::Device::Cpu)?,
+    );
+    let cfg = run.config()?;
+    let (_, set) = run.captioned(&cfg)?;
+    let points = set.points()?;
+    let p = msd::partition::Partition::of_prompts(a.strategy, &points, a.students, a.seed)
+        .context("--strategy / --students")?;
+    let sizes = msd::text::pipeline::group_sizes(&p, &points)?;
+    println!(
+        "{:?} partition of {} training captions into {} groups: sizes {sizes:?}",
+        a.strategy,
+        points.len(),
+        a.students
+    );
+    if let Some(out) = &a.out {
+        p.save(out)
+            .with_context(|| format!("--out {}", out.display()))?;
+        println!("partition: {}", out.display());
     }
     Ok(())
 }

@@ -229,3 +229,16 @@ impl TextRun {
         Ok(Some(manifest))
     }
 }
+
+/// Number of `points` in each prompt group of `partition`.
+pub fn group_sizes(partition: &Partition, points: &[Vec<f32>]) -> Result<Vec<usize>> {
+    let g = partition
+        .prompts
+        .as_ref()
+        .ok_or_else(|| Error::Partition("this partition splits classes, not prompts".into()))?;
+    let mut sizes = vec![0; g.len()];
+    for p in points {
+        sizes[g.route(p)?] += 1;
+    }
+    Ok(sizes)
+}
