@@ -2,7 +2,6 @@
 //! flags, shows progress, and writes pictures and tables.
 
 mod cmd;
-mod curves;
 mod device;
 mod grid;
 mod plot;

@@ -37,13 +37,15 @@ pub struct BundleManifest {
     /// bundles written before it was recorded (and when there is no teacher).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_sampler: Option<SamplerConfig>,
-    /// The σ at which students are evaluated as generators.
+    /// The σ at which students are evaluated as generators: a copy of the run's
+    /// `distill.sigma_max` (its one owner), checked by [`check_sigma_max`] on write and load.
     pub sigma_max: f64,
     pub students: Vec<StudentEntry>,
 }
 
+use crate::diffusion::sigma::check_sigma_max;
 /// Range of `sigma_max` a bundle may declare: positive, finite, at most this (EDM uses 80).
-pub const SIGMA_MAX_LIMIT: f64 = 1000.0;
+pub use crate::diffusion::sigma::SIGMA_MAX_LIMIT;
 
 /// The name of the first parameter that holds a NaN or an infinity, if any (sorted by name).
 pub fn non_finite_weight(m: &EdmModel) -> Option<String> {
@@ -103,15 +105,6 @@ fn finite_weights(k: usize, m: &EdmModel) -> std::result::Result<(), String> {
     if let Some(name) = non_finite_weight(m) {
         return Err(format!(
             "student {k}: weight `{name}` holds NaN or infinite values"
-        ));
-    }
-    Ok(())
-}
-
-fn check_sigma_max(sigma_max: f64) -> std::result::Result<(), String> {
-    if !(sigma_max.is_finite() && sigma_max > 0.0 && sigma_max <= SIGMA_MAX_LIMIT) {
-        return Err(format!(
-            "sigma_max must be a finite number in (0, {SIGMA_MAX_LIMIT}], got {sigma_max}"
         ));
     }
     Ok(())

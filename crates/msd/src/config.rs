@@ -2,233 +2,15 @@
 //! run directory exists, the resolved copy stored there as `config.toml`. Unknown or malformed
 //! fields are errors that name the field.
 
-use crate::data::{toy2d::Toy2d, TrainingData};
 use crate::diffusion::SamplerConfig;
 use crate::distill::DistillConfig;
 use crate::model::ModelSpec;
-use crate::tagged::{decode_named, split_tag};
 use crate::teacher::TeacherTrainConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Where the training data come from.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum DataConfig {
-    /// The seeded 2-D toy mixture ([`Toy2d`]).
-    Toy2d {
-        #[serde(default = "d_classes")]
-        classes: usize,
-        #[serde(default = "d_modes")]
-        modes: usize,
-        #[serde(default = "d_cseed")]
-        construction_seed: u64,
-    },
-    /// IDX image + label files (MNIST format, gzipped or not); see [`crate::data::idx`].
-    Idx {
-        images: PathBuf,
-        labels: PathBuf,
-        #[serde(default = "d_heldout")]
-        heldout: usize,
-        #[serde(default = "d_split_seed")]
-        split_seed: u64,
-        #[serde(default)]
-        pad: i64,
-    },
-    /// One sub-folder of PNG/JPEG images per class; see [`crate::data::folder`].
-    Folder {
-        dir: PathBuf,
-        #[serde(default = "d_channels")]
-        channels: usize,
-        #[serde(default = "d_size")]
-        size: usize,
-        #[serde(default = "d_heldout")]
-        heldout: usize,
-        #[serde(default = "d_split_seed")]
-        split_seed: u64,
-        #[serde(default)]
-        pad: i64,
-    },
-}
-
-fn d_heldout() -> usize {
-    1000
-}
-fn d_split_seed() -> u64 {
-    1000
-}
-fn d_channels() -> usize {
-    1
-}
-fn d_size() -> usize {
-    28
-}
-
-/// The fields of [`DataConfig::Toy2d`], decoded on their own so errors name the field.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Toy2dFields {
-    #[serde(default = "d_classes")]
-    classes: usize,
-    #[serde(default = "d_modes")]
-    modes: usize,
-    #[serde(default = "d_cseed")]
-    construction_seed: u64,
-}
-
-/// The fields of [`DataConfig::Idx`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdxFields {
-    images: PathBuf,
-    labels: PathBuf,
-    #[serde(default = "d_heldout")]
-    heldout: usize,
-    #[serde(default = "d_split_seed")]
-    split_seed: u64,
-    #[serde(default)]
-    pad: i64,
-}
-
-/// The fields of [`DataConfig::Folder`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FolderFields {
-    dir: PathBuf,
-    #[serde(default = "d_channels")]
-    channels: usize,
-    #[serde(default = "d_size")]
-    size: usize,
-    #[serde(default = "d_heldout")]
-    heldout: usize,
-    #[serde(default = "d_split_seed")]
-    split_seed: u64,
-    #[serde(default)]
-    pad: i64,
-}
-
-impl<'de> Deserialize<'de> for DataConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (kind, body) = split_tag(d)?;
-        match kind.as_str() {
-            "toy2d" => {
-                let f: Toy2dFields = decode_named(body)?;
-                Ok(DataConfig::Toy2d {
-                    classes: f.classes,
-                    modes: f.modes,
-                    construction_seed: f.construction_seed,
-                })
-            }
-            "idx" => {
-                let f: IdxFields = decode_named(body)?;
-                Ok(DataConfig::Idx {
-                    images: f.images,
-                    labels: f.labels,
-                    heldout: f.heldout,
-                    split_seed: f.split_seed,
-                    pad: f.pad,
-                })
-            }
-            "folder" => {
-                let f: FolderFields = decode_named(body)?;
-                Ok(DataConfig::Folder {
-                    dir: f.dir,
-                    channels: f.channels,
-                    size: f.size,
-                    heldout: f.heldout,
-                    split_seed: f.split_seed,
-                    pad: f.pad,
-                })
-            }
-            k => Err(serde::de::Error::custom(format!(
-                "unknown data kind `{k}` (expected toy2d, idx or folder)"
-            ))),
-        }
-    }
-}
-
-fn d_classes() -> usize {
-    8
-}
-fn d_modes() -> usize {
-    4
-}
-fn d_cseed() -> u64 {
-    2410
-}
-
-impl DataConfig {
-    /// Re-expresses relative data paths, written relative to the folder `from`, relative to the
-    /// folder `to` (so a run directory's `config.toml` finds the same files).
-    pub fn rebase(&mut self, from: &Path, to: &Path) -> Result<()> {
-        let abs = |p: &Path| -> Result<PathBuf> {
-            let p = if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                std::env::current_dir()
-                    .map_err(|e| Error::io(p, e))?
-                    .join(p)
-            };
-            Ok(p)
-        };
-        let (from, to) = (abs(from)?, abs(to)?);
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                let target = from.join(&*p);
-                let target = std::fs::canonicalize(&target).unwrap_or(target);
-                let to = std::fs::canonicalize(&to).unwrap_or_else(|_| to.clone());
-                if let Some(r) = pathdiff::diff_paths(&target, &to) {
-                    *p = r;
-                }
-            }
-        };
-        match self {
-            DataConfig::Toy2d { .. } => {}
-            DataConfig::Idx { images, labels, .. } => {
-                fix(images);
-                fix(labels);
-            }
-            DataConfig::Folder { dir, .. } => fix(dir),
-        }
-        Ok(())
-    }
-
-    /// Opens the dataset; relative paths are resolved against `base`.
-    pub fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
-        match self {
-            DataConfig::Idx { .. } | DataConfig::Folder { .. } => {
-                Ok(Box::new(self.open_images(base)?))
-            }
-            DataConfig::Toy2d {
-                classes,
-                modes,
-                construction_seed,
-            } => {
-                if *classes == 0 || *modes == 0 {
-                    return Err(Error::config("data.classes / data.modes", "must be ≥ 1"));
-                }
-                Ok(Box::new(Toy2d::new(*classes, *modes, *construction_seed)))
-            }
-        }
-    }
-
-    /// A stable identifier of the data, part of every checkpoint's config hash. Paths enter by
-    /// file name only, so a run directory stays valid when the repository moves.
-    pub fn id(&self) -> String {
-        let mut c = self.clone();
-        let name = |p: &mut PathBuf| *p = p.file_name().map(PathBuf::from).unwrap_or_default();
-        match &mut c {
-            DataConfig::Toy2d { .. } => {}
-            DataConfig::Idx { images, labels, .. } => {
-                name(images);
-                name(labels);
-            }
-            DataConfig::Folder { dir, .. } => name(dir),
-        }
-        serde_json::to_string(&c).unwrap_or_default()
-    }
-}
+pub use crate::data::source::{DataConfig, DataSource};
 
 /// The whole configuration of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,6 +34,8 @@ impl RunConfig {
             .map_err(|e| Error::format(origin, e.to_string().trim_end().replace('\n', " ")))?;
         c.model.net.validate()?;
         c.distill.validate()?;
+        crate::diffusion::sigma::check_sigma_max(c.sampler.sigma_max)
+            .map_err(|m| Error::config("sampler.sigma_max", m))?;
         crate::distill::checks::check_guidance(
             c.distill.real_guidance,
             c.sampler.guidance,
@@ -264,6 +48,40 @@ impl RunConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_toml(&text, path)
+    }
+
+    /// [`crate::distill::checks::check_guidance`] against the teacher actually in `teacher_dir`:
+    /// when the run guides, its `train.json` must carry the hash of this config's
+    /// `[model]`/`[teacher]`/seed/data (so the `teacher.label_dropout` checked is the one the
+    /// teacher was trained with).
+    pub fn check_teacher_record(&self, teacher_dir: &Path) -> Result<()> {
+        let cfg = self;
+        crate::distill::checks::check_guidance(
+            cfg.distill.real_guidance,
+            cfg.sampler.guidance,
+            &cfg.teacher,
+        )?;
+        if cfg.distill.real_guidance == 1.0 && cfg.sampler.guidance == 1.0 {
+            return Ok(());
+        }
+        let path = teacher_dir.join("train.json");
+        let recorded = crate::train::checkpoint::read_json::<crate::teacher::TrainSummary>(&path)?;
+        let want = crate::teacher::teacher_hash(&cfg.model, &cfg.teacher, cfg.seed, &cfg.data.id());
+        if recorded.config_hash != want {
+            return Err(Error::config(
+                "teacher.label_dropout",
+                format!(
+                    "the run guides (real_guidance {}, sampler.guidance {}), but {} was not made by this config's \
+                     [model]/[teacher] (hash {} ≠ {want}), so the teacher's label dropout is unknown; \
+                     retrain or re-import the teacher with this config",
+                    cfg.distill.real_guidance,
+                    cfg.sampler.guidance,
+                    path.display(),
+                    recorded.config_hash
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Writes the resolved config atomically as TOML.
@@ -321,5 +139,91 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("net.depth"), "{e}");
+    }
+
+    /// σ_max has one default (EDM's 80) and one check, and a bad one names its field.
+    #[test]
+    fn sigma_max_has_one_default_and_one_check() {
+        let c = RunConfig::from_toml(MINI, Path::new("mini.toml")).unwrap();
+        let edm = crate::diffusion::sigma::EDM_SIGMA_MAX;
+        assert_eq!((c.sampler.sigma_max, c.distill.sigma_max), (edm, edm));
+        for (table, value, field) in [
+            ("[distill]", "sigma_max = 0.0", "distill.sigma_max"),
+            ("[distill]", "sigma_max = 1e308", "distill.sigma_max"),
+            ("[distill]", "sigma_min = 90.0", "distill.sigma_min"),
+            ("[sampler]", "sigma_max = -1.0", "sampler.sigma_max"),
+        ] {
+            let text = format!("{MINI}\n{table}\n{value}\n");
+            let e = RunConfig::from_toml(&text, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{value}: {e}");
+        }
+    }
+
+    /// Every run config committed under `configs/` still parses (the `[data]` table and σ_max
+    /// moved owners; the files did not change).
+    #[test]
+    fn committed_run_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            if p.extension().is_some_and(|x| x == "toml") && text.contains("[model") {
+                RunConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "only {n} run configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn a_teacher_from_another_config_is_refused_when_the_run_guides() {
+        let text = r#"
+            [data]
+            kind = "toy2d"
+            [model.net]
+            kind = "mlp"
+            dim = 2
+            num_classes = 8
+            width = 8
+            depth = 1
+            [teacher]
+            steps = 1
+            batch_size = 2
+            label_dropout = 0.1
+            [distill]
+            real_guidance = 1.5
+        "#;
+        let cfg = RunConfig::from_toml(text, Path::new("t.toml")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let summary = |hash: String| crate::teacher::TrainSummary {
+            steps: 1,
+            final_loss: 0.0,
+            train_seconds: 0.0,
+            params: 1,
+            seed: 0,
+            config_hash: hash,
+        };
+        let write = |s: &crate::teacher::TrainSummary| {
+            crate::train::checkpoint::write_json_atomic(&d.path().join("train.json"), s).unwrap()
+        };
+        let own = crate::teacher::teacher_hash(&cfg.model, &cfg.teacher, cfg.seed, &cfg.data.id());
+        write(&summary(own));
+        assert!(cfg.check_teacher_record(d.path()).is_ok());
+        write(&summary("0123456789abcdef".into()));
+        let e = cfg.check_teacher_record(d.path()).unwrap_err().to_string();
+        assert!(e.contains("teacher.label_dropout"), "{e}");
+        // Without guidance the record does not matter.
+        let mut plain = cfg.clone();
+        plain.distill.real_guidance = 1.0;
+        assert!(plain.check_teacher_record(d.path()).is_ok());
+        // And a config without label dropout is refused on load.
+        let bad = text.replace("label_dropout = 0.1", "label_dropout = 0.0");
+        let e = RunConfig::from_toml(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("distill.real_guidance"), "{e}");
     }
 }

@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod evaluate;
 pub mod experiment;
 pub mod launch;
 pub mod limits;

@@ -114,7 +114,7 @@ impl Distiller {
         let device = opts.device;
         let cfg = run.load_config()?;
         let teacher = run.load_teacher(device)?;
-        crate::distill::checks::check_teacher_record(&cfg, &run.teacher_dir())?;
+        cfg.check_teacher_record(&run.teacher_dir())?;
         let d = &cfg.distill;
         let has = |s: StageKind| opts.stages.contains(&s);
         if has(StageKind::Tsm) && d.student_net.is_none() {

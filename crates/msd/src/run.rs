@@ -63,6 +63,55 @@ impl RunDir {
     pub fn load_teacher(&self, device: Device) -> Result<EdmModel> {
         EdmModel::load_dir(&self.teacher_dir(), device)
     }
+
+    /// Loads the run config `config` (with an optional seed override), creates the run
+    /// directory and stores the resolved copy as its `config.toml`, the data paths re-expressed
+    /// relative to the run directory.
+    pub fn create(&self, config: &Path, seed: Option<u64>) -> Result<RunConfig> {
+        let mut cfg = RunConfig::load(config)?;
+        if let Some(s) = seed {
+            cfg.seed = s;
+        }
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        cfg.data.rebase(&base, &self.root)?;
+        cfg.save(&self.config_path())?;
+        Ok(cfg)
+    }
+
+    /// Trains (or resumes) the run's teacher in `teacher/` on the run's data.
+    pub fn train_teacher(
+        &self,
+        cfg: &RunConfig,
+        device: Device,
+        on: &mut dyn FnMut(crate::teacher::Progress),
+    ) -> Result<(EdmModel, TrainSummary)> {
+        let data = cfg.data.open(&self.root)?;
+        crate::teacher::train_teacher(
+            &cfg.model,
+            &cfg.teacher,
+            data.as_ref(),
+            &cfg.data.id(),
+            &self.teacher_dir(),
+            cfg.seed,
+            device,
+            on,
+        )
+    }
+
+    /// Brings an already trained teacher (`from`: model.json + model.safetensors [+
+    /// train.json]) into `teacher/`, checked against the config's `[model]` and recorded with
+    /// the hash this run would have trained it under.
+    pub fn import_teacher(&self, cfg: &RunConfig, from: &Path) -> Result<TrainSummary> {
+        crate::teacher::import_teacher(
+            from,
+            &cfg.model,
+            &cfg.teacher,
+            cfg.seed,
+            &cfg.data.id(),
+            &self.teacher_dir(),
+        )
+    }
 }
 
 /// The teacher's identity for config hashes: its training hash, or "external".

@@ -149,7 +149,7 @@ pub fn train_teacher(
         classes: (0..data.num_classes()).collect(),
         target_teacher: None,
         sigma_max_share: 0.0,
-        sigma_max: 80.0,
+        sigma_max: crate::diffusion::sigma::EDM_SIGMA_MAX,
         init: None,
         dir,
         seed,

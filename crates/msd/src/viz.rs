@@ -1,7 +1,8 @@
 //! Pictures of samples, shared by the CLI (training previews, `msd sample`, evaluation grids,
 //! the toy figure) and the server (PNG responses), so that a class has one colour and an image
 //! one rendering everywhere: a class palette, 2-D scatter panels, image grids whose pixels are
-//! the 8-bit values evaluation scores ([`crate::eval::to_u8`]), and PNG encoding.
+//! the 8-bit values evaluation scores ([`crate::eval::to_u8`]), panels side by side, line charts
+//! (loss curves from `stats.jsonl`), and PNG encoding.
 
 use crate::{Error, Result};
 use image::{ImageFormat, Rgb, RgbImage};
@@ -178,6 +179,162 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     crate::train::checkpoint::write_bytes_atomic(path, &png_bytes(img)?)
 }
 
+/// Places panels side by side with a 4-pixel grey gutter.
+pub fn hstack(panels: &[RgbImage]) -> RgbImage {
+    let h = panels.iter().map(|p| p.height()).max().unwrap_or(1);
+    let w: u32 = panels.iter().map(|p| p.width() + 4).sum::<u32>().max(1);
+    let mut out = RgbImage::from_pixel(w, h, Rgb([200, 200, 200]));
+    let mut x0 = 0;
+    for p in panels {
+        image::imageops::overlay(&mut out, p, x0 as i64, 0);
+        x0 += p.width() + 4;
+    }
+    out
+}
+
+/// A line chart (no text: the numbers go to the reports beside it) of `ys` against evenly spaced x positions, with square markers, in a `size`
+/// panel; y runs from 0 to the max of `ys` (and of `extra_hlines`), drawn as dashed lines.
+pub fn line_chart(
+    series: &[(Vec<f64>, Rgb<u8>)],
+    extra_hlines: &[(f64, Rgb<u8>)],
+    size: u32,
+) -> RgbImage {
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let ymax = series
+        .iter()
+        .flat_map(|(v, _)| v.iter().copied())
+        .chain(extra_hlines.iter().map(|h| h.0))
+        .fold(1e-9, f64::max)
+        * 1.1;
+    let m = 24.0;
+    let s = size as f64;
+    let to_px = |i: usize, n: usize, y: f64| {
+        let x = m
+            + (s - 2.0 * m)
+                * if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.5
+                };
+        let yy = s - m - (s - 2.0 * m) * (y / ymax);
+        (x, yy)
+    };
+    let put = |img: &mut RgbImage, x: f64, y: f64, c: Rgb<u8>| {
+        if x >= 0.0 && y >= 0.0 && x < s && y < s {
+            img.put_pixel(x as u32, y as u32, c);
+        }
+    };
+    for i in 0..size {
+        put(&mut img, m, i as f64, Rgb([0, 0, 0]));
+        put(&mut img, i as f64, s - m, Rgb([0, 0, 0]));
+    }
+    for (y, c) in extra_hlines {
+        let (_, py) = to_px(0, 1, *y);
+        for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
+            put(&mut img, x as f64, py, *c);
+        }
+    }
+    for (ys, c) in series {
+        let n = ys.len();
+        for i in 0..n {
+            let (x, y) = to_px(i, n, ys[i]);
+            for dx in -3..=3 {
+                for dy in -3..=3 {
+                    put(&mut img, x + dx as f64, y + dy as f64, *c);
+                }
+            }
+            if i + 1 < n {
+                let (x2, y2) = to_px(i + 1, n, ys[i + 1]);
+                for k in 0..=200 {
+                    let t = k as f64 / 200.0;
+                    put(&mut img, x + t * (x2 - x), y + t * (y2 - y), *c);
+                }
+            }
+        }
+    }
+    img
+}
+
+/// The `loss` values of every logged line of a `stats.jsonl` (lines without one are skipped).
+pub fn read_losses(stats: &Path) -> Result<Vec<f64>> {
+    let text = std::fs::read_to_string(stats).map_err(|e| Error::io(stats, e))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
+        .filter(|x| x.is_finite())
+        .collect())
+}
+
+/// Writes the loss curve of a run's `stats.jsonl` to `out` (PNG): the logged mean loss against
+/// the logged step, y from 0 to the largest loss.
+pub fn write_loss_curve(stats: &Path, out: &Path) -> Result<()> {
+    let losses = read_losses(stats)?;
+    save_png(&line_chart(&[(losses, palette(0))], &[], 480), out)
+}
+
+/// Means with ± std bars at evenly spaced x positions (the K values in order), y from 0 to
+/// `ymax`, a dashed grey line at `floor`.
+pub fn errorbar_chart(
+    pts: &[(f64, f64)],
+    floor: f64,
+    ymax: f64,
+    size: u32,
+    c: Rgb<u8>,
+) -> RgbImage {
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let (m, s) = (24.0, size as f64);
+    let n = pts.len();
+    let px = |i: usize| {
+        m + (s - 2.0 * m)
+            * if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.5
+            }
+    };
+    let py = |y: f64| s - m - (s - 2.0 * m) * (y / ymax.max(1e-9));
+    let mut put = |x: f64, y: f64, c: Rgb<u8>| {
+        if x >= 0.0 && y >= 0.0 && x < s && y < s {
+            img.put_pixel(x as u32, y as u32, c);
+        }
+    };
+    for i in 0..size {
+        put(m, i as f64, Rgb([0, 0, 0]));
+        put(i as f64, s - m, Rgb([0, 0, 0]));
+    }
+    for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
+        put(x as f64, py(floor), Rgb([150, 150, 150]));
+    }
+    for (i, &(mean, std)) in pts.iter().enumerate() {
+        let x = px(i);
+        for d in -3..=3 {
+            for e in -3..=3 {
+                put(x + d as f64, py(mean) + e as f64, c);
+            }
+        }
+        let (lo, hi) = (py(mean + std), py(mean - std));
+        let mut y = lo;
+        while y <= hi {
+            put(x, y, c);
+            put(x + 1.0, y, c);
+            y += 0.5;
+        }
+        for d in -6..=6 {
+            put(x + d as f64, lo, c);
+            put(x + d as f64, hi, c);
+        }
+        if i + 1 < n {
+            let (x2, y2) = (px(i + 1), py(pts[i + 1].0));
+            for k in 0..=200 {
+                let t = k as f64 / 200.0;
+                put(x + t * (x2 - x), py(mean) + t * (y2 - py(mean)), c);
+            }
+        }
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +372,26 @@ mod tests {
         assert_eq!(coloured, 4);
         let png = png_bytes(&p.img).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    }
+
+    #[test]
+    fn loss_curve_reads_losses_and_draws() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("stats.jsonl");
+        std::fs::write(
+            &s,
+            "{\"step\":1,\"loss\":2.0}\n{\"step\":2}\nnot json\n{\"step\":3,\"loss\":0.5}\n",
+        )
+        .unwrap();
+        assert_eq!(read_losses(&s).unwrap(), vec![2.0, 0.5]);
+        let out = d.path().join("loss.png");
+        write_loss_curve(&s, &out).unwrap();
+        let img = image::open(&out).unwrap().to_rgb8();
+        // Some pixels carry the series colour.
+        assert!(img.pixels().any(|p| *p == palette(0)));
+        let e = read_losses(&d.path().join("none.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.jsonl"), "{e}");
     }
 }

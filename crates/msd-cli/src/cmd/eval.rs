@@ -1,26 +1,26 @@
-//! `msd eval`: draws a balanced, seeded set of samples from a teacher, scores it with the
-//! project's feature network (FD, KID, precision/recall, per-class accuracy) against the
-//! training split, puts the held-out split's scores beside it as the floor, and writes
-//! `eval.json`, `eval.md` and a sample grid.
+//! `msd eval`: draws a balanced, seeded set of samples from a teacher (or a bundle of one-step
+//! students), scores it with the project's feature network (FD, KID, precision/recall,
+//! per-class accuracy) against the training split, puts the held-out split's scores beside it
+//! as the floor, and writes `eval.json`, `eval.md` and a sample grid. The evaluation itself is
+//! [`msd::evaluate`]; this file maps flags, trains a missing feature network and prints.
 //!
 //! Data and sampler default to those of the run the model belongs to (`<run>/config.toml`
 //! beside `<run>/teacher` or `<run>/bundle*.json`); only without a run config does the data
 //! fall back to the shipped MNIST-10k.
 
-use crate::cmd::train_classifier::{train_into, DEFAULT_DATA};
-use crate::{grid, progress};
+use crate::cmd::train_classifier::train_into;
+use crate::progress;
 use anyhow::{bail, Context, Result};
-use msd::config::{DataConfig, RunConfig};
-use msd::data::TrainingData;
-use msd::diffusion::SamplerConfig;
-use msd::eval::{
-    balanced_labels, generate, image_metrics, Classifier, ClassifierTrainConfig, EvalReport,
-    FeatureNetInfo, MetricsConfig, Reference, SeedsInfo,
+use msd::bundle::Bundle;
+use msd::config::DataConfig;
+use msd::eval::{Classifier, ClassifierTrainConfig};
+use msd::evaluate::{
+    beside, evaluate_bundle, evaluate_teacher, resolve, DataOrigin, EvalSettings, Scorer,
+    DEFAULT_DATA,
 };
 use msd::model::EdmModel;
 use msd::nets::Precision;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("model").required(true).args(["teacher", "bundle"])))]
@@ -74,75 +74,7 @@ pub struct Args {
 }
 
 /// CPU model name and the number of threads torch uses.
-pub fn hardware() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{model}, {} torch threads", tch::get_num_threads())
-}
-
-/// What an evaluation samples with and scores against, after defaults.
-pub struct Resolved {
-    /// The `--data` spec (paths relative to the working directory).
-    pub data: String,
-    /// The teacher's sampler (ignored for bundles).
-    pub sampler: SamplerConfig,
-}
-
-/// The config of the run `anchor` (a teacher directory or a bundle file) belongs to:
-/// `config.toml` in the folder holding it, if there is one.
-fn run_config_beside(anchor: &Path) -> Result<Option<(PathBuf, RunConfig)>> {
-    let root = beside(anchor, "");
-    let p = root.join("config.toml");
-    if !p.is_file() {
-        return Ok(None);
-    }
-    let cfg = RunConfig::load(&p).with_context(|| format!("the run config {}", p.display()))?;
-    Ok(Some((root, cfg)))
-}
-
-/// Fills in the defaults of `a` for the model at `anchor`: the flags, else its run's config,
-/// else MNIST-10k and EDM's Heun-18 unguided.
-pub fn resolve(a: &Args, anchor: &Path) -> Result<Resolved> {
-    let run = run_config_beside(anchor)?;
-    let data = match (&a.data, &run) {
-        (Some(s), _) => s.clone(),
-        (None, Some((root, cfg))) => {
-            let mut d = cfg.data.clone();
-            d.rebase(root, Path::new("."))?;
-            d.to_spec()
-        }
-        (None, None) => {
-            println!(
-                "no run config beside {}; scoring against {DEFAULT_DATA} (give --data to choose)",
-                anchor.display()
-            );
-            DEFAULT_DATA.into()
-        }
-    };
-    let mut sampler = run.map(|(_, c)| c.sampler).unwrap_or_default();
-    if let Some(s) = a.steps {
-        sampler.steps = s;
-    }
-    if let Some(g) = a.guidance {
-        sampler.guidance = g;
-    }
-    Ok(Resolved { data, sampler })
-}
-
-pub(crate) fn beside(teacher: &Path, name: &str) -> PathBuf {
-    let t = teacher.components().as_path();
-    t.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join(name)
-}
+pub use msd::evaluate::hardware;
 
 pub fn run(a: Args) -> Result<()> {
     if let Some(p) = a.prompts.clone() {
@@ -164,54 +96,40 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(b)) => b.clone(),
         _ => bail!("give --teacher or --bundle"),
     };
-    let r = resolve(&a, &anchor)?;
-    let dc = DataConfig::parse_spec(&r.data)?;
-    if let Some(bpath) = &a.bundle {
-        let data = dc
-            .open_images(Path::new("."))
-            .with_context(|| format!("--data {}", r.data))?;
-        let clf_dir = a
-            .classifier
-            .clone()
-            .unwrap_or_else(|| beside(&anchor, "classifier"));
-        if !clf_dir.join("classifier.json").exists() {
-            println!(
-                "no feature network at {}; training one first",
-                clf_dir.display()
-            );
-            train_into(&r.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
-        }
-        let (clf, rec) = Classifier::load_dir(&clf_dir, device)
-            .with_context(|| format!("--classifier {}", clf_dir.display()))?;
-        let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        return crate::cmd::eval_bundle::run(
-            &a, &r.data, bpath, &data, &clf, &clf_dir, &rec, &out, device,
+    let r = resolve(&anchor, a.data.as_deref(), a.steps, a.guidance)
+        .with_context(|| format!("the run config beside {}", anchor.display()))?;
+    if r.data_origin == DataOrigin::Default {
+        println!(
+            "no run config beside {}; scoring against {DEFAULT_DATA} (give --data to choose)",
+            anchor.display()
         );
     }
-    let mut teacher = EdmModel::load_dir(&anchor, device)
-        .with_context(|| format!("--teacher {}", anchor.display()))?;
-    teacher.set_precision(a.precision);
+    let dc = DataConfig::parse_spec(&r.data)?;
+    let (mut teacher, mut bundle) = match &a.bundle {
+        None => (
+            Some(
+                EdmModel::load_dir(&anchor, device)
+                    .with_context(|| format!("--teacher {}", anchor.display()))?,
+            ),
+            None,
+        ),
+        Some(b) => (
+            None,
+            Some(Bundle::load(b, device).with_context(|| format!("--bundle {}", b.display()))?),
+        ),
+    };
     let data = dc
         .open_images(Path::new("."))
         .with_context(|| format!("--data {}", r.data))?;
-    if data.num_classes() != teacher.num_classes()
-        || data.sample_shape() != teacher.spec.net.sample_shape()
-    {
-        bail!(
-            "--data has {} classes of shape {:?} but the teacher makes {} classes of shape {:?}",
-            data.num_classes(),
-            data.sample_shape(),
-            teacher.num_classes(),
-            teacher.spec.net.sample_shape()
-        );
+    if let Some(t) = &teacher {
+        msd::evaluate::check_data_fits(&data, t).with_context(|| format!("--data {}", r.data))?;
     }
     let clf_dir = a
         .classifier
         .clone()
         .unwrap_or_else(|| beside(&anchor, "classifier"));
     if !clf_dir.join("classifier.json").exists() {
-        if a.classifier.is_some() {
+        if a.classifier.is_some() && teacher.is_some() {
             bail!(
                 "--classifier {}: no classifier.json there (train one with `msd train-classifier`)",
                 clf_dir.display()
@@ -225,7 +143,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (clf, rec) = Classifier::load_dir(&clf_dir, device)
         .with_context(|| format!("--classifier {}", clf_dir.display()))?;
-    if rec.data_id != dc.id() {
+    if teacher.is_some() && rec.data_id != dc.id() {
         tracing::warn!(
             "the feature network was trained on {} but the evaluation data are {}",
             rec.data_id,
@@ -233,66 +151,29 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-
-    let mc = MetricsConfig::default();
-    let reference = Reference::new(&clf, data.train_images())?;
-    let floor = image_metrics(
-        &clf,
-        &reference,
-        data.heldout_images(),
-        data.heldout_labels(),
-        &mc,
-    )?;
-
-    let cfg = r.sampler.clone();
-    let labels = balanced_labels(a.n, teacher.num_classes());
-    let through_net = a.batch as i64 * if cfg.guidance != 1.0 { 2 } else { 1 };
-    msd::runtime::apply_threads(msd::runtime::CallSite::TeacherSampling, through_net);
-    let bar = progress::bar(a.n as u64, "sampling");
-    let t0 = Instant::now();
-    let x = generate(
-        &teacher,
-        &teacher.spec.net.sample_shape(),
-        &labels,
-        &cfg,
-        a.seed,
-        a.batch,
+    let scorer = Scorer::new(&clf, &clf_dir, &rec, &data, &r.data)?;
+    let settings = EvalSettings {
+        n: a.n,
+        seed: a.seed,
+        batch: a.batch,
+        precision: a.precision,
         device,
-        &mut |d| bar.set_position(d as u64),
-    )?;
-    let gen_seconds = t0.elapsed().as_secs_f64();
+    };
+    let (what, label) = match &a.bundle {
+        Some(_) => ("generating", "students"),
+        None => ("sampling", "teacher"),
+    };
+    let bar = progress::bar(a.n as u64, what);
+    let mut on = |d: usize| bar.set_position(d as u64);
+    let e = match (&mut teacher, &mut bundle) {
+        (Some(t), _) => evaluate_teacher(t, &anchor, &r.sampler, &scorer, &settings, &mut on)?,
+        (None, Some(b)) => evaluate_bundle(b, &anchor, &scorer, &settings, &mut on)?,
+        (None, None) => bail!("give --teacher or --bundle"),
+    };
     bar.finish_and_clear();
-    let m = image_metrics(&clf, &reference, &x, &labels, &mc)?;
-
-    let per_grid = 10.min(a.n / teacher.num_classes() as usize).max(1);
-    let take = (per_grid * teacher.num_classes() as usize).min(a.n) as i64;
-    grid::write_class_grid(
-        &x.narrow(0, 0, take),
-        &labels[..take as usize],
-        &out.join("samples.png"),
-    )?;
-
-    let mut report = EvalReport::new(
-        &m,
-        &floor,
-        FeatureNetInfo::new(&clf_dir, &clf, &rec),
-        cfg.nfe(),
-        SeedsInfo::new(a.seed, a.n, a.batch),
-        &mc,
-        &r.data,
-        gen_seconds,
-        &hardware(),
-    );
-    report.teacher = Some(anchor.clone());
-    report.sampler = Some(cfg.clone());
-    report.net_precision = Some(a.precision);
-    report.save(&out.join("eval.json"))?;
-    msd::train::checkpoint::write_bytes_atomic(
-        &out.join("eval.md"),
-        report.to_markdown().as_bytes(),
-    )?;
-    println!("{}", report.summary_line("teacher"));
+    e.write(&out)
+        .with_context(|| format!("writing the report into {}", out.display()))?;
+    println!("{}", e.report.summary_line(label));
     println!(
         "report: {} and eval.md; grid: {}",
         out.join("eval.json").display(),

@@ -5,7 +5,7 @@
 //! training images; writes `eval_prompts.json`, `eval_prompts.md` and `prompts.png` (one row of
 //! up to 8 samples per prompt).
 
-use super::eval::{beside, hardware, resolve, Args};
+use super::eval::Args;
 use crate::cmd::text::load_encoder;
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
@@ -13,6 +13,7 @@ use msd::config::DataConfig;
 use msd::data::captions::caption_training_set;
 use msd::diffusion::sample;
 use msd::eval::Classifier;
+use msd::evaluate::{beside, hardware, resolve};
 use msd::model::EdmModel;
 use msd::text::prompt::embed_prompt;
 use msd::text::prompt_eval::{feature_fd, score_prompt, summaries, PromptEvalReport};
@@ -39,7 +40,8 @@ pub fn run(a: &Args, file: &Path) -> Result<()> {
         (None, Some(b)) => b.clone(),
         _ => bail!("--prompts needs --teacher or --bundle"),
     };
-    let resolved = resolve(a, &anchor)?;
+    let resolved = resolve(&anchor, a.data.as_deref(), a.steps, a.guidance)
+        .with_context(|| format!("the run config beside {}", anchor.display()))?;
     let cpath = a
         .classifier
         .clone()

@@ -4,13 +4,13 @@
 //! size, ± std) and `fd_vs_iterations.png` (the K = 1 capacity-bound student's FD against its
 //! per-student iterations).
 
-use crate::cmd::toy::errorbar_chart;
 use crate::{plot, progress};
 use anyhow::{bail, Context, Result};
 use msd::experiment::driver::{run_experiment, ExperimentOptions};
 use msd::experiment::plan::ExperimentConfig;
 use msd::experiment::report::{ExperimentReport, ReportRow};
 use msd::experiment::Provenance;
+use msd::viz::errorbar_chart;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -60,11 +60,7 @@ pub fn run(a: Args) -> Result<()> {
         only: a.only.clone(),
         retime: a.retime,
         device,
-        provenance: Provenance {
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            commit: crate::cmd::toy::git_commit(),
-            hardware: crate::cmd::eval::hardware(),
-        },
+        provenance: Provenance::of_this_process(),
     };
     let report = run_experiment(&opts, &mut progress::Console::default())
         .with_context(|| format!("experiment {}", cfg_path.display()))?;

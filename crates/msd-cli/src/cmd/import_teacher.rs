@@ -2,7 +2,7 @@
 //! the config, so distillation can start at once (e.g. the shipped MNIST teacher).
 
 use anyhow::{Context, Result};
-use msd::teacher::import_teacher;
+use msd::run::RunDir;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -21,23 +21,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let cfg = crate::cmd::train_teacher::prepare_run(&a.config, &a.out, a.seed)?;
-    let dir = a.out.join("teacher");
-    let s = import_teacher(
-        &a.teacher,
-        &cfg.model,
-        &cfg.teacher,
-        cfg.seed,
-        &cfg.data.id(),
-        &dir,
-    )
-    .with_context(|| format!("--teacher {}", a.teacher.display()))?;
+    let run = RunDir::new(&a.out);
+    let cfg = run.create(&a.config, a.seed)?;
+    let s = run
+        .import_teacher(&cfg, &a.teacher)
+        .with_context(|| format!("--teacher {}", a.teacher.display()))?;
     println!(
         "teacher: imported from {} ({} parameters, trained {} steps) → {}",
         a.teacher.display(),
         s.params,
         s.steps,
-        dir.display()
+        run.teacher_dir().display()
     );
     Ok(())
 }

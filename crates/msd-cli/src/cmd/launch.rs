@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use msd::distill::StageKind;
 use msd::launch::k8s::{self, K8sOptions};
 use msd::launch::slurm::{self, SlurmOptions};
-use msd::launch::{parse_students, prepare_shared};
+use msd::launch::{parse_students, prepare_shared, BundleEval};
 use msd::run::RunDir;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +63,13 @@ pub struct SlurmArgs {
     /// The sbatch program.
     #[arg(long, default_value = "sbatch")]
     pub sbatch: PathBuf,
+    /// After bundling, also evaluate the bundle on this many samples (`msd eval --bundle`,
+    /// into RUN/eval-students) in the same dependent job.
+    #[arg(long)]
+    pub eval_n: Option<usize>,
+    /// The feature network of that evaluation (`msd eval --classifier`), as the job sees it.
+    #[arg(long, requires = "eval_n")]
+    pub eval_classifier: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +112,13 @@ pub struct K8sArgs {
     pub grace_seconds: u32,
     #[arg(long, default_value_t = 3)]
     pub backoff_limit: u32,
+    /// After bundling, also evaluate the bundle on this many samples (`msd eval --bundle`,
+    /// into RUN/eval-students) in the same dependent job.
+    #[arg(long)]
+    pub eval_n: Option<usize>,
+    /// The feature network of that evaluation (`msd eval --classifier`), as the job sees it.
+    #[arg(long, requires = "eval_n")]
+    pub eval_classifier: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -112,6 +126,11 @@ pub fn run(a: Args) -> Result<()> {
         Target::Slurm(s) => run_slurm(s),
         Target::K8s(k) => run_k8s(k),
     }
+}
+
+/// `--eval-n` / `--eval-classifier` as the bundle job's evaluation.
+fn bundle_eval(n: Option<usize>, classifier: Option<PathBuf>) -> Option<BundleEval> {
+    n.map(|n| BundleEval { n, classifier })
 }
 
 fn absolute(p: &Path, flag: &str) -> Result<PathBuf> {
@@ -147,6 +166,7 @@ fn run_slurm(a: SlurmArgs) -> Result<()> {
         time: a.time,
         warn_seconds: a.warn_seconds,
         job_name: a.job_name,
+        eval: bundle_eval(a.eval_n, a.eval_classifier),
     };
     let scripts = slurm::write_scripts(&opts)?;
     println!(
@@ -216,6 +236,7 @@ fn run_k8s(a: K8sArgs) -> Result<()> {
         memory: a.memory,
         grace_seconds: a.grace_seconds,
         backoff_limit: a.backoff_limit,
+        eval: bundle_eval(a.eval_n, a.eval_classifier),
     };
     let m = k8s::write_manifests(&run_path, &opts)?;
     println!(

@@ -5,7 +5,6 @@ pub mod bundle;
 pub mod captions;
 pub mod distill;
 pub mod eval;
-pub mod eval_bundle;
 pub mod eval_prompts;
 pub mod experiment;
 pub mod import_teacher;

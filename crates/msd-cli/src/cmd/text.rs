@@ -3,7 +3,6 @@
 //! prompt partition and trains the students on their groups, then writes the bundle.
 
 use crate::cmd::distill::Bars;
-use crate::cmd::train_teacher::prepare_run;
 use crate::progress;
 use anyhow::{Context, Result};
 use msd::config::RunConfig;
@@ -133,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
 fn teacher(a: TeacherArgs) -> Result<()> {
     RunConfig::load(&a.config)?;
     let _lock = msd::train::lock::RunLock::acquire(&a.out)?;
-    prepare_run(&a.config, &a.out, None)?;
+    msd::run::RunDir::new(&a.out).create(&a.config, None)?;
     let run = TextRun::new(&a.out, load_encoder(a.encoder.as_deref(), a.device)?);
     let cfg = run.config()?;
     let bar = progress::bar(cfg.teacher.steps, "text teacher");

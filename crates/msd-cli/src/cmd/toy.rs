@@ -4,19 +4,16 @@
 //! is process-global, so threads would not be reproducible); the report is written once all
 //! are done. Writes `toy_report.json`, `toy_report.md` and `toy.png`.
 
-use crate::{plot, progress};
+use crate::progress;
 use anyhow::{bail, Context, Result};
-use image::{Rgb, RgbImage};
 use msd::config::RunConfig;
-use msd::data::toy2d::BOX;
-use msd::experiment::toy::{
-    points, quick_config, ToyContext, ToyMethod, ToyOptions, ToyOutcome, TOY_CONFIG,
-};
+use msd::experiment::toy::{quick_config, ToyContext, ToyMethod, ToyOptions, TOY_CONFIG};
+use msd::experiment::workers::{run_workers, WorkerEvent, WorkerTask};
 use msd::experiment::Provenance;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
-use tch::{Device, Tensor};
+use tch::Device;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Method {
@@ -66,17 +63,6 @@ pub struct Args {
     pub pilot_student: Option<usize>,
 }
 
-/// The current commit (short), or `unknown` outside a git checkout.
-pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 pub fn run(a: Args) -> Result<()> {
     let wall = Instant::now();
     let (text, origin) = match &a.config {
@@ -100,7 +86,6 @@ pub fn run(a: Args) -> Result<()> {
     if a.jobs == 0 {
         bail!("--jobs must be ≥ 1");
     }
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
     let opts = ToyOptions {
         config: cfg,
         out: a.out.clone(),
@@ -114,11 +99,7 @@ pub fn run(a: Args) -> Result<()> {
         samples_per_class: a.samples.unwrap_or(n_eval),
         report: !a.worker,
         quick: a.quick,
-        provenance: Provenance {
-            command,
-            commit: git_commit(),
-            hardware: crate::cmd::eval::hardware(),
-        },
+        provenance: Provenance::of_this_process(),
         device: Device::Cpu,
         pilot_student: a.pilot_student,
     };
@@ -139,7 +120,7 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let outcome = ctx.report(wall, &mut obs)?;
-    write_figure(&a.out.join("toy.png"), &outcome)?;
+    msd::viz::save_png(&outcome.figure(), &a.out.join("toy.png"))?;
     for c in &outcome.report.claims {
         println!(
             "{}: {} ({:+.1}%) → {}",
@@ -162,21 +143,9 @@ pub fn run(a: Args) -> Result<()> {
 /// `OUT/logs/`.
 fn workers(a: &Args, widths: &[i64], seeds: &[u64]) -> Result<()> {
     let exe = std::env::current_exe().context("locating the msd binary for --jobs")?;
-    let logs = a.out.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let mut queue: Vec<(i64, u64)> = widths
-        .iter()
-        .flat_map(|&w| seeds.iter().map(move |&s| (w, s)))
-        .collect();
-    queue.reverse();
-    let mut running: Vec<((i64, u64), std::process::Child, PathBuf)> = Vec::new();
-    let mut failed = Vec::new();
-    while !queue.is_empty() || !running.is_empty() {
-        while running.len() < a.jobs {
-            let Some((w, s)) = queue.pop() else { break };
-            let log = logs.join(format!("w{w}-s{s}.log"));
-            let file = std::fs::File::create(&log)
-                .with_context(|| format!("creating {}", log.display()))?;
+    let mut tasks = Vec::new();
+    for &w in widths {
+        for &s in seeds {
             let mut c = Command::new(&exe);
             c.args(["--threads", "1", "toy", "--worker", "--out"])
                 .arg(&a.out)
@@ -208,133 +177,17 @@ fn workers(a: &Args, widths: &[i64], seeds: &[u64]) -> Result<()> {
             if a.quick {
                 c.arg("--quick");
             }
-            c.stdout(file.try_clone()?).stderr(file);
-            let child = c.spawn().context("starting a toy worker")?;
-            println!("worker: width {w}, seed {s} → {}", log.display());
-            running.push(((w, s), child, log));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let mut i = 0;
-        while i < running.len() {
-            if let Some(status) = running[i].1.try_wait()? {
-                let ((w, s), _, log) = running.remove(i);
-                if status.success() {
-                    println!("worker: width {w}, seed {s} done");
-                } else {
-                    failed.push(format!("width {w}, seed {s} (see {})", log.display()));
-                }
-            } else {
-                i += 1;
-            }
+            tasks.push(WorkerTask {
+                label: format!("width {w}, seed {s}"),
+                command: c,
+                log: a.out.join("logs").join(format!("w{w}-s{s}.log")),
+            });
         }
     }
-    if !failed.is_empty() {
-        bail!("toy workers failed: {}", failed.join("; "));
-    }
+    run_workers(tasks, a.jobs, &mut |e| match e {
+        WorkerEvent::Started { label, log } => println!("worker: {label} → {}", log.display()),
+        WorkerEvent::Finished { label } => println!("worker: {label} done"),
+    })
+    .context("toy workers")?;
     Ok(())
-}
-
-/// Teacher samples | narrowest width at the smallest K | … at the largest K | per width: ℓ1 to
-/// the teacher against K with ± std bars and the noise floor.
-fn write_figure(path: &Path, o: &ToyOutcome) -> Result<()> {
-    let scatter = |x: &Tensor, labels: &[i64]| {
-        let mut p = plot::Panel::new(400, BOX);
-        for (pt, &c) in points(x).iter().zip(labels) {
-            p.scatter(std::slice::from_ref(pt), plot::palette(c as usize));
-        }
-        p.img
-    };
-    let mut panels = vec![scatter(&o.teacher_samples.0, &o.teacher_samples.1)];
-    for (_, x, l) in &o.student_samples {
-        panels.push(scatter(x, l));
-    }
-    let r = &o.report;
-    let ymax = r
-        .runs
-        .iter()
-        .map(|x| x.l1_to_teacher + x.l1_to_teacher_std)
-        .fold(r.noise_floor_l1, f64::max)
-        * 1.1;
-    let mut widths: Vec<i64> = r.runs.iter().map(|x| x.width).collect();
-    widths.dedup();
-    for w in widths {
-        let rows: Vec<_> = r.runs.iter().filter(|x| x.width == w).collect();
-        let pts: Vec<(f64, f64)> = rows
-            .iter()
-            .map(|x| (x.l1_to_teacher, x.l1_to_teacher_std))
-            .collect();
-        panels.push(errorbar_chart(
-            &pts,
-            r.noise_floor_l1,
-            ymax,
-            400,
-            plot::palette(0),
-        ));
-    }
-    plot::hstack(&panels)
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Means with ± std bars at evenly spaced x positions (the K values in order), y from 0 to
-/// `ymax`, a dashed grey line at `floor`.
-pub fn errorbar_chart(
-    pts: &[(f64, f64)],
-    floor: f64,
-    ymax: f64,
-    size: u32,
-    c: Rgb<u8>,
-) -> RgbImage {
-    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
-    let (m, s) = (24.0, size as f64);
-    let n = pts.len();
-    let px = |i: usize| {
-        m + (s - 2.0 * m)
-            * if n > 1 {
-                i as f64 / (n - 1) as f64
-            } else {
-                0.5
-            }
-    };
-    let py = |y: f64| s - m - (s - 2.0 * m) * (y / ymax.max(1e-9));
-    let mut put = |x: f64, y: f64, c: Rgb<u8>| {
-        if x >= 0.0 && y >= 0.0 && x < s && y < s {
-            img.put_pixel(x as u32, y as u32, c);
-        }
-    };
-    for i in 0..size {
-        put(m, i as f64, Rgb([0, 0, 0]));
-        put(i as f64, s - m, Rgb([0, 0, 0]));
-    }
-    for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
-        put(x as f64, py(floor), Rgb([150, 150, 150]));
-    }
-    for (i, &(mean, std)) in pts.iter().enumerate() {
-        let x = px(i);
-        for d in -3..=3 {
-            for e in -3..=3 {
-                put(x + d as f64, py(mean) + e as f64, c);
-            }
-        }
-        let (lo, hi) = (py(mean + std), py(mean - std));
-        let mut y = lo;
-        while y <= hi {
-            put(x, y, c);
-            put(x + 1.0, y, c);
-            y += 0.5;
-        }
-        for d in -6..=6 {
-            put(x + d as f64, lo, c);
-            put(x + d as f64, hi, c);
-        }
-        if i + 1 < n {
-            let (x2, y2) = (px(i + 1), py(pts[i + 1].0));
-            for k in 0..=200 {
-                let t = k as f64 / 200.0;
-                put(x + t * (x2 - x), py(mean) + t * (y2 - py(mean)), c);
-            }
-        }
-    }
-    img
 }

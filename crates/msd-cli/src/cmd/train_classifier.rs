@@ -10,8 +10,7 @@ use msd::eval::{ClassifierConfig, ClassifierTrainConfig};
 use std::path::{Path, PathBuf};
 
 /// The shipped dataset, relative to the repository root.
-pub const DEFAULT_DATA: &str =
-    "idx:data/mnist10k/images-idx3-ubyte.gz,data/mnist10k/labels-idx1-ubyte.gz";
+pub use msd::evaluate::DEFAULT_DATA;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,10 +1,11 @@
 //! `msd train-teacher`: trains (or resumes) the teacher of a run directory.
 
 use crate::progress;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use msd::config::RunConfig;
-use msd::teacher::{train_teacher, Progress};
-use std::path::{Path, PathBuf};
+use msd::run::RunDir;
+use msd::teacher::Progress;
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,70 +23,44 @@ pub struct Args {
     pub device: tch::Device,
 }
 
-/// Loads `config` (with an optional seed override) and stores the resolved copy as
-/// `out/config.toml`, its data paths re-expressed relative to `out`.
-pub fn prepare_run(config: &Path, out: &Path, seed: Option<u64>) -> Result<RunConfig> {
-    let mut cfg = RunConfig::load(config)?;
-    if let Some(s) = seed {
-        cfg.seed = s;
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
-    let base = config.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-    cfg.data.rebase(&base, out)?;
-    cfg.save(&out.join("config.toml"))?;
-    Ok(cfg)
-}
-
 pub fn run(a: Args) -> Result<()> {
     let device = a.device;
     // One writer per run directory (taken once the config reads); killed writers' temp files
     // are removed.
     RunConfig::load(&a.config)?;
     let _lock = msd::train::lock::RunLock::acquire(&a.out)?;
-    let cfg = prepare_run(&a.config, &a.out, a.seed)?;
-    let data = cfg.data.open(&a.out)?;
-    let dir = a.out.join("teacher");
+    let run = RunDir::new(&a.out);
+    let cfg = run.create(&a.config, a.seed)?;
+    let dir = run.teacher_dir();
     let bar = progress::bar(cfg.teacher.steps, "teacher");
     let samples_dir = dir.join("samples");
     let sampler = cfg.sampler.clone();
     let seed = cfg.seed;
     let mut render_err = None;
-    let (model, summary) = train_teacher(
-        &cfg.model,
-        &cfg.teacher,
-        data.as_ref(),
-        &cfg.data.id(),
-        &dir,
-        cfg.seed,
-        device,
-        &mut |p| match p {
-            Progress::Start { step, .. } => bar.set_position(step),
-            Progress::Step {
-                step,
-                loss,
-                examples_per_s,
-                ..
-            } => {
-                bar.set_position(step);
-                bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
+    let (model, summary) = run.train_teacher(&cfg, device, &mut |p| match p {
+        Progress::Start { step, .. } => bar.set_position(step),
+        Progress::Step {
+            step,
+            loss,
+            examples_per_s,
+            ..
+        } => {
+            bar.set_position(step);
+            bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
+        }
+        Progress::Checkpoint { step, model: ema } => {
+            let _ = msd::viz::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"));
+            let out = samples_dir.join(format!("step-{step:07}.png"));
+            if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
+                render_err.get_or_insert(e);
             }
-            Progress::Checkpoint { step, model: ema } => {
-                let _ = crate::curves::write_loss_curve(
-                    &dir.join("stats.jsonl"),
-                    &dir.join("loss.png"),
-                );
-                let out = samples_dir.join(format!("step-{step:07}.png"));
-                if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
-                    render_err.get_or_insert(e);
-                }
-            }
-        },
-    )?;
+        }
+    })?;
     bar.finish_and_clear();
     // An imported teacher has no training log of its own here.
     let stats = dir.join("stats.jsonl");
     if stats.exists() {
-        crate::curves::write_loss_curve(&stats, &dir.join("loss.png"))?;
+        msd::viz::write_loss_curve(&stats, &dir.join("loss.png"))?;
     }
     if let Some(e) = render_err {
         tracing::warn!("could not render a preview: {e:#}");

@@ -2,8 +2,80 @@
 //! PNG or JPEG files inside (other files are ignored), each converted to the configured number of
 //! channels (1 = grey, 3 = RGB) and resized to `size×size`.
 
+use super::images::{ImageDataset, SplitConfig};
+use super::source::{resolve, DataSource};
+use super::TrainingData;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// `[data] kind = "folder"`: the folder, the image layout every file is converted to, and the
+/// split. The `default_*` functions are the one owner of the layout defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    pub dir: PathBuf,
+    #[serde(default = "FolderConfig::default_channels")]
+    pub channels: usize,
+    #[serde(default = "FolderConfig::default_size")]
+    pub size: usize,
+    #[serde(default = "SplitConfig::default_heldout")]
+    pub heldout: usize,
+    #[serde(default = "SplitConfig::default_split_seed")]
+    pub split_seed: u64,
+    #[serde(default = "SplitConfig::default_pad")]
+    pub pad: i64,
+}
+
+impl FolderConfig {
+    /// Channels when not given: 1 (grey).
+    pub fn default_channels() -> usize {
+        1
+    }
+    /// Side length when not given: 28.
+    pub fn default_size() -> usize {
+        28
+    }
+    /// The split settings.
+    pub fn split(&self) -> SplitConfig {
+        SplitConfig {
+            heldout: self.heldout,
+            split_seed: self.split_seed,
+            pad: self.pad,
+        }
+    }
+}
+
+impl DataSource for FolderConfig {
+    fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
+        Ok(Box::new(self.open_images(base)?))
+    }
+    fn open_images(&self, base: &Path) -> Result<ImageDataset> {
+        let d = resolve(base, &self.dir);
+        let f = read_folder(&d, self.channels, self.size)?;
+        let n_classes = f.class_names.len() as i64;
+        ImageDataset::from_bytes(
+            &f.pixels,
+            [f.n, f.channels, f.size, f.size],
+            &f.labels,
+            Some(n_classes),
+            &self.split(),
+            &d.display().to_string(),
+        )
+    }
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.dir]
+    }
+    fn to_spec(&self) -> String {
+        format!(
+            "folder:{},channels={},size={}{}",
+            self.dir.display(),
+            self.channels,
+            self.size,
+            super::source::split_spec(&self.split())
+        )
+    }
+}
 
 /// Images read from a folder, channel-major per image (`n·channels·size·size` bytes).
 #[derive(Clone, Debug)]

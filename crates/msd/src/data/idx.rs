@@ -3,9 +3,68 @@
 //! gzip magic, not the file name). So the full MNIST, Fashion-MNIST and KMNIST files load
 //! unchanged. Errors name the file: wrong magic, truncated data, count mismatch.
 
+use super::images::{ImageDataset, SplitConfig};
+use super::source::{resolve, DataSource};
+use super::TrainingData;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `[data] kind = "idx"`: an IDX image file, its label file, and the split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdxConfig {
+    pub images: PathBuf,
+    pub labels: PathBuf,
+    #[serde(default = "SplitConfig::default_heldout")]
+    pub heldout: usize,
+    #[serde(default = "SplitConfig::default_split_seed")]
+    pub split_seed: u64,
+    #[serde(default = "SplitConfig::default_pad")]
+    pub pad: i64,
+}
+
+impl IdxConfig {
+    /// The split settings.
+    pub fn split(&self) -> SplitConfig {
+        SplitConfig {
+            heldout: self.heldout,
+            split_seed: self.split_seed,
+            pad: self.pad,
+        }
+    }
+}
+
+impl DataSource for IdxConfig {
+    fn open(&self, base: &Path) -> Result<Box<dyn TrainingData>> {
+        Ok(Box::new(self.open_images(base)?))
+    }
+    fn open_images(&self, base: &Path) -> Result<ImageDataset> {
+        let (ip, lp) = (resolve(base, &self.images), resolve(base, &self.labels));
+        let (im, lb) = read_pair(&ip, &lp)?;
+        let labels: Vec<i64> = lb.iter().map(|&l| l as i64).collect();
+        ImageDataset::from_bytes(
+            &im.pixels,
+            [im.n, 1, im.rows, im.cols],
+            &labels,
+            None,
+            &self.split(),
+            &ip.display().to_string(),
+        )
+    }
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.images, &mut self.labels]
+    }
+    fn to_spec(&self) -> String {
+        format!(
+            "idx:{},{}{}",
+            self.images.display(),
+            self.labels.display(),
+            super::source::split_spec(&self.split())
+        )
+    }
+}
 
 /// Images read from an IDX3 file: `pixels` holds `n·rows·cols` bytes, row-major, image by image.
 #[derive(Clone, Debug, PartialEq)]

@@ -36,6 +36,21 @@ impl Default for SplitConfig {
     }
 }
 
+impl SplitConfig {
+    /// The default of `heldout` (serde default of every image source's field).
+    pub(crate) fn default_heldout() -> usize {
+        Self::default().heldout
+    }
+    /// The default of `split_seed`.
+    pub(crate) fn default_split_seed() -> u64 {
+        Self::default().split_seed
+    }
+    /// The default of `pad`.
+    pub(crate) fn default_pad() -> i64 {
+        Self::default().pad
+    }
+}
+
 /// Labelled images with a train / held-out split.
 #[derive(Debug)]
 pub struct ImageDataset {

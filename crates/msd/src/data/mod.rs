@@ -10,8 +10,11 @@ pub mod prompted;
 pub mod source;
 pub mod toy2d;
 
+pub use folder::FolderConfig;
+pub use idx::IdxConfig;
 pub use images::{ImageDataset, SplitConfig};
-pub use toy2d::Toy2d;
+pub use source::{DataConfig, DataSource};
+pub use toy2d::{Toy2d, Toy2dConfig};
 
 use crate::Result;
 use rand_chacha::ChaCha8Rng;

@@ -4,14 +4,59 @@
 //! `construction_seed`, default 2410, drawn class by class and mode by mode in that order).
 //! Sharp, scattered modes make it hard for a small one-step generator to cover all classes.
 
+use super::source::DataSource;
 use super::{uniform_labels, TrainingData};
 use crate::diffusion::denoiser::MixtureDenoiser;
-use crate::Result;
+use crate::{Error, Result};
 use rand::Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
+
+/// `[data] kind = "toy2d"`: which toy to build. Its `Default` is the one owner of the standard
+/// toy's shape (8 classes × 4 modes, construction seed 2410).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Toy2dConfig {
+    pub classes: usize,
+    pub modes: usize,
+    pub construction_seed: u64,
+}
+
+impl Default for Toy2dConfig {
+    fn default() -> Self {
+        Self {
+            classes: 8,
+            modes: 4,
+            construction_seed: 2410,
+        }
+    }
+}
+
+impl Toy2dConfig {
+    /// Builds the toy; refuses an empty one.
+    pub fn build(&self) -> Result<Toy2d> {
+        if self.classes == 0 || self.modes == 0 {
+            return Err(Error::config("data.classes / data.modes", "must be ≥ 1"));
+        }
+        Ok(Toy2d::new(self.classes, self.modes, self.construction_seed))
+    }
+}
+
+impl DataSource for Toy2dConfig {
+    fn open(&self, _base: &Path) -> Result<Box<dyn TrainingData>> {
+        Ok(Box::new(self.build()?))
+    }
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        Vec::new()
+    }
+    fn to_spec(&self) -> String {
+        "toy2d".into()
+    }
+}
 
 /// One Gaussian component.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +78,8 @@ pub const BOX: f64 = 2.5;
 impl Toy2d {
     /// The standard toy (8 classes × 4 modes, construction seed 2410).
     pub fn standard() -> Self {
-        Self::new(8, 4, 2410)
+        let c = Toy2dConfig::default();
+        Self::new(c.classes, c.modes, c.construction_seed)
     }
 
     /// A toy with `num_classes` classes of `modes` modes each.

@@ -23,6 +23,9 @@ pub struct SamplerConfig {
     pub method: SamplerMethod,
     pub steps: usize,
     pub sigma_min: f64,
+    /// Where the teacher's ODE starts when it samples (evaluation, the server's teacher
+    /// comparison, partition embeddings). The regression pairs instead start from the
+    /// generator's σ_max, `distill.sigma_max`.
     pub sigma_max: f64,
     pub rho: f64,
     /// Stochasticity (0 = deterministic).
@@ -44,7 +47,7 @@ impl Default for SamplerConfig {
             method: SamplerMethod::Heun,
             steps: 18,
             sigma_min: 0.002,
-            sigma_max: 80.0,
+            sigma_max: super::sigma::EDM_SIGMA_MAX,
             rho: 7.0,
             s_churn: 0.0,
             s_tmin: 0.0,

@@ -12,6 +12,24 @@ use tch::{Device, Kind, Tensor};
 
 pub use super::precond::EdmPrecond;
 
+/// EDM's largest noise level, 80: the one owner of the default σ_max (the sampler's
+/// [`crate::diffusion::SamplerConfig`] and distillation's `distill.sigma_max` both default to it).
+pub const EDM_SIGMA_MAX: f64 = 80.0;
+
+/// Largest σ_max a config or a bundle may declare.
+pub const SIGMA_MAX_LIMIT: f64 = 1000.0;
+
+/// The one check of a declared σ_max (configs and bundles): finite, positive, at most
+/// [`SIGMA_MAX_LIMIT`].
+pub fn check_sigma_max(sigma_max: f64) -> std::result::Result<(), String> {
+    if !(sigma_max.is_finite() && sigma_max > 0.0 && sigma_max <= SIGMA_MAX_LIMIT) {
+        return Err(format!(
+            "sigma_max must be a finite number in (0, {SIGMA_MAX_LIMIT}], got {sigma_max}"
+        ));
+    }
+    Ok(())
+}
+
 /// The log-normal training distribution ln σ ~ N(p_mean, p_std²).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

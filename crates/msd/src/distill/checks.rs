@@ -4,18 +4,16 @@
 //!   ([`check_pairs_sigma`]; [`crate::run::ensure_pairs`] draws them at `distill.sigma_max`);
 //! - classifier-free guidance (`distill.real_guidance`, `sampler.guidance` ≠ 1) needs a teacher
 //!   trained with label dropout, else its null-label output is an untrained embedding
-//!   ([`check_guidance`]);
+//!   ([`check_guidance`]; against the teacher actually trained:
+//!   [`crate::config::RunConfig::check_teacher_record`]);
 //! - the generator and the fake score run with dropout 0 whatever the teacher's network config
 //!   says, as in DMD2 ([`without_dropout`], [`distillation_copy`]).
 
 use super::pairs::RegressionPairs;
-use crate::config::RunConfig;
 use crate::model::{EdmModel, ModelSpec};
 use crate::nets::NetConfig;
-use crate::teacher::{teacher_hash, TeacherTrainConfig, TrainSummary};
-use crate::train::checkpoint;
+use crate::teacher::TeacherTrainConfig;
 use crate::{Error, Result};
-use std::path::Path;
 
 /// `spec` with every dropout rate set to 0 (the weights are unaffected: dropout has none).
 pub fn without_dropout(spec: &ModelSpec) -> ModelSpec {
@@ -80,38 +78,6 @@ pub fn check_guidance(
     Ok(())
 }
 
-/// [`check_guidance`] against the teacher actually in `teacher_dir`: when the run guides, its
-/// `train.json` must carry the hash of this config's `[model]`/`[teacher]`/seed/data (so the
-/// `teacher.label_dropout` checked is the one the teacher was trained with).
-pub fn check_teacher_record(cfg: &RunConfig, teacher_dir: &Path) -> Result<()> {
-    check_guidance(
-        cfg.distill.real_guidance,
-        cfg.sampler.guidance,
-        &cfg.teacher,
-    )?;
-    if cfg.distill.real_guidance == 1.0 && cfg.sampler.guidance == 1.0 {
-        return Ok(());
-    }
-    let path = teacher_dir.join("train.json");
-    let recorded = checkpoint::read_json::<TrainSummary>(&path)?;
-    let want = teacher_hash(&cfg.model, &cfg.teacher, cfg.seed, &cfg.data.id());
-    if recorded.config_hash != want {
-        return Err(Error::config(
-            "teacher.label_dropout",
-            format!(
-                "the run guides (real_guidance {}, sampler.guidance {}), but {} was not made by this config's \
-                 [model]/[teacher] (hash {} ≠ {want}), so the teacher's label dropout is unknown; \
-                 retrain or re-import the teacher with this config",
-                cfg.distill.real_guidance,
-                cfg.sampler.guidance,
-                path.display(),
-                recorded.config_hash
-            ),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,57 +136,6 @@ mod tests {
             !t1.equal(&t2),
             "the teacher's dropout should be active in train mode"
         );
-    }
-
-    #[test]
-    fn a_teacher_from_another_config_is_refused_when_the_run_guides() {
-        let text = r#"
-            [data]
-            kind = "toy2d"
-            [model.net]
-            kind = "mlp"
-            dim = 2
-            num_classes = 8
-            width = 8
-            depth = 1
-            [teacher]
-            steps = 1
-            batch_size = 2
-            label_dropout = 0.1
-            [distill]
-            real_guidance = 1.5
-        "#;
-        let cfg = RunConfig::from_toml(text, Path::new("t.toml")).unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let summary = |hash: String| TrainSummary {
-            steps: 1,
-            final_loss: 0.0,
-            train_seconds: 0.0,
-            params: 1,
-            seed: 0,
-            config_hash: hash,
-        };
-        let write = |s: &TrainSummary| {
-            checkpoint::write_json_atomic(&d.path().join("train.json"), s).unwrap()
-        };
-        let own = teacher_hash(&cfg.model, &cfg.teacher, cfg.seed, &cfg.data.id());
-        write(&summary(own));
-        assert!(check_teacher_record(&cfg, d.path()).is_ok());
-        write(&summary("0123456789abcdef".into()));
-        let e = check_teacher_record(&cfg, d.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("teacher.label_dropout"), "{e}");
-        // Without guidance the record does not matter.
-        let mut plain = cfg.clone();
-        plain.distill.real_guidance = 1.0;
-        assert!(check_teacher_record(&plain, d.path()).is_ok());
-        // And a config without label dropout is refused on load.
-        let bad = text.replace("label_dropout = 0.1", "label_dropout = 0.0");
-        let e = RunConfig::from_toml(&bad, Path::new("t.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("distill.real_guidance"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct DistillConfig {
     /// Karras grid for distillation: levels, σ_min, σ_max, ρ.
     pub grid_levels: usize,
     pub sigma_min: f64,
+    /// The generator's σ_max, and the one owner of it: one-step students map `σ_max · z` to an
+    /// image; the DM/CD grid tops out at it; TSM trains a share of every batch at it; the
+    /// regression pairs are drawn from it and record it (pairs from another σ_max are refused,
+    /// [`crate::distill::checks::check_pairs_sigma`]); the bundle copies it.
     pub sigma_max: f64,
     pub rho: f64,
     /// Grid index range for the generator's VSD noise level (inclusive).
@@ -78,7 +82,7 @@ impl Default for DistillConfig {
             ttur: 5,
             grid_levels: 1000,
             sigma_min: 0.002,
-            sigma_max: 80.0,
+            sigma_max: crate::diffusion::sigma::EDM_SIGMA_MAX,
             rho: 7.0,
             t_min_index: 20,
             t_max_index: 980,
@@ -131,6 +135,12 @@ impl DistillConfig {
                 "real_guidance",
                 "must be a finite number ≥ 0 (1 = no guidance)",
             );
+        }
+        if let Err(m) = crate::diffusion::sigma::check_sigma_max(self.sigma_max) {
+            return bad("sigma_max", &m);
+        }
+        if !(self.sigma_min > 0.0 && self.sigma_min < self.sigma_max) {
+            return bad("sigma_min", "must be in (0, sigma_max)");
         }
         if self.grid_levels < 2
             || self.t_min_index > self.t_max_index

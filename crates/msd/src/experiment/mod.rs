@@ -13,6 +13,7 @@ pub mod report;
 pub mod stats;
 mod students;
 pub mod toy;
+pub mod workers;
 
 pub use crate::distill::StageKind;
 pub use stats::{verdict_lower, Summary, Verdict};
@@ -52,4 +53,26 @@ pub struct Provenance {
     pub commit: String,
     /// CPU / GPU and thread count.
     pub hardware: String,
+}
+
+impl Provenance {
+    /// This process: its command line, the checkout's commit and the hardware.
+    pub fn of_this_process() -> Self {
+        Self {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            commit: git_commit(),
+            hardware: crate::evaluate::hardware(),
+        }
+    }
+}
+
+/// The current commit (short), or `unknown` outside a git checkout.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }

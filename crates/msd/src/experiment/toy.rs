@@ -210,6 +210,50 @@ pub struct ToyOutcome {
     pub sample_width: i64,
 }
 
+impl ToyOutcome {
+    /// The figure: teacher samples | narrowest width at the smallest K | … at the largest K |
+    /// per width: ℓ1 to the teacher against K with ± std bars and the noise floor.
+    pub fn figure(&self) -> image::RgbImage {
+        use crate::viz::{errorbar_chart, hstack, palette, Panel};
+        let scatter = |x: &Tensor, labels: &[i64]| {
+            let mut p = Panel::new(400, BOX);
+            for (pt, &c) in points(x).iter().zip(labels) {
+                p.scatter(std::slice::from_ref(pt), palette(c as usize));
+            }
+            p.img
+        };
+        let mut panels = vec![scatter(&self.teacher_samples.0, &self.teacher_samples.1)];
+        for (_, x, l) in &self.student_samples {
+            panels.push(scatter(x, l));
+        }
+        let r = &self.report;
+        let ymax = r
+            .runs
+            .iter()
+            .map(|x| x.l1_to_teacher + x.l1_to_teacher_std)
+            .fold(r.noise_floor_l1, f64::max)
+            * 1.1;
+        let mut widths: Vec<i64> = r.runs.iter().map(|x| x.width).collect();
+        widths.dedup();
+        for w in widths {
+            let pts: Vec<(f64, f64)> = r
+                .runs
+                .iter()
+                .filter(|x| x.width == w)
+                .map(|x| (x.l1_to_teacher, x.l1_to_teacher_std))
+                .collect();
+            panels.push(errorbar_chart(
+                &pts,
+                r.noise_floor_l1,
+                ymax,
+                400,
+                palette(0),
+            ));
+        }
+        hstack(&panels)
+    }
+}
+
 /// The teacher, the reference histograms and the shared pairs: what every cell needs.
 pub struct ToyContext {
     opts: ToyOptions,

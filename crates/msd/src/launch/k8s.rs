@@ -47,6 +47,8 @@ pub struct K8sOptions {
     pub grace_seconds: u32,
     /// Retries per student for failures other than preemption.
     pub backoff_limit: u32,
+    /// Evaluate the bundle in the bundle Job, after assembling it.
+    pub eval: Option<super::BundleEval>,
 }
 
 /// `metadata`.
@@ -219,6 +221,9 @@ fn check(o: &K8sOptions) -> Result<()> {
     if o.students == 0 {
         return Err(Error::Invalid("the run has no students".into()));
     }
+    if let Some(e) = &o.eval {
+        e.check()?;
+    }
     if !o.mount_path.starts_with('/') {
         return Err(Error::Invalid(format!(
             "--mount-path `{}`: must be absolute",
@@ -351,19 +356,41 @@ pub fn students_job(o: &K8sOptions) -> Result<Job> {
 pub fn bundle_job(o: &K8sOptions) -> Result<Job> {
     check(o)?;
     let stage = super::bundle_stage(&o.stages)?;
+    let bundle = [
+        "msd".to_string(),
+        "--threads".into(),
+        "1".into(),
+        "bundle".into(),
+        "--run".into(),
+        o.mount_path.clone(),
+        "--stage".into(),
+        stage.name().into(),
+    ];
+    let command = match &o.eval {
+        None => bundle.to_vec(),
+        // Two commands in one container: through a shell, every word quoted.
+        Some(e) => {
+            let eval: Vec<String> = ["msd".to_string(), "--threads".into(), "1".into()]
+                .into_iter()
+                .chain(e.args(std::path::Path::new(&o.mount_path)))
+                .collect();
+            let line = |w: &[String]| {
+                w.iter()
+                    .map(|a| super::shell_quote(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("set -eu; {}; {}", line(&bundle), line(&eval)),
+            ]
+        }
+    };
     let container = Container {
         name: "bundle".into(),
         image: o.image.clone(),
-        command: vec![
-            "msd".into(),
-            "--threads".into(),
-            "1".into(),
-            "bundle".into(),
-            "--run".into(),
-            o.mount_path.clone(),
-            "--stage".into(),
-            stage.name().into(),
-        ],
+        command,
         resources: None,
         volume_mounts: mounts(o),
     };
@@ -527,6 +554,7 @@ mod tests {
             memory: Some("16Gi".into()),
             grace_seconds: 120,
             backoff_limit: 3,
+            eval: None,
         }
     }
 
@@ -678,5 +706,30 @@ mod tests {
         assert!(s.find("students.yaml").unwrap() < s.find("bundle.yaml").unwrap());
         let v = parse(&std::fs::read_to_string(&m.students).unwrap());
         assert_eq!(v["spec"]["completionMode"], "Indexed");
+    }
+
+    #[test]
+    fn the_bundle_job_can_evaluate_after_bundling() {
+        let mut o = opts();
+        o.eval = Some(super::super::BundleEval {
+            n: 1000,
+            classifier: None,
+        });
+        let v = parse(&to_yaml(&bundle_job(&o).unwrap()).unwrap());
+        let cmd = &v["spec"]["template"]["spec"]["containers"][0]["command"];
+        assert_eq!(cmd[0], "/bin/sh");
+        assert_eq!(cmd[1], "-c");
+        let line = cmd[2].as_str().unwrap();
+        assert!(
+            line.starts_with("set -eu; msd --threads 1 bundle --run /msd/run --stage dm; "),
+            "{line}"
+        );
+        assert!(line.ends_with("msd --threads 1 eval --bundle /msd/run/bundle.json --n 1000 --out /msd/run/eval-students"), "{line}");
+        // Without an evaluation the container runs msd directly.
+        let v = parse(&to_yaml(&bundle_job(&opts()).unwrap()).unwrap());
+        assert_eq!(
+            v["spec"]["template"]["spec"]["containers"][0]["command"][0],
+            "msd"
+        );
     }
 }

@@ -14,6 +14,46 @@ use crate::run::{ensure_pairs, RunDir};
 use crate::{Error, Result};
 use tch::Device;
 
+/// The optional evaluation the bundle job runs after assembling the bundle:
+/// `msd eval --bundle R/bundle.json --n N --out R/eval-students [--classifier C]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BundleEval {
+    /// Samples (balanced over the classes).
+    pub n: usize,
+    /// The feature network's directory as the job sees it (default: `msd eval`'s own).
+    pub classifier: Option<std::path::PathBuf>,
+}
+
+impl BundleEval {
+    /// The arguments after `msd --threads 1` for the run directory `run` (as the job sees it).
+    pub fn args(&self, run: &std::path::Path) -> Vec<String> {
+        let mut a = vec![
+            "eval".to_string(),
+            "--bundle".into(),
+            run.join("bundle.json").to_string_lossy().into_owned(),
+            "--n".into(),
+            self.n.to_string(),
+            "--out".into(),
+            run.join("eval-students").to_string_lossy().into_owned(),
+        ];
+        if let Some(c) = &self.classifier {
+            a.push("--classifier".into());
+            a.push(c.to_string_lossy().into_owned());
+        }
+        a
+    }
+
+    /// Refuses an evaluation without samples.
+    pub fn check(&self) -> Result<()> {
+        if self.n == 0 {
+            return Err(Error::Invalid(
+                "--eval-n 0: the evaluation after bundling needs at least 1 sample".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Checks a stage list (as `msd distill --stages`) and returns the stage whose students are
 /// bundled: the last one, which must make a generator (not TSM).
 pub fn bundle_stage(stages: &[StageKind]) -> Result<StageKind> {

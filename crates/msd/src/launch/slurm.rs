@@ -6,7 +6,7 @@
 //! Before the time limit the batch shell gets SIGUSR1 (`--signal=B:USR1@…`): it stops `msd`
 //! the same way and requeues the task itself.
 
-use super::{ranges, shell_quote};
+use super::{ranges, shell_quote, BundleEval};
 use crate::distill::StageKind;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ pub struct SlurmOptions {
     pub warn_seconds: u32,
     /// Prefix of the job names.
     pub job_name: String,
+    /// Evaluate the bundle in the bundle job, after assembling it.
+    pub eval: Option<BundleEval>,
 }
 
 /// The files `write_scripts` made.
@@ -121,6 +123,9 @@ fn check(o: &SlurmOptions) -> Result<()> {
                 "{name} `{t}`: #SBATCH lines cannot hold a path with spaces, quotes or `%`; use another directory"
             )));
         }
+    }
+    if let Some(e) = &o.eval {
+        e.check()?;
     }
     if !o.run.is_absolute() || !o.program.is_absolute() {
         return Err(Error::Invalid(
@@ -209,11 +214,19 @@ pub fn bundle_script(o: &SlurmOptions) -> Result<String> {
     s.push_str("#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=1\n");
     common_directives(o, &mut s, false);
     s.push_str(&format!(
-        "set -eu\nexec {} --threads 1 bundle --run {} --stage {}\n",
+        "set -eu\n{} --threads 1 bundle --run {} --stage {}\n",
         q(&o.program),
         q(&o.run),
         stage.name()
     ));
+    if let Some(e) = &o.eval {
+        let args: Vec<String> = e.args(&o.run).iter().map(|a| shell_quote(a)).collect();
+        s.push_str(&format!(
+            "{} --threads 1 {}\n",
+            q(&o.program),
+            args.join(" ")
+        ));
+    }
     Ok(s)
 }
 
@@ -308,6 +321,7 @@ mod tests {
             time: Some("4:00:00".into()),
             warn_seconds: 120,
             job_name: "msd".into(),
+            eval: None,
         }
     }
 
@@ -404,5 +418,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/sbatch --parsable"), "{e}");
+    }
+
+    #[test]
+    fn the_bundle_job_evaluates_the_bundle_when_asked() {
+        let plain = bundle_script(&opts()).unwrap();
+        assert!(!plain.contains(" eval "));
+        let mut o = opts();
+        o.eval = Some(BundleEval {
+            n: 500,
+            classifier: Some("/shared/clf dir".into()),
+        });
+        let s = bundle_script(&o).unwrap();
+        let lines: Vec<&str> = s.lines().filter(|l| l.contains("--threads 1")).collect();
+        // Bundle first, then the evaluation of what it assembled (set -eu: a failed bundle
+        // stops the job before the evaluation).
+        assert_eq!(lines.len(), 2, "{s}");
+        assert!(lines[0].contains("bundle --run /shared/runs/my-run --stage adm"));
+        assert!(lines[1].contains(
+            "eval --bundle /shared/runs/my-run/bundle.json --n 500 --out /shared/runs/my-run/eval-students --classifier '/shared/clf dir'"
+        ), "{}", lines[1]);
+        o.eval = Some(BundleEval {
+            n: 0,
+            classifier: None,
+        });
+        let e = bundle_script(&o).unwrap_err().to_string();
+        assert!(e.contains("--eval-n 0"), "{e}");
     }
 }

@@ -148,18 +148,53 @@ pub struct TrainState {
     pub seed: u64,
     /// Hash of the resolved config that produced this run; resuming with another config is refused.
     pub config_hash: String,
-    /// Free-form extra state (e.g. running means, wall time so far).
+    /// The runner's non-tensor state at this step.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub extra: CheckpointExtra,
+}
+
+/// The non-tensor state a checkpoint holds besides the step (`state.json`'s `extra`). Every
+/// method's own state is tensors ([`super::runner::Slot`]) plus the step: its random draws come
+/// from `(seed, step, stream)` and its log window restarts on resume, so the runner's two facts
+/// are all there is. Fields missing in older files read as their defaults.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointExtra {
+    /// Training wall time accumulated up to this checkpoint (over resumptions).
     #[serde(default)]
-    pub extra: serde_json::Value,
+    pub train_seconds: f64,
+    /// The loss of the step before the checkpoint (JSON `null` when not finite; NaN when
+    /// unknown): the final loss when a resumed run has no step left to run.
+    #[serde(default = "nan", deserialize_with = "null_as_nan")]
+    pub loss: f64,
+}
+
+impl Default for CheckpointExtra {
+    fn default() -> Self {
+        Self {
+            train_seconds: 0.0,
+            loss: f64::NAN,
+        }
+    }
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl TrainState {
     /// Training wall time accumulated up to this checkpoint (over resumptions).
     pub fn train_seconds(&self) -> f64 {
-        self.extra
-            .get("train_seconds")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0)
+        self.extra.train_seconds
     }
 }
 
@@ -319,15 +354,46 @@ mod tests {
                 step,
                 seed: 1,
                 config_hash: "h".into(),
-                extra: serde_json::Value::Null,
+                extra: CheckpointExtra {
+                    train_seconds: step as f64,
+                    loss: if step == 30 { f64::NAN } else { 0.5 },
+                },
             };
             c.save(&st, |d| write_bytes_atomic(&d.join("x"), b"1"))
                 .unwrap();
         }
         let (d, st) = c.latest().unwrap().unwrap();
         assert_eq!(st.step, 30);
+        assert_eq!(st.train_seconds(), 30.0);
+        assert!(
+            st.extra.loss.is_nan(),
+            "a NaN loss is written as null and read back"
+        );
         assert!(d.ends_with("step-000000030"));
         assert!(!c.root.join("step-000000010").exists());
         assert!(c.root.join("step-000000020").exists());
+    }
+
+    /// `state.json` files written when `extra` was untyped JSON still read: the two fields, a
+    /// `null` loss, a `null` or missing `extra`.
+    #[test]
+    fn older_state_files_read() {
+        let read = |t: &str| serde_json::from_str::<TrainState>(t).unwrap().extra;
+        let head = r#""format_version":1,"step":5,"seed":2,"config_hash":"h""#;
+        let e = read(&format!(
+            r#"{{{head},"extra":{{"train_seconds":1.5,"loss":0.25}}}}"#
+        ));
+        assert_eq!((e.train_seconds, e.loss), (1.5, 0.25));
+        let e = read(&format!(
+            r#"{{{head},"extra":{{"train_seconds":2.0,"loss":null}}}}"#
+        ));
+        assert!(e.train_seconds == 2.0 && e.loss.is_nan());
+        for t in [
+            format!(r#"{{{head},"extra":null}}"#),
+            format!(r#"{{{head}}}"#),
+        ] {
+            let e = read(&t);
+            assert!(e.train_seconds == 0.0 && e.loss.is_nan());
+        }
     }
 }

@@ -12,7 +12,7 @@ pub mod stats;
 pub mod stop;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use checkpoint::{CheckpointDir, TrainState};
+pub use checkpoint::{CheckpointDir, CheckpointExtra, TrainState};
 pub use ema::ema_update;
 pub use runner::{LogLine, Method, Progress, Runner, Slot, StepReport, TrainSummary};
 pub use seed::{step_rng, step_seed};

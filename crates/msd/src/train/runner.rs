@@ -7,7 +7,7 @@
 //! Layout of a stage directory: `checkpoints/step-N/<slot>.safetensors` + `state.json`,
 //! `checkpoints/latest.json`, `stats.jsonl`, and at the end the exported files and `train.json`.
 
-use super::checkpoint::{self, CheckpointDir, TrainState, FORMAT_VERSION};
+use super::checkpoint::{self, CheckpointDir, CheckpointExtra, TrainState, FORMAT_VERSION};
 use super::{stop, AdamW};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,10 @@ impl<'a> Runner<'a> {
             step,
             seed: self.seed,
             config_hash: self.hash.clone(),
-            extra: serde_json::json!({ "train_seconds": secs, "loss": loss }),
+            extra: CheckpointExtra {
+                train_seconds: secs,
+                loss,
+            },
         };
         ckpts.save(&state, |d| {
             for (name, slot) in m.state() {
@@ -263,11 +266,7 @@ impl<'a> Runner<'a> {
             ))
         })?;
         let final_loss = if last_loss.is_nan() {
-            state
-                .extra
-                .get("loss")
-                .and_then(|v| v.as_f64())
-                .unwrap_or(f64::NAN)
+            state.extra.loss
         } else {
             last_loss
         };
