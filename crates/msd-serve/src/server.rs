@@ -102,6 +102,8 @@ impl Server {
             None => None,
         };
         let info = BundleInfo::new(&bundle, &cfg, teacher.as_ref(), teacher_note);
+        // A prompt bundle's students serve the prompt path only: the class batchers (whose
+        // labels they cannot take) get none.
         let prompts =
             match (bundle.is_prompt_conditional(), encoder) {
                 (false, _) => None,
@@ -110,15 +112,9 @@ impl Server {
                         .into(),
                 )),
                 (true, Some(enc)) => {
-                    let copies = bundle
-                        .students
-                        .iter()
-                        .map(|m| m.copy_in(m.precision()))
-                        .collect::<msd::Result<Vec<_>>>()
-                        .map_err(|e| ServeError::Config(e.to_string()))?;
                     let p = Prompts::new(
                         enc,
-                        copies,
+                        std::mem::take(&mut bundle.students),
                         bundle.manifest.partition.clone(),
                         bundle.manifest.sigma_max,
                     )
