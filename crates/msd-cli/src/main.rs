@@ -55,6 +55,8 @@ enum Command {
     ServeBench(cmd::serve_bench::Args),
     /// Caption the training digits (label, thickness, slant, size) and embed the captions.
     Captions(cmd::captions::Args),
+    /// Prompt-conditional runs: train a text teacher, partition prompts, distil students.
+    Text(cmd::text::Args),
 }
 
 fn main() -> ExitCode {
@@ -85,7 +87,11 @@ fn main() -> ExitCode {
     }
     if matches!(
         cli.command,
-        Command::TrainTeacher(_) | Command::Distill(_) | Command::Experiment(_) | Command::Toy(_)
+        Command::TrainTeacher(_)
+            | Command::Distill(_)
+            | Command::Experiment(_)
+            | Command::Toy(_)
+            | Command::Text(_)
     ) {
         stop_signal::install();
     }
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a, cli.threads),
         Command::ServeBench(a) => cmd::serve_bench::run(a, cli.threads),
         Command::Captions(a) => cmd::captions::run(a),
+        Command::Text(a) => cmd::text::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

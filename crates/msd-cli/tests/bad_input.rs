@@ -32,6 +32,7 @@ fn mlp(classes: i64, seed: i64) -> EdmModel {
             width: 8,
             depth: 1,
             noise_freqs: 4,
+            cond: Default::default(),
         }),
         EdmPrecond::default(),
         tch::Device::Cpu,

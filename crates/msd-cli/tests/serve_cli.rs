@@ -23,6 +23,7 @@ fn tiny_bundle(dir: &Path) -> PathBuf {
                     width: 8,
                     depth: 1,
                     noise_freqs: 4,
+                    cond: Default::default(),
                 }),
                 EdmPrecond::default(),
                 tch::Device::Cpu,

@@ -5,7 +5,7 @@
 //! class, so every request costs one network evaluation per sample. [`server`] holds the axum
 //! routes (generate, teacher comparison, bundle description, health, Prometheus [`metrics`], and
 //! the web [`page`]); [`api`] parses and checks requests; [`render`] writes PNG and `.npy`
-//! bodies; [`noise`] draws each request's noise from its seed; [`bench`] measures throughput
+//! bodies; [`prompt`] serves free-text prompts of prompt-conditional bundles; [`noise`] draws each request's noise from its seed; [`bench`] measures throughput
 //! over HTTP against the raw batched generator.
 //!
 //! ```no_run
@@ -27,6 +27,7 @@ pub mod memory;
 pub mod metrics;
 pub mod noise;
 pub mod page;
+pub mod prompt;
 pub mod render;
 pub mod router;
 pub mod server;

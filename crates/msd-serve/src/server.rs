@@ -16,6 +16,7 @@ use crate::batcher::BatchSettings;
 use crate::config::ServeConfig;
 use crate::info::BundleInfo;
 use crate::metrics::Metrics;
+use crate::prompt::Prompts;
 use crate::router::{RouteError, Router};
 use crate::teacher::{Teacher, TeacherError};
 use crate::{noise, page, render};
@@ -30,6 +31,7 @@ use axum::Json;
 use msd::bundle::Bundle;
 use msd::diffusion::SamplerConfig;
 use msd::model::EdmModel;
+use msd::nets::text_encoder::TextEncoder;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub enum ServeError {
 struct AppState {
     _trimmer: Option<crate::memory::Trimmer>,
     router: Router,
+    /// Prompt-conditional bundles: the encoder and the students' prompt path.
+    prompts: Option<Arc<Prompts>>,
     teacher: Option<Teacher>,
     metrics: Arc<Metrics>,
     cfg: ServeConfig,
@@ -66,7 +70,17 @@ const BLOCKING_NOISE: usize = 1 << 16;
 impl Server {
     /// Takes the bundle's students (and loads its teacher, if it references one that loads and
     /// matches) and starts the batchers.
-    pub fn new(mut bundle: Bundle, cfg: ServeConfig) -> Result<Self, ServeError> {
+    pub fn new(bundle: Bundle, cfg: ServeConfig) -> Result<Self, ServeError> {
+        Self::with_encoder(bundle, cfg, None)
+    }
+
+    /// [`Server::new`] with the text encoder that a prompt-conditional bundle needs (see
+    /// [`crate::prompt`]); refused for such a bundle when `encoder` is `None`.
+    pub fn with_encoder(
+        mut bundle: Bundle,
+        cfg: ServeConfig,
+        encoder: Option<TextEncoder>,
+    ) -> Result<Self, ServeError> {
         cfg.validate().map_err(ServeError::Config)?;
         let metrics = Arc::new(Metrics::new()?);
         let k = bundle.students.len();
@@ -88,6 +102,26 @@ impl Server {
             None => None,
         };
         let info = BundleInfo::new(&bundle, &cfg, teacher.as_ref(), teacher_note);
+        // A prompt bundle's students serve the prompt path only: the class batchers (whose
+        // labels they cannot take) get none.
+        let prompts =
+            match (bundle.is_prompt_conditional(), encoder) {
+                (false, _) => None,
+                (true, None) => return Err(ServeError::Config(
+                    "this bundle's students take prompts: start the server with the text encoder"
+                        .into(),
+                )),
+                (true, Some(enc)) => {
+                    let p = Prompts::new(
+                        enc,
+                        std::mem::take(&mut bundle.students),
+                        bundle.manifest.partition.clone(),
+                        bundle.manifest.sigma_max,
+                    )
+                    .map_err(ServeError::Config)?;
+                    Some(Arc::new(p))
+                }
+            };
         let students = std::mem::take(&mut bundle.students);
         let settings = BatchSettings {
             max_batch: cfg.max_batch,
@@ -108,6 +142,7 @@ impl Server {
             state: Arc::new(AppState {
                 _trimmer: trimmer,
                 router,
+                prompts,
                 teacher,
                 metrics,
                 cfg,
@@ -338,7 +373,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -354,7 +389,7 @@ fn internal(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
 }
 
-async fn draw_noise(n: usize, shape: Vec<i64>, seed: u64) -> Result<Vec<f32>, ApiError> {
+pub(crate) async fn draw_noise(n: usize, shape: Vec<i64>, seed: u64) -> Result<Vec<f32>, ApiError> {
     let per: usize = shape.iter().product::<i64>() as usize;
     if n * per < BLOCKING_NOISE {
         return Ok(noise::noise(n, &shape, seed));
@@ -405,7 +440,7 @@ fn header_value(s: String) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("?"))
 }
 
-fn respond(
+pub(crate) fn respond(
     body: Vec<u8>,
     content_type: &'static str,
     extra: Vec<(&'static str, String)>,
@@ -419,7 +454,7 @@ fn respond(
     r
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
@@ -427,7 +462,21 @@ async fn generate(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req = parse(&st, body, st.cfg.max_n)?;
+    let body = body.map_err(|e| body_error(e, st.cfg.body_limit))?;
+    match (&st.prompts, crate::prompt::is_prompt_request(&body)) {
+        (Some(p), _) => {
+            let shape = st.router.sample_shape().to_vec();
+            return crate::prompt::respond_prompt(p.clone(), &body, st.cfg.max_n, shape).await;
+        }
+        (None, true) => {
+            return Err(ApiError::invalid(
+                "prompts_unsupported",
+                "this bundle's students take classes (field `class`), not prompts",
+            ))
+        }
+        (None, false) => {}
+    }
+    let req = parse(&st, Ok(body), st.cfg.max_n)?;
     let labels = req.labels();
     let shape = st.router.sample_shape().to_vec();
     let z = draw_noise(labels.len(), shape.clone(), req.seed).await?;
@@ -466,6 +515,13 @@ async fn teacher(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if st.prompts.is_some() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_teacher",
+            "the teacher comparison takes classes; this bundle takes prompts",
+        ));
+    }
     let Some(t) = st.teacher.as_ref() else {
         let reason = st.info.teacher.reason.clone().unwrap_or_default();
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no_teacher", reason));

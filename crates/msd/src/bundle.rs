@@ -71,6 +71,26 @@ fn check_student(k: usize, m: &EdmModel, partition: &Partition) -> std::result::
             "student {k}: precond.sigma_data must be a positive finite number, got {sd}"
         ));
     }
+    match (m.spec.net.cond().embedding_dim(), &partition.prompts) {
+        (Some(d), Some(g)) if d as usize == g.dim() => return finite_weights(k, m),
+        (Some(d), Some(g)) => {
+            return Err(format!(
+            "student {k} takes {d}-d prompt embeddings but the partition's prompt groups are {}-d",
+            g.dim()
+        ))
+        }
+        (Some(_), None) => {
+            return Err(format!(
+                "student {k} is prompt-conditional but the partition splits classes"
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "student {k} is class-conditional but the partition splits prompts"
+            ))
+        }
+        (None, None) => {}
+    }
     if m.num_classes() != partition.num_conditions as i64 {
         return Err(format!(
             "student {k} has {} classes but the partition has {} conditions",
@@ -78,6 +98,10 @@ fn check_student(k: usize, m: &EdmModel, partition: &Partition) -> std::result::
             partition.num_conditions
         ));
     }
+    finite_weights(k, m)
+}
+
+fn finite_weights(k: usize, m: &EdmModel) -> std::result::Result<(), String> {
     if let Some(name) = non_finite_weight(m) {
         return Err(format!(
             "student {k}: weight `{name}` holds NaN or infinite values"
@@ -264,6 +288,11 @@ impl Bundle {
     /// sub-batch once. Returns the samples `[N, ...]` in request order and, per sample, the
     /// student that produced it.
     pub fn generate(&self, labels: &[i64], z: &Tensor) -> Result<(Tensor, Vec<usize>)> {
+        if self.is_prompt_conditional() {
+            return Err(Error::Invalid(
+                "this bundle's students take prompts, not class labels (use --prompt)".into(),
+            ));
+        }
         let owners = labels
             .iter()
             .map(|&c| self.route(c))
@@ -293,6 +322,30 @@ impl Bundle {
             }
         });
         Ok((out, owners))
+    }
+
+    /// Whether the students take prompt embeddings (the partition splits prompts).
+    pub fn is_prompt_conditional(&self) -> bool {
+        self.manifest.partition.prompts.is_some()
+    }
+
+    /// The student for a prompt embedding `embedding` (`[dim]`).
+    pub fn route_prompt(&self, embedding: &[f32]) -> Result<usize> {
+        self.manifest.partition.route_prompt(embedding)
+    }
+
+    /// Generates one sample per row of `z` (`[N, ...]`) for the prompt embedding `embedding`
+    /// (`[dim]`): the prompt's student evaluates the batch once. Returns `[N, ...]` and the
+    /// student.
+    pub fn generate_prompt(&self, embedding: &[f32], z: &Tensor) -> Result<(Tensor, usize)> {
+        let k = self.route_prompt(embedding)?;
+        let n = z.size()[0];
+        let e = Tensor::from_slice(embedding)
+            .to_device(z.device())
+            .unsqueeze(0)
+            .expand([n, embedding.len() as i64], false);
+        let x = tch::no_grad(|| self.students[k].generate(z, &e, self.manifest.sigma_max));
+        Ok((x, k))
     }
 
     /// Seeded noise for `n` samples of this bundle's shape.

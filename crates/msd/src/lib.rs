@@ -26,6 +26,7 @@ pub mod run;
 pub mod runtime;
 mod tagged;
 pub mod teacher;
+pub mod text;
 pub mod train;
 pub mod viz;
 

@@ -126,6 +126,7 @@ mod tests {
             width: 128,
             depth: 4,
             noise_freqs: 4,
+            cond: Default::default(),
         });
         let one = sampling_bytes(&net, 1, false);
         assert_eq!(one, 4 * (12 + 128 * 6));

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use msd::{model::EdmModel, nets::{NetConfig, MlpConfig}, diffusion::{Denoiser, EdmPrecond}};
-//! let cfg = NetConfig::Mlp(MlpConfig { dim: 2, num_classes: 3, width: 16, depth: 1, noise_freqs: 4 });
+//! let cfg = NetConfig::Mlp(MlpConfig { dim: 2, num_classes: 3, width: 16, depth: 1, noise_freqs: 4, cond: Default::default() });
 //! let m = EdmModel::new(&cfg, EdmPrecond::default(), tch::Device::Cpu);
 //! let x = tch::Tensor::zeros([5, 2], (tch::Kind::Float, tch::Device::Cpu));
 //! let d = m.denoise(&x, &tch::Tensor::ones([5], (tch::Kind::Float, tch::Device::Cpu)), &tch::Tensor::zeros([5], (tch::Kind::Int64, tch::Device::Cpu)));
@@ -90,6 +90,27 @@ impl EdmModel {
             ));
         }
         tch::no_grad(|| self.vs.copy(&other.vs)).map_err(Error::from)
+    }
+
+    /// Copies every weight that `other` has under the same name and shape (the rest keep their
+    /// values); returns the names copied. For starting one network from another that shares
+    /// most of it (a prompt-conditional network from a class-conditional one).
+    pub fn copy_shared_from(&mut self, other: &EdmModel) -> Result<Vec<String>> {
+        let src = other.vs.variables();
+        let mut copied = Vec::new();
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut d) in self.vs.variables() {
+                if let Some(s) = src.get(&name) {
+                    if s.size() == d.size() {
+                        d.f_copy_(&s.to_kind(d.kind()))?;
+                        copied.push(name);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        copied.sort();
+        Ok(copied)
     }
 
     /// The precision the network computes in.

@@ -5,6 +5,11 @@
 //! (a seeded shuffle cut into balanced blocks) and `kmeans` (balanced k-means on per-class
 //! embeddings). The artifact `partition.json` is validated on load.
 //!
+//! For prompt-conditional models the conditions are a continuous space (prompt embeddings):
+//! [`Partition::of_prompts`] cuts it into groups with [`prompts::PromptGroups`] (`kmeans` or
+//! balanced `quadrants`), stores what assigns an unseen prompt in the artifact's `prompts`
+//! field, and gives group g to student g (the "conditions" are then the group ids).
+//!
 //! ```
 //! use msd::partition::{Partition, Strategy};
 //! let p = Partition::contiguous(10, 4);
@@ -13,8 +18,11 @@
 //! assert_eq!(p.classes_of(1), vec![3, 4]);
 //! ```
 
+pub mod prompts;
+
 use crate::train::checkpoint::{self, FORMAT_VERSION};
 use crate::{Error, Result};
+use prompts::PromptGroups;
 use rand::seq::SliceRandom;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +37,8 @@ pub enum Strategy {
     Contiguous,
     Random,
     Kmeans,
+    /// Prompt embeddings only: balanced median splits along principal directions.
+    Quadrants,
 }
 
 impl std::str::FromStr for Strategy {
@@ -38,9 +48,12 @@ impl std::str::FromStr for Strategy {
             "contiguous" => Ok(Self::Contiguous),
             "random" => Ok(Self::Random),
             "kmeans" => Ok(Self::Kmeans),
+            "quadrants" => Ok(Self::Quadrants),
             _ => Err(Error::config(
                 "partition",
-                format!("unknown strategy `{s}` (expected contiguous, random or kmeans)"),
+                format!(
+                    "unknown strategy `{s}` (expected contiguous, random, kmeans or quadrants)"
+                ),
             )),
         }
     }
@@ -56,6 +69,9 @@ pub struct Partition {
     pub seed: u64,
     /// `owner[c]` is the student that owns condition c.
     pub owner: Vec<usize>,
+    /// Prompt-conditional bundles: how a prompt embedding is assigned to a group (condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<PromptGroups>,
 }
 
 /// Balanced block sizes: the first `n mod k` blocks get one extra element.
@@ -76,6 +92,7 @@ impl Partition {
             strategy: Strategy::Contiguous,
             seed: 0,
             owner,
+            prompts: None,
         }
     }
 
@@ -94,6 +111,7 @@ impl Partition {
             strategy: Strategy::Random,
             seed,
             owner,
+            prompts: None,
         }
     }
 
@@ -108,6 +126,7 @@ impl Partition {
             strategy: Strategy::Kmeans,
             seed,
             owner,
+            prompts: None,
         }
     }
 
@@ -131,9 +150,64 @@ impl Partition {
                 })?;
                 Self::kmeans(e, students, seed)
             }
+            Strategy::Quadrants => {
+                return Err(Error::config(
+                    "partition",
+                    "quadrants split prompt embeddings (Partition::of_prompts), not classes",
+                ))
+            }
         };
         p.validate()?;
         Ok(p)
+    }
+
+    /// A partition of prompt embeddings `points` (`[N][dim]`, e.g. the training captions' of
+    /// every training image) among `students`: `kmeans` (k = students) or `quadrants`
+    /// (students = 2^d). Group g is student g.
+    pub fn of_prompts(
+        strategy: Strategy,
+        points: &[Vec<f32>],
+        students: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let groups = match strategy {
+            Strategy::Kmeans => PromptGroups::kmeans(points, students, seed, 100)?,
+            Strategy::Quadrants if students.is_power_of_two() => {
+                PromptGroups::quadrants(points, students.trailing_zeros() as usize)?
+            }
+            Strategy::Quadrants => {
+                return Err(Error::config(
+                    "students",
+                    format!("quadrants make 2^d groups; {students} is not a power of two"),
+                ))
+            }
+            s => {
+                return Err(Error::config(
+                    "partition",
+                    format!("{s:?} cannot split prompt embeddings (use kmeans or quadrants)"),
+                ))
+            }
+        };
+        let p = Self {
+            format_version: FORMAT_VERSION,
+            num_conditions: students,
+            students,
+            strategy,
+            seed,
+            owner: (0..students).collect(),
+            prompts: Some(groups),
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The student for a prompt embedding `e` (`[dim]`), for prompt partitions.
+    pub fn route_prompt(&self, e: &[f32]) -> Result<usize> {
+        let groups = self
+            .prompts
+            .as_ref()
+            .ok_or_else(|| Error::Partition("this partition splits classes, not prompts".into()))?;
+        self.route(groups.route(e)? as i64)
     }
 
     /// The student that owns `condition`.
@@ -184,6 +258,16 @@ impl Partition {
         }
         if let Some(k) = (0..self.students).find(|&k| !self.owner.contains(&k)) {
             return Err(Error::Partition(format!("student {k} owns no condition")));
+        }
+        if let Some(g) = &self.prompts {
+            g.validate()?;
+            if g.len() != self.num_conditions {
+                return Err(Error::Partition(format!(
+                    "prompts: {} groups but num_conditions is {}",
+                    g.len(),
+                    self.num_conditions
+                )));
+            }
         }
         Ok(())
     }

@@ -280,6 +280,7 @@ mod tests {
                 width: 16,
                 depth: 1,
                 noise_freqs: 4,
+                cond: Default::default(),
             }),
             precond: Default::default(),
         };

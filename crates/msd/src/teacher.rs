@@ -10,6 +10,7 @@ use crate::data::TrainingData;
 use crate::diffusion::precond::broadcast_to;
 use crate::diffusion::{Denoiser, SigmaDistribution};
 use crate::model::{EdmModel, ModelSpec};
+use crate::nets::condition::drop_conditions;
 use crate::train::checkpoint::{self, config_hash};
 use crate::train::{
     ema_update, step_rng, AdamW, AdamWConfig, LogLine, Method, Runner, Slot, StepReport,
@@ -32,7 +33,8 @@ pub struct TeacherTrainConfig {
     pub optimizer: AdamWConfig,
     #[serde(default = "default_ema")]
     pub ema_decay: f64,
-    /// Probability of replacing a label by the null label (classifier-free guidance).
+    /// Probability of replacing a condition by the null condition (classifier-free guidance):
+    /// the null label, or for embedding-conditioned networks the zero (null) embedding.
     #[serde(default)]
     pub label_dropout: f64,
     #[serde(default)]
@@ -162,6 +164,7 @@ pub fn train_teacher(
         target_teacher: None,
         sigma_max_share: 0.0,
         sigma_max: crate::diffusion::sigma::EDM_SIGMA_MAX,
+        init: None,
         dir,
         seed,
         device,
@@ -185,6 +188,10 @@ pub struct DenoiserJob<'a> {
     /// Fraction of each batch drawn at exactly σ_max (TSM; 0 for a teacher).
     pub sigma_max_share: f64,
     pub sigma_max: f64,
+    /// A model to start from instead of a fresh initialisation, and its id (for hashes): every
+    /// parameter it shares by name and shape with the job's network is copied (e.g. a text
+    /// teacher from a class teacher: all but the condition input). `None`: fresh.
+    pub init: Option<(&'a EdmModel, &'a str)>,
     pub dir: &'a Path,
     pub seed: u64,
     pub device: Device,
@@ -221,15 +228,28 @@ pub fn train_denoiser(
         &format!("{}.batch_size = {}", job.stage, cfg.batch_size),
         crate::limits::sampling_bytes(&spec.net, cfg.batch_size as u64, false).saturating_mul(3),
     )?;
-    if spec.net.num_classes() != data.num_classes() {
-        return Err(Error::config(
-            "net.num_classes",
-            format!(
-                "is {} but the data has {} classes",
-                spec.net.num_classes(),
-                data.num_classes()
-            ),
-        ));
+    match (spec.net.cond().embedding_dim(), data.condition_dim()) {
+        (None, None) if spec.net.num_classes() != data.num_classes() => {
+            return Err(Error::config(
+                "net.num_classes",
+                format!(
+                    "is {} but the data has {} classes",
+                    spec.net.num_classes(),
+                    data.num_classes()
+                ),
+            ));
+        }
+        (a, b) if a != b => {
+            let say = |d: Option<i64>| match d {
+                None => "class labels".to_string(),
+                Some(d) => format!("{d}-d embeddings"),
+            };
+            return Err(Error::config(
+                "net.cond",
+                format!("the network takes {} but the data gives {}", say(a), say(b)),
+            ));
+        }
+        _ => {}
     }
     if job.classes.is_empty()
         || job
@@ -256,6 +276,10 @@ pub fn train_denoiser(
             job.sigma_max,
         )),
     };
+    let hash = match job.init {
+        Some((_, id)) => config_hash(&(&hash, "init", id)),
+        None => hash,
+    };
     let runner = Runner::new(job.dir, hash, job.seed, cfg.checkpoint_every, cfg.log_every);
     if let Some(done) = runner.finished()? {
         return Ok((EdmModel::load_dir(job.dir, device)?, done));
@@ -281,7 +305,10 @@ impl<'a> DenoiserMethod<'a> {
     /// A freshly initialised model (seeded by the job's seed) and its optimiser.
     pub fn new(job: &'a DenoiserJob<'a>) -> Result<Self> {
         let _ = step_rng(job.seed, 0, STREAM_INIT);
-        let model = EdmModel::from_spec(job.spec, job.device);
+        let mut model = EdmModel::from_spec(job.spec, job.device);
+        if let Some((init, _)) = job.init {
+            model.copy_shared_from(init)?;
+        }
         let mut ema = EdmModel::from_spec(job.spec, job.device);
         ema.copy_from(&model)?;
         ema.vs.freeze();
@@ -318,17 +345,10 @@ impl Method for DenoiserMethod<'_> {
         let mut rng = step_rng(self.job.seed, step, STREAM_BATCH);
         let (x, labels) = data.batch(cfg.batch_size, &self.job.classes, &mut rng, device)?;
         let labels = if cfg.label_dropout > 0.0 {
-            let l: Vec<i64> = Vec::<i64>::try_from(labels.to_device(Device::Cpu))?
-                .into_iter()
-                .map(|c| {
-                    if rng.gen::<f64>() < cfg.label_dropout {
-                        null
-                    } else {
-                        c
-                    }
-                })
+            let drop: Vec<bool> = (0..labels.size()[0])
+                .map(|_| rng.gen::<f64>() < cfg.label_dropout)
                 .collect();
-            Tensor::from_slice(&l).to_device(device)
+            drop_conditions(&labels, &drop, null)?
         } else {
             labels
         };

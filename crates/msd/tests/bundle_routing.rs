@@ -17,6 +17,7 @@ fn student(seed: i64) -> EdmModel {
             width: 16,
             depth: 1,
             noise_freqs: 4,
+            cond: Default::default(),
         }),
         EdmPrecond::default(),
         Device::Cpu,

@@ -25,6 +25,7 @@ fn spec() -> ModelSpec {
             width: 32,
             depth: 2,
             noise_freqs: 8,
+            cond: Default::default(),
         }),
         precond: EdmPrecond::default(),
     }

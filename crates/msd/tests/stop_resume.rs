@@ -25,6 +25,7 @@ fn teacher() -> EdmModel {
             width: 16,
             depth: 1,
             noise_freqs: 4,
+            cond: Default::default(),
         }),
         precond: Default::default(),
     };

@@ -22,6 +22,7 @@ fn spec() -> ModelSpec {
             width: 96,
             depth: 3,
             noise_freqs: 16,
+            cond: Default::default(),
         }),
         precond: EdmPrecond::default(),
     }
@@ -230,6 +231,7 @@ fn tsm_learns_the_teacher_denoiser_on_its_classes() {
             width: 48,
             depth: 2,
             noise_freqs: 16,
+            cond: Default::default(),
         }),
         precond: EdmPrecond::default(),
     };
@@ -258,6 +260,7 @@ fn tsm_learns_the_teacher_denoiser_on_its_classes() {
         target_teacher: Some((&ideal, "ideal")),
         sigma_max_share: 0.1,
         sigma_max: 80.0,
+        init: None,
         dir: dir.path(),
         seed: 0,
         device: Device::Cpu,

@@ -49,8 +49,8 @@ fn show(bar: &indicatif::ProgressBar, p: Progress) {
 
 /// Progress bars and one line per finished stage.
 #[derive(Default)]
-struct Bars {
-    bar: Option<indicatif::ProgressBar>,
+pub(crate) struct Bars {
+    pub(crate) bar: Option<indicatif::ProgressBar>,
 }
 
 impl Observer for Bars {

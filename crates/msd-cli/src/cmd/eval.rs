@@ -63,12 +63,23 @@ pub struct Args {
     /// Precision of the network's evaluation (f32, or bf16 weights and activations).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// Prompt file (one prompt per line, plain or JSON; see `msd text prompts`) for a
+    /// prompt-conditional teacher or bundle: --n samples per prompt, scored for the named digit
+    /// and attributes; writes eval_prompts.{json,md} and prompts.png.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// The all-MiniLM-L6-v2 folder for --prompts (default: scripts/setup-text-encoder.sh's).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
 }
 
 /// CPU model name and the number of threads torch uses.
 pub use msd::evaluate::hardware;
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(p) = a.prompts.clone() {
+        return crate::cmd::eval_prompts::run(&a, &p);
+    }
     let device = a.device;
     if a.n < 4 || a.steps == Some(0) {
         bail!("--n must be ≥ 4 and --steps ≥ 1");

@@ -1,6 +1,6 @@
 //! `msd sample`: samples from a teacher (multi-step) or from a bundle of students (one network
 //! evaluation per sample, routed by class), written as a picture (scatter plot for 2-D data) and
-//! optionally as raw values (`.csv` or `.npy`).
+//! optionally as raw values (`.csv` or `.npy`). With `--prompt`, see [`super::sample_prompt`].
 
 use crate::plot;
 use anyhow::{bail, Context, Result};
@@ -23,7 +23,14 @@ pub struct Args {
     /// Class to sample (repeatable or comma-separated; default: every class).
     #[arg(long, value_delimiter = ',')]
     pub class: Vec<i64>,
-    /// Samples per class.
+    /// Prompt to sample instead of classes (repeatable), for prompt-conditional teachers and
+    /// bundles; a bundle routes each prompt to its group's student by the prompt's embedding.
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// The all-MiniLM-L6-v2 folder for --prompt (default: scripts/setup-text-encoder.sh's).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    /// Samples per class (per prompt with --prompt).
     #[arg(long, default_value_t = 1000)]
     pub n: i64,
     /// Sampler steps (Heun: 2·steps − 1 network evaluations).
@@ -69,6 +76,12 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--churn must be a finite number ≥ 0, got {}", a.churn);
     }
     check_outputs(&a)?;
+    if !a.prompt.is_empty() {
+        if !a.class.is_empty() {
+            bail!("--class and --prompt exclude each other");
+        }
+        return crate::cmd::sample_prompt::run(&a, device);
+    }
     if let Some(b) = &a.bundle {
         return run_bundle(&a, b, device);
     }
@@ -149,7 +162,12 @@ fn run_bundle(a: &Args, path: &Path, device: Device) -> Result<()> {
 }
 
 /// Refuses `--n` × classes samples when one batch of them would not fit in memory.
-fn check_memory(a: &Args, classes: usize, net: &msd::nets::NetConfig, guided: bool) -> Result<()> {
+pub(crate) fn check_memory(
+    a: &Args,
+    classes: usize,
+    net: &msd::nets::NetConfig,
+    guided: bool,
+) -> Result<()> {
     let total = (a.n as u64).saturating_mul(classes as u64);
     let what = format!("--n {} ({total} samples over {classes} classes)", a.n);
     msd::limits::check_fits(&what, msd::limits::sampling_bytes(net, total, guided))?;

@@ -135,6 +135,10 @@ pub struct Args {
     pub addr: SocketAddr,
     #[command(flatten)]
     pub limits: Limits,
+    /// The all-MiniLM-L6-v2 folder for a prompt-conditional bundle (default:
+    /// scripts/setup-text-encoder.sh's); unused for class bundles.
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
     #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
     pub device: tch::Device,
 }
@@ -164,7 +168,15 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
         .with_context(|| format!("--bundle {}", a.bundle.display()))?;
     tch::set_num_threads(threads.unwrap_or_else(|| default_threads(bundle.students.len())));
     let k = bundle.students.len();
-    let server = Server::new(bundle, cfg).context("starting the server")?;
+    let encoder = if bundle.is_prompt_conditional() {
+        Some(crate::cmd::text::load_encoder(
+            a.encoder.as_deref(),
+            device,
+        )?)
+    } else {
+        None
+    };
+    let server = Server::with_encoder(bundle, cfg, encoder).context("starting the server")?;
     let teacher = server.info().teacher.available;
     let rt = runtime()?;
     rt.block_on(async move {

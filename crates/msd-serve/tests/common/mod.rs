@@ -39,6 +39,7 @@ pub fn mlp(seed: i64) -> EdmModel {
             width: 16,
             depth: 1,
             noise_freqs: 4,
+            cond: Default::default(),
         }),
         EdmPrecond::default(),
         Device::Cpu,
@@ -85,6 +86,7 @@ pub fn unet_bundle(dir: &Path) -> PathBuf {
         dropout: 0.0,
         emb_mult: 2,
         noise_freqs: 4,
+        cond: Default::default(),
     });
     let dirs: Vec<PathBuf> = (0..2)
         .map(|k| {

@@ -6,6 +6,7 @@ pub mod captions;
 pub mod folder;
 pub mod idx;
 pub mod images;
+pub mod prompted;
 pub mod source;
 pub mod toy2d;
 
@@ -34,6 +35,26 @@ pub trait TrainingData {
         rng: &mut ChaCha8Rng,
         device: Device,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// Width of the condition vectors for data conditioned on prompt embeddings (then
+    /// [`TrainingData::batch`] returns `[n, dim]` float conditions instead of labels, and
+    /// `classes` filters prompt groups); `None` for class labels.
+    fn condition_dim(&self) -> Option<i64> {
+        None
+    }
+
+    /// `n` conditions to generate for (distribution matching draws its generator's inputs
+    /// here): labels uniform over `classes` (`[n]` int64) by default; embedding-conditioned
+    /// data returns `[n, dim]` float embeddings of training prompts in the `classes` groups.
+    fn conditions(
+        &self,
+        n: usize,
+        classes: &[i64],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+    ) -> Result<Tensor> {
+        Ok(Tensor::from_slice(&uniform_labels(n, classes, rng)).to_device(device))
+    }
 }
 
 /// Draws `n` labels uniformly from `classes`.

@@ -1,11 +1,13 @@
 //! Classifier-free guidance: D_w = D(x; σ, ∅) + w·(D(x; σ, c) − D(x; σ, ∅)), where ∅ is the null
-//! label a network learned through label dropout. w = 1 is the plain conditional denoiser.
+//! label a network learned through label dropout (for embedding conditions, the zero vector:
+//! see [`crate::nets::condition`]). w = 1 is the plain conditional denoiser.
 //!
 //! The samplers apply their configured scale themselves (`SamplerConfig::guidance`, see
 //! [`super::sample`]); wrap by hand only where guidance is not a sampler setting (the real score
 //! of distribution matching has its own `real_guidance`).
 
 use super::Denoiser;
+use crate::nets::condition::null_like;
 use tch::Tensor;
 
 /// Wraps a denoiser with classifier-free guidance of scale `scale`.
@@ -46,7 +48,7 @@ impl Denoiser for Guided<'_> {
         let b = x.size()[0];
         let xx = Tensor::cat(&[x, x], 0);
         let ss = Tensor::cat(&[sigma, sigma], 0);
-        let ll = Tensor::cat(&[labels, &labels.full_like(self.null_label)], 0);
+        let ll = Tensor::cat(&[labels, &null_like(labels, self.null_label)], 0);
         let d = self.inner.denoise(&xx, &ss, &ll);
         let cond = d.narrow(0, 0, b);
         let uncond = d.narrow(0, b, b);

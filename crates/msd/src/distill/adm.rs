@@ -260,6 +260,7 @@ mod tests {
             dropout: 0.0,
             emb_mult: 2,
             noise_freqs: 4,
+            cond: Default::default(),
         };
         let net = NetConfig::Unet(cfg.clone());
         let fake = EdmModel::new(&net, EdmPrecond::default(), Device::Cpu);

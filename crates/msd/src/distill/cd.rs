@@ -467,6 +467,7 @@ mod tests {
             width: 16,
             depth: 1,
             noise_freqs: 4,
+            cond: Default::default(),
         });
         let m = EdmModel::new(&net, EdmPrecond::default(), Device::Cpu);
         let x = Tensor::randn([6, 2], (Kind::Float, Device::Cpu));
@@ -531,6 +532,7 @@ mod tests {
             width: 64,
             depth: 2,
             noise_freqs: 8,
+            cond: Default::default(),
         });
         let g = EdmModel::new(&net, EdmPrecond::default(), Device::Cpu);
         let (m0, s0) = one_step_moments(&g);

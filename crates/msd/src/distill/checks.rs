@@ -98,6 +98,7 @@ mod tests {
                 dropout,
                 emb_mult: 2,
                 noise_freqs: 4,
+                cond: Default::default(),
             }),
             precond: Default::default(),
         }

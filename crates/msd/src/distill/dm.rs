@@ -22,7 +22,7 @@ use super::config::DistillConfig;
 use super::export::Export;
 use super::grad_share::grad_share;
 use super::pairs::RegressionPairs;
-use crate::data::uniform_labels;
+use crate::data::{uniform_labels, TrainingData};
 use crate::diffusion::precond::broadcast_to;
 use crate::diffusion::{Denoiser, Guided, KarrasGrid};
 use crate::model::EdmModel;
@@ -149,6 +149,9 @@ pub struct DmMethod<'a> {
     teacher: &'a EdmModel,
     pairs: Option<&'a RegressionPairs>,
     classes: Vec<i64>,
+    /// Where the generator's conditions come from when they are not uniform class labels
+    /// (prompt embeddings of the student's groups).
+    conditions: Option<&'a dyn TrainingData>,
     iterations: u64,
     generator: EdmModel,
     ema: EdmModel,
@@ -171,6 +174,10 @@ pub struct DmParts<'a> {
     pub cfg: &'a DistillConfig,
     pub student: usize,
     pub classes: Vec<i64>,
+    /// Embedding-conditioned teachers: the data whose [`TrainingData::conditions`] (training
+    /// prompt embeddings of the student's groups) the generator is trained on; `None`: labels
+    /// uniform over `classes`.
+    pub conditions: Option<&'a dyn TrainingData>,
     pub seed: u64,
     pub teacher: &'a EdmModel,
     pub pairs: Option<&'a RegressionPairs>,
@@ -249,6 +256,7 @@ impl<'a> DmMethod<'a> {
             teacher: p.teacher,
             pairs: p.pairs,
             classes: p.classes,
+            conditions: p.conditions,
             iterations,
             generator: p.generator,
             ema,
@@ -399,8 +407,12 @@ impl Method for DmMethod<'_> {
         let cfg = self.cfg;
         let (bs, device) = (cfg.batch_size, self.teacher.device());
         let mut rng = step_rng(self.step_seed, it, STREAM_STEP);
-        let labels =
-            Tensor::from_slice(&uniform_labels(bs, &self.classes, &mut rng)).to_device(device);
+        let labels = match self.conditions {
+            Some(d) => d.conditions(bs, &self.classes, &mut rng, device)?,
+            None => {
+                Tensor::from_slice(&uniform_labels(bs, &self.classes, &mut rng)).to_device(device)
+            }
+        };
         let z = Tensor::randn(self.shape.as_slice(), (Kind::Float, device));
         let mut checked = Vec::new();
         if let Some(l) = self.low.as_mut().filter(|l| l.stale) {
@@ -803,6 +815,7 @@ mod tests {
             width: 64,
             depth: 2,
             noise_freqs: 8,
+            cond: Default::default(),
         });
         let fake = EdmModel::new(&cfg, EdmPrecond::default(), Device::Cpu);
         let mut f_opt = AdamW::new(

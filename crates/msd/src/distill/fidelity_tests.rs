@@ -31,6 +31,7 @@ fn teacher(dropout: f64) -> EdmModel {
                 dropout,
                 emb_mult: 2,
                 noise_freqs: 4,
+                cond: Default::default(),
             }),
             precond: Default::default(),
         },

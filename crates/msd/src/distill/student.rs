@@ -71,11 +71,23 @@ pub fn distill_student(
             let _ = cfg.regression_distance.loss(&p.y, &p.y, None)?;
         }
     }
-    let needs_data = matches!(job.stage, StageKind::Adm | StageKind::Cd);
+    let text = job.teacher.spec.net.cond().embedding_dim().is_some();
+    if text && job.pairs.is_some() && cfg.regression_weight > 0.0 {
+        return Err(Error::config(
+            "distill.regression_weight",
+            "regression pairs are per class; set it to 0 for an embedding-conditioned teacher",
+        ));
+    }
+    let needs_data = matches!(job.stage, StageKind::Adm | StageKind::Cd) || text;
     if needs_data && job.real_data.is_none() {
         return Err(Error::Invalid(format!(
-            "the {} stage needs real data (the student's classes)",
-            job.stage
+            "the {} stage needs real data (the student's classes{})",
+            job.stage,
+            if text {
+                "; and the prompt embeddings to generate for"
+            } else {
+                ""
+            }
         )));
     }
     let init_id = job
@@ -124,6 +136,12 @@ pub fn distill_student(
             config_hash(&(&hash, &f.id))
         }
         _ => hash,
+    };
+    // A text student is tied to the prompts it generates for (class hashes stay as they were).
+    let hash = if text {
+        config_hash(&(&hash, "prompts", job.data_id))
+    } else {
+        hash
     };
     let runner = Runner::new(job.dir, hash, job.seed, cfg.checkpoint_every, cfg.log_every);
     let device = job.teacher.device();
@@ -175,6 +193,7 @@ pub fn distill_student(
                 cfg,
                 student: job.student,
                 classes,
+                conditions: if text { job.real_data } else { None },
                 seed: job.seed,
                 teacher: job.teacher,
                 pairs: job.pairs,

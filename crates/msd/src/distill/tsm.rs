@@ -98,6 +98,7 @@ pub fn train_tsm(
         target_teacher: Some((job.teacher, job.teacher_id)),
         sigma_max_share: cfg.sigma_max_share,
         sigma_max: job.sigma_max,
+        init: None,
         dir: job.dir,
         seed: job.seed,
         device: job.device,

@@ -220,6 +220,7 @@ pub fn partition_name(s: Strategy) -> &'static str {
         Strategy::Contiguous => "contiguous",
         Strategy::Random => "random",
         Strategy::Kmeans => "kmeans",
+        Strategy::Quadrants => "quadrants",
     }
 }
 

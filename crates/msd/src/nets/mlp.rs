@@ -1,6 +1,7 @@
 //! A conditional MLP for low-dimensional (toy) data: the noise embedding and a learned label
-//! embedding are mixed into a conditioning vector that shifts every hidden layer.
+//! embedding (or a projected prompt embedding, see [`super::condition`]) are mixed into a conditioning vector that shifts every hidden layer.
 
+use super::condition::{ConditionInput, Conditioning};
 use super::embedding::fourier_features;
 use super::Network;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,9 @@ pub struct MlpConfig {
     /// Number of Fourier frequencies for the noise embedding.
     #[serde(default = "default_noise_freqs")]
     pub noise_freqs: i64,
+    /// What the network is conditioned on (absent: class labels).
+    #[serde(default, skip_serializing_if = "Conditioning::is_class")]
+    pub cond: Conditioning,
 }
 
 fn default_noise_freqs() -> i64 {
@@ -48,7 +52,7 @@ impl MlpConfig {
                 ));
             }
         }
-        Ok(())
+        self.cond.validate()
     }
 }
 
@@ -57,7 +61,7 @@ impl MlpConfig {
 pub struct Mlp {
     input: nn::Linear,
     noise: nn::Linear,
-    label: nn::Embedding,
+    label: ConditionInput,
     hidden: Vec<(nn::Linear, nn::Linear)>,
     output: nn::Linear,
     noise_freqs: i64,
@@ -69,7 +73,7 @@ impl Mlp {
         let w = c.width;
         let input = nn::linear(&p / "input", c.dim, w, Default::default());
         let noise = nn::linear(&p / "noise", 2 * c.noise_freqs, w, Default::default());
-        let label = nn::embedding(&p / "label", c.num_classes + 1, w, Default::default());
+        let label = ConditionInput::new(&p, c.cond, c.num_classes, w);
         let hidden = (0..c.depth)
             .map(|i| {
                 let q = &p / "hidden" / i;
@@ -92,10 +96,11 @@ impl Mlp {
 }
 
 impl Network for Mlp {
-    /// `x`: `[B, dim]`, `c_noise`: `[B]`, `labels`: `[B]` → `[B, dim]`.
+    /// `x`: `[B, dim]`, `c_noise`: `[B]`, `labels`: `[B]` int64 (class conditioning) or
+    /// `[B, cond.dim]` float (embedding conditioning) → `[B, dim]`.
     fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, _train: bool) -> Tensor {
         let emb = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0).to_kind(x.kind());
-        let cond = (self.noise.forward(&emb) + self.label.forward(labels)).silu();
+        let cond = (self.noise.forward(&emb) + self.label.forward(labels, x.kind())).silu();
         let mut h = self.input.forward(x);
         for (c, l) in &self.hidden {
             h = &h + l.forward(&(h.silu() + c.forward(&cond))).silu();

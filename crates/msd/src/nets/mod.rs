@@ -2,6 +2,7 @@
 //! EDM's D = c_skip·x + c_out·F(c_in·x; c_noise, c). [`crate::model::EdmModel`] adds the
 //! preconditioning and the weights.
 
+pub mod condition;
 pub mod disc_head;
 pub mod embedding;
 pub mod mlp;
@@ -9,6 +10,7 @@ pub mod precision;
 pub mod text_encoder;
 pub mod unet;
 
+pub use condition::Conditioning;
 pub use mlp::{Mlp, MlpConfig};
 pub use precision::Precision;
 pub use unet::{UNet, UNetConfig};
@@ -18,8 +20,10 @@ use tch::{nn, Tensor};
 
 /// A raw conditional network F.
 pub trait Network: Send {
-    /// `x`: `[B, ...]` (already scaled by c_in), `c_noise`: `[B]`, `labels`: `[B]` int64 in
-    /// `0..=num_classes` (`num_classes` is the null label for guidance). Returns `[B, ...]`.
+    /// `x`: `[B, ...]` (already scaled by c_in), `c_noise`: `[B]`, `labels`: the conditions —
+    /// `[B]` int64 in `0..=num_classes` (`num_classes` is the null label for guidance), or for
+    /// embedding-conditioned networks `[B, dim]` float (the zero vector is the null; see
+    /// [`condition`]). Returns `[B, ...]`.
     /// Computes in `x`'s kind, which must be the weights' kind (see [`Precision`]).
     fn forward_t(&self, x: &Tensor, c_noise: &Tensor, labels: &Tensor, train: bool) -> Tensor;
 
@@ -65,6 +69,14 @@ impl NetConfig {
         match self {
             NetConfig::Mlp(c) => Box::new(Mlp::new(path, c)),
             NetConfig::Unet(c) => Box::new(UNet::new(path, c)),
+        }
+    }
+
+    /// What the network is conditioned on.
+    pub fn cond(&self) -> Conditioning {
+        match self {
+            NetConfig::Mlp(c) => c.cond,
+            NetConfig::Unet(c) => c.cond,
         }
     }
 

@@ -94,6 +94,7 @@ mod tests {
             dropout: 0.0,
             emb_mult: 2,
             noise_freqs: 4,
+            cond: Default::default(),
         })
     }
 
@@ -170,6 +171,7 @@ mod tests {
             width: 32,
             depth: 2,
             noise_freqs: 4,
+            cond: Default::default(),
         });
         let m32 = model(&cfg, 1);
         let m16 = m32.copy_in(Precision::Bf16).unwrap();

@@ -5,13 +5,16 @@
 //! concatenates the encoder's skips.
 //!
 //! Conditioning: c_noise → Fourier features → 2-layer MLP, plus a learned label embedding with
-//! `num_classes + 1` rows (the last is the null label of classifier-free guidance); their sum
+//! `num_classes + 1` rows (the last is the null label of classifier-free guidance) — or, with
+//! `cond = { kind = "embedding", dim }`, a learned projection of a prompt embedding whose null
+//! is the zero vector (see [`super::condition`]); their sum
 //! (after SiLU) drives an adaptive GroupNorm in every residual block:
 //! `h ← GN(h)·(1 + scale) + shift`, `(scale, shift) = Linear(emb)`.
 //!
 //! Shapes, for `x: [B, C, R, R]` and L levels: output `[B, C, R, R]`; bottleneck
 //! `[B, base·mult[L−1], R/2^(L−1), R/2^(L−1)]` (see [`UNetConfig::bottleneck_shape`]).
 
+use super::condition::{ConditionInput, Conditioning};
 use super::embedding::fourier_features;
 use super::Network;
 use crate::{Error, Result};
@@ -50,6 +53,9 @@ pub struct UNetConfig {
     /// Number of Fourier frequencies for the noise embedding.
     #[serde(default = "d_noise_freqs")]
     pub noise_freqs: i64,
+    /// What the network is conditioned on (absent: class labels).
+    #[serde(default, skip_serializing_if = "Conditioning::is_class")]
+    pub cond: Conditioning,
 }
 
 fn d_in() -> i64 {
@@ -140,7 +146,7 @@ impl UNetConfig {
                 ));
             }
         }
-        Ok(())
+        self.cond.validate()
     }
 
     /// Shape of one sample `[C, R, R]`.
@@ -288,7 +294,7 @@ impl Layer {
 pub struct UNet {
     noise0: nn::Linear,
     noise1: nn::Linear,
-    label: nn::Embedding,
+    label: ConditionInput,
     conv_in: nn::Conv2D,
     /// Encoder layers; `true` marks a layer whose output is kept as a skip.
     enc: Vec<(Layer, bool)>,
@@ -413,7 +419,7 @@ impl UNet {
         Self {
             noise0: nn::linear(&p / "noise0", 2 * c.noise_freqs, emb, Default::default()),
             noise1: nn::linear(&p / "noise1", emb, emb, Default::default()),
-            label: nn::embedding(&p / "label", c.num_classes + 1, emb, Default::default()),
+            label: ConditionInput::new(&p, c.cond, c.num_classes, emb),
             conv_in: conv(&p / "conv_in", c.in_channels, c.base_channels, 3),
             enc,
             mid,
@@ -425,7 +431,8 @@ impl UNet {
     }
 
     /// The output and the encoder bottleneck (the output of the middle blocks).
-    /// `x`: `[B, C, R, R]`, `c_noise`: `[B]`, `labels`: `[B]` int64 in `0..=num_classes` →
+    /// `x`: `[B, C, R, R]`, `c_noise`: `[B]`, `labels`: `[B]` int64 in `0..=num_classes` (class
+    /// conditioning) or `[B, cond.dim]` float (embedding conditioning; 0 = null) →
     /// (`[B, C, R, R]`, `[B, base·mult[L−1], R/2^(L−1), R/2^(L−1)]`).
     pub fn forward_with_bottleneck(
         &self,
@@ -437,7 +444,7 @@ impl UNet {
         // The embedding is computed in f32 and joins the network in x's kind (f32 or bf16).
         let ff = fourier_features(c_noise, self.noise_freqs, 0.25, 16.0).to_kind(x.kind());
         let emb = (self.noise1.forward(&self.noise0.forward(&ff).silu())
-            + self.label.forward(labels))
+            + self.label.forward(labels, x.kind()))
         .silu();
         let mut h = self.conv_in.forward(x);
         let mut skips = vec![h.shallow_clone()];
@@ -502,6 +509,7 @@ mod tests {
             dropout: 0.0,
             emb_mult: 2,
             noise_freqs: 4,
+            cond: Default::default(),
         }
     }
 

@@ -1,0 +1,18 @@
+//! The paper's text-to-image setting in miniature: captioned digits, a prompt-conditional
+//! teacher (optionally started from a class-conditional one), students distilled on the prompt
+//! groups of a [`crate::partition::prompts`] partition, and a bundle that routes a free-text
+//! prompt by its embedding.
+//!
+//! - [`captioned`]: caption every training image and embed the captions once (cached);
+//! - [`init`]: a prompt-conditional network from a class-conditional one;
+//! - [`pipeline`]: the run directory's text stages (teacher, partition, students, bundle).
+//! - [`prompt`]: checking and embedding one user prompt;
+//! - [`prompt_set`]: prompt files (what each prompt asks for) and the standard evaluation set;
+//! - [`prompt_eval`]: scoring samples against their prompts (digit, attributes, FD).
+
+pub mod captioned;
+pub mod init;
+pub mod pipeline;
+pub mod prompt;
+pub mod prompt_eval;
+pub mod prompt_set;
