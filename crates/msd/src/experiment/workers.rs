@@ -27,17 +27,40 @@ pub enum WorkerEvent<'a> {
 }
 
 /// Runs `tasks` in order, `jobs` (≥ 1) at a time, until all have ended; fails after all have
-/// ended if any failed, naming each with its log.
+/// ended if any failed, naming each with its log. A stop request ([`crate::train::stop`], e.g.
+/// SIGTERM) is passed on to the running workers as SIGTERM (each checkpoints and exits), no new
+/// worker starts, and the call returns [`Error::Interrupted`] once they have ended.
 pub fn run_workers(
     tasks: Vec<WorkerTask>,
     jobs: usize,
+    on: &mut dyn FnMut(WorkerEvent),
+) -> Result<()> {
+    run_workers_until(tasks, jobs, &crate::train::stop::stop_requested, on)
+}
+
+/// [`run_workers`] with the stop request read from `stop` (tests pass their own).
+pub fn run_workers_until(
+    tasks: Vec<WorkerTask>,
+    jobs: usize,
+    stop: &dyn Fn() -> bool,
     on: &mut dyn FnMut(WorkerEvent),
 ) -> Result<()> {
     let mut queue = tasks;
     queue.reverse();
     let mut running: Vec<(String, Child, PathBuf)> = Vec::new();
     let mut failed = Vec::new();
+    let mut stopping = false;
     while !queue.is_empty() || !running.is_empty() {
+        if !stopping && stop() {
+            stopping = true;
+            queue.clear();
+            for (_, child, _) in &running {
+                // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
         while running.len() < jobs.max(1) {
             let Some(mut t) = queue.pop() else { break };
             if let Some(d) = t.log.parent() {
@@ -74,6 +97,9 @@ pub fn run_workers(
                 i += 1;
             }
         }
+    }
+    if stopping {
+        return Err(Error::Interrupted { step: 0 });
     }
     if !failed.is_empty() {
         return Err(Error::Invalid(format!(
@@ -127,5 +153,37 @@ mod tests {
         );
         let a = std::fs::read_to_string(d.path().join("logs/a.log")).unwrap();
         assert!(a.contains("out-a") && a.contains("err-a"), "{a}");
+    }
+
+    #[test]
+    fn a_stop_request_terminates_the_running_workers_and_starts_no_more() {
+        let d = tempfile::tempdir().unwrap();
+        let task = |i: usize| {
+            let mut c = Command::new("sh");
+            // Exits 75 on SIGTERM (as a trainer does after its checkpoint), else sleeps long.
+            c.args(["-c", "trap 'exit 75' TERM; sleep 60 & wait"]);
+            WorkerTask {
+                label: format!("w{i}"),
+                command: c,
+                log: d.path().join(format!("w{i}.log")),
+            }
+        };
+        let t0 = std::time::Instant::now();
+        let mut started = Vec::new();
+        let stop_after = std::time::Instant::now() + Duration::from_millis(600);
+        let r = run_workers_until(
+            (0..4).map(task).collect(),
+            2,
+            &|| std::time::Instant::now() > stop_after,
+            &mut |e| {
+                if let WorkerEvent::Started { label, .. } = e {
+                    started.push(label.to_string())
+                }
+            },
+        );
+        assert!(matches!(r, Err(Error::Interrupted { .. })), "{:?}", r.err());
+        // Only the first two ever started, and they ended on the signal, not after 60 s.
+        assert_eq!(started, vec!["w0", "w1"]);
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     }
 }
