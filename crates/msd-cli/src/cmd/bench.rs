@@ -263,6 +263,7 @@ impl Ctx {
             pairs: None,
             generator: self.generator.copy_in(Precision::F32)?,
             adm: None,
+            conditions: None,
         })?;
         let (mut it, mut err) = (0, None);
         let ms = median_ms_warm(2, self.reps, || {

@@ -142,7 +142,7 @@ fn teacher(a: TeacherArgs) -> Result<()> {
             bar.set_position(step);
             bar.set_message(format!("loss {loss:.4}"));
         }
-        Progress::Checkpoint { .. } => {}
+        Progress::Checkpoint { .. } | Progress::Resumed { .. } => {}
     });
     bar.finish_and_clear();
     let (_, summary, init) = r.with_context(|| format!("--init / --out {}", a.out.display()))?;

@@ -667,6 +667,7 @@ mod tests {
             dropout: 0.0,
             emb_mult: 2,
             noise_freqs: 4,
+            cond: Default::default(),
         })
     }
 
@@ -719,6 +720,7 @@ mod tests {
             pairs: None,
             generator,
             adm: None,
+            conditions: None,
         })
         .unwrap();
         assert_eq!(m.low.is_some(), precision == Precision::Bf16);
