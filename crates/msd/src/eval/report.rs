@@ -670,7 +670,38 @@ mod tests {
         eval_jsons(&root, &mut files);
         assert!(files.len() >= 10, "found {files:?}");
         let (mut teachers, mut bundles) = (0, 0);
+        let (mut seeded, mut cells) = (0, 0);
         for f in &files {
+            // Per-seed records of the experiments (`<row or cell>/s<seed>/eval.json`) have their
+            // own types: the image rows' EvalRecord (scored as 8-bit images, with the raw-value
+            // FD beside it) and the toy cells' ToyCellResult.
+            let seed_dir = f
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| {
+                    n.len() > 1 && n.starts_with('s') && n[1..].parse::<u64>().is_ok()
+                });
+            if seed_dir {
+                if f.components().any(|c| c.as_os_str() == "evals") {
+                    let r: crate::experiment::eval::EvalRecord =
+                        crate::train::checkpoint::read_json(f)
+                            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    assert!(
+                        r.samples_as.is_some() && r.fd_raw.is_some(),
+                        "{}",
+                        f.display()
+                    );
+                    seeded += 1;
+                } else {
+                    let r: crate::experiment::toy::ToyCellResult =
+                        crate::train::checkpoint::read_json(f)
+                            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    assert!(r.l1_to_teacher.is_finite(), "{}", f.display());
+                    cells += 1;
+                }
+                continue;
+            }
             let r = EvalReport::load(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             match (&r.sampler, &r.per_student) {
                 (Some(s), None) => {
@@ -689,6 +720,7 @@ mod tests {
             assert_eq!(back, r);
         }
         assert!(teachers >= 1 && bundles >= 1);
+        assert!(seeded >= 1 && cells >= 1, "seeded {seeded}, cells {cells}");
     }
 
     #[test]
