@@ -239,10 +239,8 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     let claims = j["claims"].as_array().unwrap();
     assert!(claims.len() >= 8);
     for c in claims {
-        assert!(
-            ["held", "within noise", "reversed"].contains(&c["verdict"].as_str().unwrap_or("")),
-            "{c}"
-        );
+        // Two seeds: too few for a verdict.
+        assert_eq!(c["verdict"], "pending", "{c}");
         assert!(c["ours"].as_str().unwrap().contains("±"), "{c}");
     }
     let md = std::fs::read_to_string(p.join("res/report.md")).unwrap();

@@ -300,7 +300,8 @@ fn toy_quick_sweeps_widths_and_seeds_in_workers_and_resumes() {
     let claims = r["claims"].as_array().unwrap();
     assert_eq!(claims.len(), 2);
     for c in claims {
-        assert!(["held", "within noise", "reversed"].contains(&c["verdict"].as_str().unwrap()));
+        // Two seeds: too few for a verdict.
+        assert_eq!(c["verdict"], "pending", "{c}");
     }
     assert!(out.join("toy.png").exists() && out.join("toy_report.md").exists());
     assert!(first.contains("worker: width 32, seed 1 done"), "{first}");

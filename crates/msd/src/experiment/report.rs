@@ -427,7 +427,7 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
             c.verdict.map_or("pending", |v| v.as_str())
         ));
     }
-    md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise` (always so with one seed).\n\n");
+    md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`; `pending` with fewer than 3 seeds on a side or a row not yet evaluated.\n\n");
     let mut floor = None;
     for (section, title) in [
         ("main", "Main table"),

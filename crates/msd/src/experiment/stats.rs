@@ -1,6 +1,7 @@
 //! Figures over training seeds: mean ± standard deviation with the per-seed values kept, and the
 //! verdict rule of every claim — "held" only when the intervals (mean ± std) do not overlap in
-//! the claimed direction, "reversed" when they separate the other way, else "within noise".
+//! the claimed direction, "reversed" when they separate the other way, else "within noise";
+//! with fewer than [`MIN_SEEDS`] seeds on a side a claim is "pending", whatever the gap.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,36 +48,45 @@ impl Summary {
     }
 }
 
+/// The fewest training seeds per side before a claim gets a verdict (the project's rule: an
+/// experimental claim is a mean ± std over at least three seeds).
+pub const MIN_SEEDS: usize = 3;
+
 /// Whether a claimed difference is larger than the seed-to-seed noise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
     /// The intervals do not overlap, in the claimed direction.
     #[serde(rename = "held")]
     Held,
-    /// The intervals overlap (or there are fewer than two seeds on a side).
+    /// The intervals overlap.
     #[serde(rename = "within noise")]
     WithinNoise,
     /// The intervals do not overlap, against the claimed direction.
     #[serde(rename = "reversed")]
     Reversed,
+    /// Fewer than [`MIN_SEEDS`] seeds on a side: no verdict yet.
+    #[serde(rename = "pending")]
+    Pending,
 }
 
 impl Verdict {
-    /// The report spelling: `held`, `within noise` or `reversed`.
+    /// The report spelling: `held`, `within noise`, `reversed` or `pending`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Held => "held",
             Verdict::WithinNoise => "within noise",
             Verdict::Reversed => "reversed",
+            Verdict::Pending => "pending",
         }
     }
 }
 
 /// The verdict on the claim "`better` is lower than `worse`" (lower is better: FD, ℓ1).
-/// With fewer than two seeds on either side there are no error bars, so nothing is "held".
+/// With fewer than [`MIN_SEEDS`] seeds on either side the claim is [`Verdict::Pending`]: two
+/// seeds give an error bar too unreliable to call anything "held".
 pub fn verdict_lower(better: &Summary, worse: &Summary) -> Verdict {
-    if better.per_seed.len() < 2 || worse.per_seed.len() < 2 {
-        return Verdict::WithinNoise;
+    if better.per_seed.len() < MIN_SEEDS || worse.per_seed.len() < MIN_SEEDS {
+        return Verdict::Pending;
     }
     let (b_lo, b_hi) = better.interval();
     let (w_lo, w_hi) = worse.interval();
@@ -114,10 +124,19 @@ mod tests {
         let c = Summary::of(&[1.1, 1.4, 1.25]);
         assert_eq!(verdict_lower(&a, &c), Verdict::WithinNoise);
         assert_eq!(verdict_lower(&c, &a), Verdict::WithinNoise);
-        // A single seed has no error bar: never held, whatever the gap.
+        // One or two seeds: pending, whatever the gap (two separated intervals are not enough).
         assert_eq!(
             verdict_lower(&Summary::of(&[0.0]), &Summary::of(&[9.0])),
-            Verdict::WithinNoise
+            Verdict::Pending
+        );
+        let two_low = Summary::of(&[1.0, 1.1]);
+        let two_high = Summary::of(&[5.0, 5.1]);
+        assert_eq!(verdict_lower(&two_low, &two_high), Verdict::Pending);
+        assert_eq!(verdict_lower(&two_low, &b), Verdict::Pending);
+        assert_eq!(verdict_lower(&a, &two_high), Verdict::Pending);
+        assert_eq!(
+            serde_json::to_string(&Verdict::Pending).unwrap(),
+            "\"pending\""
         );
         assert_eq!(
             serde_json::to_string(&Verdict::WithinNoise).unwrap(),

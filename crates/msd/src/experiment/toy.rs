@@ -860,7 +860,7 @@ fn markdown(r: &ToyReport) -> String {
                 c.verdict.as_str()
             ));
         }
-        s.push_str("\nVerdict: `held` when the intervals mean ± std do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`.\n\n");
+        s.push_str("\nVerdict: `held` when the intervals mean ± std do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`; `pending` with fewer than 3 seeds.\n\n");
     }
     s.push_str("`toy.png`: teacher samples | narrowest width, smallest K | narrowest width, largest K | one panel per width: ℓ1 to the teacher against K (mean, bars ± std; grey dashed: noise floor).\n");
     s
