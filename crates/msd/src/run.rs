@@ -191,6 +191,68 @@ pub fn ensure_partition(
     Ok(p)
 }
 
+/// What [`repartition`] did.
+#[derive(Clone, Debug)]
+pub struct Repartitioned {
+    pub partition: Partition,
+    /// The config's former (students, strategy) when the config was changed to follow the new
+    /// partition.
+    pub config_was: Option<(usize, Strategy)>,
+}
+
+/// Splits the run's classes among `students` (default: the config's) with `strategy` (default:
+/// the config's) into `partition.json`, under the whole-run lock; an existing partition is
+/// replaced only with `force`. The config follows the partition, so that distillation (which
+/// checks the partition against `distill.students` / `distill.partition`) accepts it.
+pub fn repartition(
+    run: &RunDir,
+    students: Option<usize>,
+    strategy: Option<Strategy>,
+    force: bool,
+    device: Device,
+) -> Result<Repartitioned> {
+    let cfg = run.load_config()?;
+    // Replacing the partition under a training student would invalidate it: whole-run lock.
+    let _lock = crate::train::lock::RunLock::acquire(&run.root)?;
+    let k = students.unwrap_or(cfg.distill.students);
+    let strategy = strategy.unwrap_or(cfg.distill.partition);
+    let path = run.partition_path();
+    if path.exists() {
+        if !force {
+            return Err(Error::Invalid(format!(
+                "{} exists; pass --force to replace it (students trained on it become invalid)",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let teacher = run.load_teacher(device)?;
+    let mut config_was = None;
+    if k != cfg.distill.students || strategy != cfg.distill.partition {
+        let mut c = cfg.clone();
+        c.distill.students = k;
+        c.distill.partition = strategy;
+        c.distill
+            .validate()
+            .map_err(|e| Error::Invalid(format!("--students {k}: {e}")))?;
+        c.save(&run.config_path())?;
+        config_was = Some((cfg.distill.students, cfg.distill.partition));
+    }
+    let partition = ensure_partition(
+        &path,
+        &teacher,
+        k,
+        strategy,
+        cfg.seed,
+        &cfg.sampler,
+        cfg.distill.kmeans_samples_per_class,
+    )?;
+    Ok(Repartitioned {
+        partition,
+        config_was,
+    })
+}
+
 /// Loads or generates the shared regression pairs (none when the regression weight is 0); a
 /// sidecar `<path>.json` records how they were drawn, so stale pairs are drawn again.
 pub fn ensure_pairs(

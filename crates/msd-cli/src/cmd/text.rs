@@ -6,11 +6,10 @@ use crate::cmd::distill::Bars;
 use crate::progress;
 use anyhow::{Context, Result};
 use msd::config::RunConfig;
-use msd::nets::text_encoder::{default_model_dir, TextEncoder};
 use msd::pipeline::{DistillOptions, StageKind};
 use msd::teacher::Progress;
 use msd::text::pipeline::TextRun;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -100,15 +99,7 @@ pub struct DistillArgs {
     pub device: tch::Device,
 }
 
-/// Loads the prompt encoder from `--encoder` or the default cache folder.
-pub fn load_encoder(dir: Option<&Path>, device: tch::Device) -> Result<TextEncoder> {
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => default_model_dir()
-            .context("--encoder: no HOME or MSD_TORCH_HOME to find the text encoder under")?,
-    };
-    TextEncoder::load(&dir, device).with_context(|| format!("--encoder {}", dir.display()))
-}
+pub use msd::text::prompt::load_encoder;
 
 pub fn run(a: Args) -> Result<()> {
     match a.command {

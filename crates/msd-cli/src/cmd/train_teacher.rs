@@ -51,7 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         Progress::Checkpoint { step, model: ema } => {
             let _ = msd::viz::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"));
             let out = samples_dir.join(format!("step-{step:07}.png"));
-            if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
+            if let Err(e) = msd::draw::preview(ema, &sampler, seed, &out) {
                 render_err.get_or_insert(e);
             }
         }
@@ -59,7 +59,7 @@ pub fn run(a: Args) -> Result<()> {
         Progress::Resumed { step, model: ema } => {
             let out = samples_dir.join(format!("step-{step:07}.png"));
             if !out.exists() {
-                if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
+                if let Err(e) = msd::draw::preview(ema, &sampler, seed, &out) {
                     render_err.get_or_insert(e);
                 }
             }

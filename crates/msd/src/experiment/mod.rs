@@ -10,10 +10,12 @@ pub mod driver;
 pub mod eval;
 pub mod grad_share;
 pub mod plan;
+pub mod plots;
 pub mod report;
 pub mod stats;
 mod students;
 pub mod toy;
+pub mod toy_sweep;
 pub mod workers;
 
 pub use crate::distill::StageKind;
