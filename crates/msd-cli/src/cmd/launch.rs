@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use msd::distill::StageKind;
 use msd::launch::k8s::{self, K8sOptions};
 use msd::launch::slurm::{self, SlurmOptions};
-use msd::launch::{parse_students, prepare_shared, BundleEval};
+use msd::launch::{parse_students, prepare_run, student_device, BundleEval};
 use msd::run::RunDir;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -133,27 +133,16 @@ fn bundle_eval(n: Option<usize>, classifier: Option<PathBuf>) -> Option<BundleEv
     n.map(|n| BundleEval { n, classifier })
 }
 
-fn absolute(p: &Path, flag: &str) -> Result<PathBuf> {
-    std::fs::canonicalize(p).with_context(|| format!("{flag} {}", p.display()))
-}
-
 fn run_slurm(a: SlurmArgs) -> Result<()> {
-    let run_path = absolute(&a.run, "--run")?;
-    let run = RunDir::new(&run_path);
     // Shared artifacts first, so no two tasks race to make them.
-    let partition = prepare_shared(&run, tch::Device::Cpu)
-        .with_context(|| format!("preparing the shared artifacts of {}", run_path.display()))?;
+    let (run_path, partition) = prepare_run(&a.run)?;
+    let run = RunDir::new(&run_path);
     let students = match &a.students {
         Some(s) => parse_students(s, partition.students)?,
         None => (0..partition.students).collect(),
     };
-    let device = a.device.clone().unwrap_or_else(|| {
-        if a.gres.as_deref().is_some_and(|g| g.contains("gpu")) {
-            "cuda".into()
-        } else {
-            "cpu".into()
-        }
-    });
+    let gpus = a.gres.as_deref().is_some_and(|g| g.contains("gpu"));
+    let device = student_device(a.device, gpus);
     let opts = SlurmOptions {
         program: std::env::current_exe().context("locating the msd binary")?,
         run: run_path.clone(),
@@ -210,17 +199,8 @@ fn run_slurm(a: SlurmArgs) -> Result<()> {
 }
 
 fn run_k8s(a: K8sArgs) -> Result<()> {
-    let run_path = absolute(&a.run, "--run")?;
-    let run = RunDir::new(&run_path);
-    let partition = prepare_shared(&run, tch::Device::Cpu)
-        .with_context(|| format!("preparing the shared artifacts of {}", run_path.display()))?;
-    let device = a.device.clone().unwrap_or_else(|| {
-        if a.gpus > 0 {
-            "cuda".into()
-        } else {
-            "cpu".into()
-        }
-    });
+    let (run_path, partition) = prepare_run(&a.run)?;
+    let device = student_device(a.device, a.gpus > 0);
     let opts = K8sOptions {
         name: a.name.unwrap_or_else(|| k8s::job_name_from(&run_path)),
         image: a.image,

@@ -180,16 +180,11 @@ fn partition(a: PartitionArgs) -> Result<()> {
         &a.run,
         load_encoder(a.encoder.as_deref(), tch::Device::Cpu)?,
     );
-    let cfg = run.config()?;
-    let (_, set) = run.captioned(&cfg)?;
-    let points = set.points()?;
-    let p = msd::partition::Partition::of_prompts(a.strategy, &points, a.students, a.seed)
-        .context("--strategy / --students")?;
-    let sizes = msd::text::pipeline::group_sizes(&p, &points)?;
+    let (p, sizes) = run.trial_partition(a.strategy, a.students, a.seed)?;
     println!(
         "{:?} partition of {} training captions into {} groups: sizes {sizes:?}",
         a.strategy,
-        points.len(),
+        sizes.iter().sum::<usize>(),
         a.students
     );
     if let Some(out) = &a.out {
