@@ -61,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
         retime: a.retime,
         report_only: a.report_only,
         device,
-        provenance: Provenance::of_this_process(),
+        provenance: Provenance::of_build(env!("MSD_BUILD_COMMIT")),
     };
     let report = run_experiment(&opts, &mut progress::Console::default())
         .with_context(|| format!("experiment {}", cfg_path.display()))?;

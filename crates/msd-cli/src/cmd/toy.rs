@@ -64,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
         quick: a.quick,
         worker: a.worker,
         pilot_student: a.pilot_student,
-        provenance: Provenance::of_this_process(),
+        provenance: Provenance::of_build(env!("MSD_BUILD_COMMIT")),
     };
     let Some(outcome) = run_toy_sweep(&o, &mut progress::Console::default())? else {
         return Ok(());
