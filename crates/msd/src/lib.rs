@@ -34,6 +34,9 @@ pub mod viz;
 
 pub use error::{Error, Result};
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 /// libtorch's random generator is process-global and unit tests run on parallel threads: tests
 /// whose numbers depend on it hold this lock so each sees only its own seeded stream.
 #[cfg(test)]

@@ -535,6 +535,7 @@ mod tests {
     use crate::diffusion::denoiser::GaussianDenoiser;
     use crate::diffusion::{EdmPrecond, KarrasGrid};
     use crate::nets::{MlpConfig, NetConfig, Precision};
+    use crate::test_support::{random_model, rel_err, tiny_unet};
     use crate::train::{AdamW, AdamWConfig};
     use tch::{nn, Device};
 
@@ -651,44 +652,6 @@ mod tests {
             (a - S).abs() > 0.3 || (b - MU).abs() > 0.3,
             "flipped sign still converged: a = {a}, b = {b}"
         );
-    }
-
-    /// A small conditional UNet (two levels, attention), the shape of the project's students.
-    fn tiny_unet() -> NetConfig {
-        NetConfig::Unet(crate::nets::UNetConfig {
-            in_channels: 1,
-            resolution: 8,
-            num_classes: 3,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            blocks_per_level: 1,
-            attn_resolutions: vec![4],
-            heads: 2,
-            dropout: 0.0,
-            emb_mult: 2,
-            noise_freqs: 4,
-            cond: Default::default(),
-        })
-    }
-
-    /// A model whose zero-initialised output layers are randomised, so its F ≠ 0.
-    fn random_model(cfg: &NetConfig, seed: i64) -> EdmModel {
-        tch::manual_seed(seed);
-        let m = EdmModel::new(cfg, EdmPrecond::default(), Device::Cpu);
-        tch::no_grad(|| {
-            for (_, mut v) in m.vs.variables() {
-                if v.abs().max().double_value(&[]) == 0.0 && v.dim() > 1 {
-                    v.copy_(&(v.randn_like() * 0.1));
-                }
-            }
-        });
-        m
-    }
-
-    /// ‖a − b‖ / ‖b‖ in f64.
-    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-        let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-        (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
     }
 
     // Tolerances, as in `nets::precision`: bf16 rounds each stored weight and activation with
