@@ -22,6 +22,17 @@ pub enum Source {
     Bundle(PathBuf),
 }
 
+impl Source {
+    /// What the `--teacher` / `--bundle` flags name (a bundle when both are given).
+    pub fn from_flags(teacher: Option<PathBuf>, bundle: Option<PathBuf>) -> Result<Self> {
+        match (teacher, bundle) {
+            (_, Some(b)) => Ok(Source::Bundle(b)),
+            (Some(t), None) => Ok(Source::Teacher(t)),
+            (None, None) => Err(invalid("give --teacher or --bundle".into())),
+        }
+    }
+}
+
 /// The options of one draw (the flags of `msd sample`).
 #[derive(Clone, Debug)]
 pub struct DrawOptions {

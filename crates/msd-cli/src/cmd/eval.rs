@@ -70,13 +70,8 @@ pub struct Args {
 pub use msd::evaluate::hardware;
 
 pub fn run(a: Args) -> Result<()> {
-    let model = match (a.teacher, a.bundle) {
-        (_, Some(b)) => Source::Bundle(b),
-        (Some(t), None) => Source::Teacher(t),
-        (None, None) => anyhow::bail!("give --teacher or --bundle"),
-    };
     let o = EvalOptions {
-        model,
+        model: Source::from_flags(a.teacher, a.bundle)?,
         steps: a.steps,
         n: a.n,
         classifier: a.classifier,

@@ -59,13 +59,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let source = match (a.teacher, a.bundle) {
-        (_, Some(b)) => Source::Bundle(b),
-        (Some(t), None) => Source::Teacher(t),
-        (None, None) => anyhow::bail!("give --teacher or --bundle"),
-    };
     let o = DrawOptions {
-        source,
+        source: Source::from_flags(a.teacher, a.bundle)?,
         classes: a.class,
         prompts: a.prompt,
         encoder: a.encoder,
