@@ -34,9 +34,11 @@ pub struct ServeConfig {
     pub max_wait: Duration,
     /// Requests waiting per student (a hard cap next to the time bound `max_queue`).
     pub queue_cap: usize,
-    /// Admission bound: a request is refused (503 + `Retry-After`) when the samples already
-    /// queued for a student plus its own would take longer than this, by the measured cost of
-    /// one evaluation chunk. A request to an idle student is always admitted.
+    /// Admission bound: a request is refused (503 + `Retry-After`) when the samples admitted to
+    /// a student and not yet answered plus its own would take longer than this, at the slow end
+    /// (p90) of recent chunk times; an admitted request that would still be answered later than
+    /// this (the machine slowed down) is shed with the same 503 before evaluation. A request to
+    /// an idle student is always admitted and never shed. See [`crate::admission`].
     pub max_queue: Duration,
     /// Most samples one request may ask for (`n` × number of classes).
     pub max_n: usize,

@@ -1,7 +1,7 @@
 //! # msd-serve — a multi-student bundle over HTTP
 //!
 //! One process serves a bundle: every student stays resident, each behind its own bounded queue
-//! and batcher thread ([`batcher`]); the [`router`] sends each sample to the student that owns its
+//! and batcher thread ([`batcher`], admitting by the arithmetic of [`admission`]); the [`router`] sends each sample to the student that owns its
 //! class, so every request costs one network evaluation per sample. [`server`] holds the axum
 //! routes (generate, teacher comparison, bundle description, health, Prometheus [`metrics`], and
 //! the web [`page`]); [`api`] parses and checks requests; [`render`] writes PNG and `.npy`
@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod api;
 pub mod batcher;
 pub mod bench;

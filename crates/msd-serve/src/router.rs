@@ -2,7 +2,7 @@
 //! student's batcher, and puts the answers back in request order. Noise comes from the request's
 //! seed (see [`crate::noise`]), so the samples depend only on (classes, seed).
 
-use crate::batcher::{BatchSettings, Batcher, Job, SubmitError};
+use crate::batcher::{BatchSettings, Batcher, Job, JobError, SubmitError};
 use crate::metrics::Metrics;
 use msd::bundle::BundleManifest;
 use msd::model::EdmModel;
@@ -56,10 +56,17 @@ impl Router {
         let sample_shape = settings.sample_shape.clone();
         let mut batchers = Vec::new();
         let mut threads = Vec::new();
+        let mut ready = Vec::new();
+        // The students time their warm-up together, as they run under load.
+        let warm = Arc::new(std::sync::Barrier::new(students.len()));
         for (k, m) in students.into_iter().enumerate() {
-            let (b, t) = Batcher::spawn(k, m, settings.clone(), metrics.clone())?;
+            let (b, t, r) = Batcher::spawn(k, m, settings.clone(), metrics.clone(), warm.clone())?;
             batchers.push(b);
             threads.push(t);
+            ready.push(r);
+        }
+        for r in ready {
+            let _ = r.recv();
         }
         Ok(Self {
             manifest,
@@ -123,7 +130,7 @@ impl Router {
                 enqueued: Instant::now(),
             };
             match self.batchers[k].submit(job) {
-                Ok(()) => pending.push((rows, rx)),
+                Ok(()) => pending.push((k, rows, rx)),
                 Err(SubmitError::Full { retry_after_s }) => {
                     return Err(RouteError::Busy {
                         student: k,
@@ -136,11 +143,17 @@ impl Router {
         let mut x = z;
         let mut generate = Duration::ZERO;
         let mut batch_rows = 0;
-        for (rows, rx) in pending {
+        for (k, rows, rx) in pending {
             let out = rx
                 .await
                 .map_err(|_| RouteError::Closed)?
-                .map_err(RouteError::Failed)?;
+                .map_err(|e| match e {
+                    JobError::Late { retry_after_s } => RouteError::Busy {
+                        student: k,
+                        retry_after_s,
+                    },
+                    JobError::Failed(m) => RouteError::Failed(m),
+                })?;
             generate = generate.max(out.generate);
             batch_rows = batch_rows.max(out.batch_rows);
             for (j, &i) in rows.iter().enumerate() {
