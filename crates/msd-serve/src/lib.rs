@@ -6,7 +6,7 @@
 //! routes (generate, teacher comparison, bundle description, health, Prometheus [`metrics`], and
 //! the web [`page`]); [`api`] parses and checks requests; [`render`] writes PNG and `.npy`
 //! bodies; [`prompt`] serves free-text prompts of prompt-conditional bundles; [`noise`] draws each request's noise from its seed; [`bench`] measures throughput
-//! over HTTP against the raw batched generator.
+//! over HTTP against the raw batched generator, and [`load`] makes the timed overload run.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +24,7 @@ pub mod bench;
 pub mod config;
 pub mod conn;
 pub mod info;
+pub mod load;
 pub mod memory;
 pub mod metrics;
 pub mod noise;

@@ -196,6 +196,17 @@ impl Server {
     }
 }
 
+/// The async runtime of a server: few blocking threads (encoding), since every extra thread
+/// gets its own allocator arena and keeps memory after a burst.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.clamp(1, 4))
+        .max_blocking_threads(cores.clamp(2, 8))
+        .enable_all()
+        .build()
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -149,18 +149,6 @@ pub fn default_threads(students: usize) -> i32 {
     msd::runtime::serve_threads(students, msd::runtime::free_cores())
 }
 
-/// The async runtime of the server: few blocking threads (encoding), since every extra thread
-/// gets its own allocator arena and keeps memory after a burst.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores.clamp(1, 4))
-        .max_blocking_threads(cores.clamp(2, 8))
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     let cfg = a.limits.config()?;
     let device = a.device;
@@ -178,7 +166,7 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     };
     let server = Server::with_encoder(bundle, cfg, encoder).context("starting the server")?;
     let teacher = server.info().teacher.available;
-    let rt = runtime()?;
+    let rt = msd_serve::server::runtime().context("starting the async runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.addr)
             .await
