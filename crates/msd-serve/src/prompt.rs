@@ -7,10 +7,15 @@
 //! number: a prompt has one owner). Noise comes from the request's seed ([`crate::noise`]), so
 //! the samples depend only on (prompt, n, seed).
 //!
+//! `n` and `format` are checked as in class requests ([`crate::api`]: one validator for both).
+//!
 //! Prompt requests do not go through the class batchers: each student has its own copy here
-//! behind a mutex, evaluated on a blocking thread (the students of this setting are small).
+//! behind a mutex, evaluated on a blocking thread (the students of this setting are small). So
+//! they get neither batching nor the batchers' admission control (503 + `Retry-After`): a burst
+//! of prompt requests queues on the mutexes. Routing them through the batchers needs jobs that
+//! carry embedding rows instead of class labels; not done yet.
 
-use crate::api::{ApiError, Format};
+use crate::api::{check_n, json_body, one, parse_format, ApiError, Format};
 use axum::http::StatusCode;
 use msd::model::EdmModel;
 use msd::nets::text_encoder::TextEncoder;
@@ -34,10 +39,6 @@ struct RawPromptRequest {
     format: Option<String>,
 }
 
-fn one() -> u64 {
-    1
-}
-
 /// A validated prompt request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PromptRequest {
@@ -58,13 +59,7 @@ pub fn is_prompt_request(body: &[u8]) -> bool {
 impl PromptRequest {
     /// Parses and checks a body; errors name the field.
     pub fn parse(body: &[u8], max_n: usize) -> Result<Self, ApiError> {
-        let raw: RawPromptRequest = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not a valid prompt request: {e}"),
-            )
-        })?;
+        let raw: RawPromptRequest = json_body(body, "prompt request")?;
         let prompt = check_prompt(&raw.prompt, "prompt").map_err(|e| {
             if raw.prompt.trim().len() > MAX_PROMPT_BYTES {
                 ApiError::new(
@@ -76,25 +71,11 @@ impl PromptRequest {
                 ApiError::invalid("empty_prompt", e.to_string())
             }
         })?;
-        if raw.n == 0 || raw.n > max_n as u64 {
-            return Err(ApiError::invalid(
-                "n_out_of_range",
-                format!("field `n` must be between 1 and {max_n}, got {}", raw.n),
-            ));
-        }
-        let format = match raw.format.as_deref() {
-            None | Some("png") => Format::Png,
-            Some("npy") => Format::Npy,
-            Some(f) => {
-                return Err(ApiError::invalid(
-                    "unknown_format",
-                    format!("field `format`: `{f}` is not png or npy"),
-                ))
-            }
-        };
+        let n = check_n(raw.n, 1, max_n)?;
+        let format = parse_format(raw.format.as_deref())?;
         Ok(Self {
             prompt: prompt.to_string(),
-            n: raw.n as usize,
+            n,
             seed: raw.seed,
             format,
         })
@@ -254,8 +235,17 @@ mod tests {
         let e = PromptRequest::parse(long.as_bytes(), 64).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (413, "prompt_too_large"));
         assert!(e.message.contains("1024"), "{}", e.message);
+        // The same checks of `n` and `format` as class requests.
         let e = PromptRequest::parse(br#"{"prompt": "a one", "n": 65}"#, 64).unwrap_err();
+        assert_eq!(e.code, "n_above_limit");
+        assert!(e.message.contains("limit of 64"), "{}", e.message);
+        let e = PromptRequest::parse(br#"{"prompt": "a one", "n": 0}"#, 64).unwrap_err();
         assert_eq!(e.code, "n_out_of_range");
+        let e = PromptRequest::parse(br#"{"prompt": "a", "format": "gif"}"#, 64).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.contains("\"gif\"")),
+            ("unknown_format", true)
+        );
         let e = PromptRequest::parse(br#"{"prompt": "a one", "class": 1}"#, 64).unwrap_err();
         assert_eq!(e.code, "malformed_json");
         let u = PromptRequest::parse(

@@ -64,6 +64,10 @@ pub struct Server {
     state: Arc<AppState>,
 }
 
+/// Why a prompt bundle has no teacher comparison (`GET /v1/bundle`, and the 404 of
+/// `POST /v1/teacher`).
+const PROMPT_TEACHER: &str = "the teacher comparison of this server takes classes, and this bundle's students take prompts: compare offline with `msd sample --prompt \"...\" --teacher <the teacher's folder>`";
+
 /// Number of samples and noise values above which noise is drawn off the async threads.
 const BLOCKING_NOISE: usize = 1 << 16;
 
@@ -87,7 +91,12 @@ impl Server {
         metrics.init_students(k);
         let shape = bundle.sample_shape();
         let device = bundle.students[0].device();
-        let (teacher_model, teacher_note) = load_teacher(&bundle, device, &shape);
+        // The teacher comparison takes classes: a prompt bundle's teacher is not loaded.
+        let (teacher_model, teacher_note) = if bundle.is_prompt_conditional() {
+            (None, Some(PROMPT_TEACHER.to_string()))
+        } else {
+            load_teacher(&bundle, device, &shape)
+        };
         let teacher = match teacher_model {
             Some(m) => Some(Teacher::spawn(
                 m,
@@ -526,13 +535,6 @@ async fn teacher(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if st.prompts.is_some() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_teacher",
-            "the teacher comparison takes classes; this bundle takes prompts",
-        ));
-    }
     let Some(t) = st.teacher.as_ref() else {
         let reason = st.info.teacher.reason.clone().unwrap_or_default();
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no_teacher", reason));
