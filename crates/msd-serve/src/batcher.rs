@@ -27,10 +27,13 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
-/// A request's share of work for one student: its labels and noise rows, and where to answer.
+/// A request's share of work for one student: its conditions and noise rows, and where to answer.
 pub struct Job {
-    /// One class per sample.
+    /// One class per sample (for a student that takes embeddings: any value, one per sample).
     pub labels: Vec<i64>,
+    /// For a student that takes embeddings (`BatchSettings::embedding_dim` > 0): one embedding
+    /// per sample, flattened; empty otherwise.
+    pub cond: Vec<f32>,
     /// Noise, `labels.len()` samples of the student's sample shape, flattened.
     pub z: Vec<f32>,
     /// Receives the samples (same layout as `z`), or why there are none.
@@ -89,6 +92,8 @@ pub struct BatchSettings {
     pub delay: Duration,
     pub sigma_max: f64,
     pub sample_shape: Vec<i64>,
+    /// Width of the students' embedding condition (prompt bundles); 0: they take class labels.
+    pub embedding_dim: usize,
 }
 
 /// What a batcher holds: samples admitted and not yet answered, and the recent chunk times.
@@ -283,6 +288,7 @@ fn worker(
                 &model,
                 &s,
                 &vec![0; s.eval_chunk],
+                &vec![0.0; s.embedding_dim * s.eval_chunk],
                 &vec![0.0; warm],
                 |_, _| {},
             )
@@ -317,8 +323,9 @@ fn worker(
         }
         let labels: Vec<i64> = jobs.iter().flat_map(|j| j.labels.iter().copied()).collect();
         let z: Vec<f32> = jobs.iter().flat_map(|j| j.z.iter().copied()).collect();
+        let cond: Vec<f32> = jobs.iter().flat_map(|j| j.cond.iter().copied()).collect();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            evaluate(&model, &s, &labels, &z, |rows, secs| {
+            evaluate(&model, &s, &labels, &cond, &z, |rows, secs| {
                 metrics
                     .batch_size
                     .with_label_values(&l)
@@ -405,21 +412,25 @@ fn shed_late(
     kept
 }
 
-/// One-step generation of `labels.len()` samples from `z`, in chunks of exactly `eval_chunk`
-/// rows (the last padded with copies of its first row, whose outputs are dropped); calls
+/// One-step generation of `labels.len()` samples from `z`, conditioned on `labels` (or, for a
+/// student that takes embeddings, on the rows of `cond`), in chunks of exactly `eval_chunk` rows
+/// (the last padded with copies of its first row, whose outputs are dropped); calls
 /// `observe(rows, seconds)` per network evaluation with the real rows it held.
 fn evaluate(
     model: &EdmModel,
     s: &BatchSettings,
     labels: &[i64],
+    cond: &[f32],
     z: &[f32],
     observe: impl Fn(usize, f64),
 ) -> Result<Vec<f32>, String> {
     let per: usize = s.sample_shape.iter().product::<i64>() as usize;
-    if z.len() != labels.len() * per {
+    let dim = s.embedding_dim;
+    if z.len() != labels.len() * per || cond.len() != labels.len() * dim {
         return Err(format!(
-            "noise holds {} values, expected {} samples of {per}",
+            "noise holds {} values and conditions {}, expected {} samples of {per} and {dim}",
             z.len(),
+            cond.len(),
             labels.len()
         ));
     }
@@ -428,31 +439,41 @@ fn evaluate(
     let mut shape = vec![chunk as i64];
     shape.extend(&s.sample_shape);
     let mut out = Vec::with_capacity(z.len());
-    let (mut zc, mut lc) = (Vec::new(), Vec::new());
+    let (mut zc, mut lc, mut cc) = (Vec::new(), Vec::new(), Vec::new());
     tch::no_grad(|| {
         for start in (0..labels.len()).step_by(chunk) {
             let m = chunk.min(labels.len() - start);
             let t = Instant::now();
-            let (zs, ls): (&[f32], &[i64]) = if m == chunk {
+            let (zs, ls, cs): (&[f32], &[i64], &[f32]) = if m == chunk {
                 (
                     &z[start * per..(start + m) * per],
                     &labels[start..start + m],
+                    &cond[start * dim..(start + m) * dim],
                 )
             } else {
                 zc.clear();
                 lc.clear();
+                cc.clear();
                 zc.extend_from_slice(&z[start * per..(start + m) * per]);
                 lc.extend_from_slice(&labels[start..start + m]);
+                cc.extend_from_slice(&cond[start * dim..(start + m) * dim]);
                 for _ in m..chunk {
                     zc.extend_from_slice(&z[start * per..(start + 1) * per]);
                     lc.push(labels[start]);
+                    cc.extend_from_slice(&cond[start * dim..(start + 1) * dim]);
                 }
-                (&zc, &lc)
+                (&zc, &lc, &cc)
             };
             let zt = Tensor::from_slice(zs)
                 .view(shape.as_slice())
                 .to_device(device);
-            let lt = Tensor::from_slice(ls).to_device(device);
+            let lt = if dim == 0 {
+                Tensor::from_slice(ls).to_device(device)
+            } else {
+                Tensor::from_slice(cs)
+                    .view([chunk as i64, dim as i64])
+                    .to_device(device)
+            };
             let x = model
                 .generate(&zt, &lt, s.sigma_max)
                 .narrow(0, 0, m as i64)

@@ -3,7 +3,8 @@
 //! `POST /v1/generate {"prompt": ...}` for prompts it never saw (including non-ASCII) with the
 //! student the partition assigns in `x-msd-students`, deterministically per seed; an empty prompt
 //! is a 422, a 10 kB prompt a 413, class requests a 422; a server without the encoder refuses
-//! to start. Needs the all-MiniLM-L6-v2 folder (`scripts/setup-text-encoder.sh`).
+//! to start; prompt requests go through the batchers (a full queue answers 503 + Retry-After).
+//! Needs the all-MiniLM-L6-v2 folder (`scripts/setup-text-encoder.sh`).
 
 mod common;
 
@@ -162,4 +163,43 @@ async fn prompts_are_routed_by_embedding_and_bad_prompts_get_clear_errors() {
     );
     s.shutdown();
     s.handle.take().unwrap().await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_requests_share_the_batchers_admission_control() {
+    let enc = encoder();
+    let dir = tempfile::tempdir().unwrap();
+    let path = prompt_bundle(dir.path(), &enc);
+    // One request at a time, each held 300 ms: concurrent prompts for one student overflow.
+    let cfg = ServeConfig {
+        max_batch: 1,
+        max_wait: std::time::Duration::ZERO,
+        queue_cap: 1,
+        batch_delay: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server =
+        Server::with_encoder(Bundle::load(&path, Device::Cpu).unwrap(), cfg, Some(enc)).unwrap();
+    let s = TestServer::serve(server, dir, path).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in 0..6 {
+        let (c, url) = (common::client(), s.url("/v1/generate"));
+        tasks.spawn(async move {
+            let body = json!({"prompt": "a thin eight", "seed": seed, "format": "npy"});
+            let r = c.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), header(&r, "retry-after"))
+        });
+    }
+    let (mut ok, mut busy) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            (200, _) => ok += 1,
+            (503, retry) => {
+                busy += 1;
+                assert!(retry.parse::<u64>().is_ok_and(|s| s >= 1), "{retry}");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "{ok} answered, {busy} refused");
 }
