@@ -7,6 +7,7 @@
 //! Layout: [`diffusion`] (EDM core), [`nets`] (networks), [`model`] (preconditioned models),
 //! [`data`] (datasets), [`train`] (optimiser, checkpoints), [`teacher`] (teacher training).
 
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod data;
