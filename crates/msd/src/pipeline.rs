@@ -44,6 +44,33 @@ pub struct StageDone<'a> {
     pub dir: &'a Path,
 }
 
+/// One line: what the stage trained, for how long, and where it is.
+impl std::fmt::Display for StageDone<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.summary;
+        match self.stage {
+            StageKind::Tsm => write!(
+                f,
+                "student {}: TSM {} steps, {:.0} s, {} parameters → {}",
+                self.student,
+                s.steps,
+                s.train_seconds,
+                s.params,
+                self.dir.display()
+            ),
+            stage => write!(
+                f,
+                "student {}: {stage}, classes {:?}, {} iterations, {:.0} s → {}",
+                self.student,
+                self.classes,
+                s.steps,
+                s.train_seconds,
+                self.dir.display()
+            ),
+        }
+    }
+}
+
 /// Receives the pipeline's progress. Every method has an empty default.
 pub trait Observer {
     /// A stage of a student starts (or is found finished, then no training events follow).

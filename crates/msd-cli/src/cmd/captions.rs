@@ -5,7 +5,6 @@
 
 use crate::cmd::train_classifier::DEFAULT_DATA;
 use anyhow::Result;
-use msd::data::captions::HELDOUT_TEMPLATES;
 use msd::text::caption_files::{write_captions, CaptionOptions};
 use std::path::PathBuf;
 
@@ -44,47 +43,7 @@ pub fn run(a: Args) -> Result<()> {
         embed: !a.no_embed,
         batch_size: a.batch_size,
     })?;
-    let captions = &c.captions;
-    println!(
-        "{} training captions ({} distinct texts, templates {:?} held out); a sample:",
-        captions.len(),
-        c.distinct_texts,
-        HELDOUT_TEMPLATES
-    );
-    let step = (captions.len() / a.sample.max(1)).max(1);
-    for c in captions.iter().step_by(step).take(a.sample) {
-        println!(
-            "  #{:<5} label {}  thick {:.2} slant {:+.2} size {:>3.0}  → {}",
-            c.index, c.label, c.attributes.thickness, c.attributes.slant, c.attributes.size, c.text
-        );
-    }
-    if let Some(e) = &c.embedded {
-        println!(
-            "embeddings {:?} {} {} in {:.1} s",
-            e.shape,
-            if e.cached {
-                "read from"
-            } else {
-                "computed into"
-            },
-            e.path.display(),
-            e.seconds
-        );
-    }
-    if let Some((wc, seconds)) = &c.wording_check {
-        println!(
-            "held-out wordings ({} queries vs {} training wordings, {seconds:.1} s): nearest \
-             training wording names the same digit {:.1}%, thickness {:.1}%, slant {:.1}%, size \
-             {:.1}%, all four {:.1}%",
-            wc.queries,
-            wc.candidates,
-            100.0 * wc.digit,
-            100.0 * wc.thickness,
-            100.0 * wc.slant,
-            100.0 * wc.size,
-            100.0 * wc.all
-        );
-    }
+    print!("{}", c.report(a.sample));
     println!("wrote {}", c.summary.display());
     Ok(())
 }

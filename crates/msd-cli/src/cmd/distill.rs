@@ -67,25 +67,7 @@ impl Observer for Bars {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        let s = d.summary;
-        match d.stage {
-            StageKind::Tsm => println!(
-                "student {}: TSM {} steps, {:.0} s, {} parameters → {}",
-                d.student,
-                s.steps,
-                s.train_seconds,
-                s.params,
-                d.dir.display()
-            ),
-            stage => println!(
-                "student {}: {stage}, classes {:?}, {} iterations, {:.0} s → {}",
-                d.student,
-                d.classes,
-                s.steps,
-                s.train_seconds,
-                d.dir.display()
-            ),
-        }
+        println!("{d}");
     }
 
     fn bundle_written(&mut self, path: &Path, stage: StageKind) {

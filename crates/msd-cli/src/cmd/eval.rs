@@ -103,17 +103,8 @@ pub fn run(a: Args) -> Result<()> {
 
 fn prompts(o: &EvalOptions, file: &std::path::Path) -> Result<()> {
     let (report, out) = run_prompt_eval(o, file)?;
-    let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v));
     for m in &report.summaries {
-        println!(
-            "{}: {} prompts, digit accuracy {}, thickness {}, slant {}, size {}",
-            m.name,
-            m.prompts,
-            pct(m.digit_accuracy),
-            pct(m.thickness),
-            pct(m.slant),
-            pct(m.size),
-        );
+        println!("{m}");
     }
     println!(
         "FD {:.3}; report: {}",

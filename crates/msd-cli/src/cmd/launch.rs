@@ -6,9 +6,9 @@
 use anyhow::{Context, Result};
 use msd::distill::StageKind;
 use msd::launch::k8s::{self, K8sOptions};
-use msd::launch::slurm::{self, SlurmOptions};
+use msd::launch::launched::{launch_k8s, launch_slurm};
+use msd::launch::slurm::SlurmOptions;
 use msd::launch::{parse_students, prepare_run, student_device, BundleEval};
-use msd::run::RunDir;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -136,7 +136,6 @@ fn bundle_eval(n: Option<usize>, classifier: Option<PathBuf>) -> Option<BundleEv
 fn run_slurm(a: SlurmArgs) -> Result<()> {
     // Shared artifacts first, so no two tasks race to make them.
     let (run_path, partition) = prepare_run(&a.run)?;
-    let run = RunDir::new(&run_path);
     let students = match &a.students {
         Some(s) => parse_students(s, partition.students)?,
         None => (0..partition.students).collect(),
@@ -146,7 +145,7 @@ fn run_slurm(a: SlurmArgs) -> Result<()> {
     let opts = SlurmOptions {
         program: std::env::current_exe().context("locating the msd binary")?,
         run: run_path.clone(),
-        students: students.clone(),
+        students,
         stages: a.stages.clone(),
         device,
         partition: a.partition,
@@ -157,44 +156,10 @@ fn run_slurm(a: SlurmArgs) -> Result<()> {
         job_name: a.job_name,
         eval: bundle_eval(a.eval_n, a.eval_classifier),
     };
-    let scripts = slurm::write_scripts(&opts)?;
     println!(
-        "shared: {} ({} students){}",
-        run.partition_path().display(),
-        partition.students,
-        if run.pairs_path().exists() {
-            format!(", {}", run.pairs_path().display())
-        } else {
-            String::new()
-        }
+        "{}",
+        launch_slurm(&opts, partition.students, a.dry_run, &a.sbatch)?
     );
-    println!("scripts: {}", scripts.array_script.display());
-    println!("         {}", scripts.bundle_script.display());
-    if a.dry_run {
-        println!(
-            "dry run: nothing submitted; submit with\n  sbatch {}",
-            scripts.array_script.display()
-        );
-        println!(
-            "  sbatch --dependency=afterok:<array job id> {}",
-            scripts.bundle_script.display()
-        );
-        return Ok(());
-    }
-    let s = slurm::submit(&scripts, &a.sbatch)?;
-    println!("array job: {} (students {:?})", s.array_job, students);
-    println!(
-        "bundle job: {} (after every student succeeds)",
-        s.bundle_job
-    );
-    for &k in &students {
-        println!(
-            "log of student {k}: {} (task {}_{k})",
-            scripts.student_log(k).display(),
-            s.array_job
-        );
-    }
-    println!("log of the bundle job: {}", scripts.bundle_log().display());
     Ok(())
 }
 
@@ -218,23 +183,6 @@ fn run_k8s(a: K8sArgs) -> Result<()> {
         backoff_limit: a.backoff_limit,
         eval: bundle_eval(a.eval_n, a.eval_classifier),
     };
-    let m = k8s::write_manifests(&run_path, &opts)?;
-    println!(
-        "students: {} (Indexed Job, {} completions)",
-        m.students.display(),
-        partition.students
-    );
-    println!("bundle:   {}", m.bundle.display());
-    println!(
-        "copy {} onto the volume `{}`{}, then run {}",
-        run_path.display(),
-        opts.claim,
-        if opts.sub_path.is_empty() {
-            String::new()
-        } else {
-            format!(" at {}", opts.sub_path)
-        },
-        m.submit.display()
-    );
+    println!("{}", launch_k8s(&run_path, opts)?);
     Ok(())
 }

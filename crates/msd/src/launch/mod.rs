@@ -5,6 +5,7 @@
 //! a dependent job assembles the bundle when every student has finished.
 
 pub mod k8s;
+pub mod launched;
 pub mod slurm;
 
 use crate::distill::StageKind;

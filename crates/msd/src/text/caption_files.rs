@@ -68,6 +68,66 @@ pub struct Captioned {
     pub summary: PathBuf,
 }
 
+impl Captioned {
+    /// What was made, as lines: the counts, `sample` captions spread over the set, the
+    /// embeddings and the held-out wording check.
+    pub fn report(&self, sample: usize) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let captions = &self.captions;
+        let _ = writeln!(
+            s,
+            "{} training captions ({} distinct texts, templates {:?} held out); a sample:",
+            captions.len(),
+            self.distinct_texts,
+            HELDOUT_TEMPLATES
+        );
+        let step = (captions.len() / sample.max(1)).max(1);
+        for c in captions.iter().step_by(step).take(sample) {
+            let _ = writeln!(
+                s,
+                "  #{:<5} label {}  thick {:.2} slant {:+.2} size {:>3.0}  → {}",
+                c.index,
+                c.label,
+                c.attributes.thickness,
+                c.attributes.slant,
+                c.attributes.size,
+                c.text
+            );
+        }
+        if let Some(e) = &self.embedded {
+            let _ = writeln!(
+                s,
+                "embeddings {:?} {} {} in {:.1} s",
+                e.shape,
+                if e.cached {
+                    "read from"
+                } else {
+                    "computed into"
+                },
+                e.path.display(),
+                e.seconds
+            );
+        }
+        if let Some((wc, seconds)) = &self.wording_check {
+            let _ = writeln!(
+                s,
+                "held-out wordings ({} queries vs {} training wordings, {seconds:.1} s): nearest \
+                 training wording names the same digit {:.1}%, thickness {:.1}%, slant {:.1}%, \
+                 size {:.1}%, all four {:.1}%",
+                wc.queries,
+                wc.candidates,
+                100.0 * wc.digit,
+                100.0 * wc.thickness,
+                100.0 * wc.slant,
+                100.0 * wc.size,
+                100.0 * wc.all
+            );
+        }
+        s
+    }
+}
+
 /// Captions the training split of `o.data` into `o.out` (see the module doc).
 pub fn write_captions(o: &CaptionOptions) -> Result<Captioned> {
     let dc = DataConfig::parse_spec(&o.data)?;
