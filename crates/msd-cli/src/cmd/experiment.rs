@@ -67,13 +67,7 @@ pub fn run(a: Args) -> Result<()> {
         .with_context(|| format!("experiment {}", cfg_path.display()))?;
     msd::experiment::plots::write_plots(&a.out, &report)?;
     for c in &report.claims {
-        println!(
-            "({}) {}: {} → {}",
-            c.question,
-            c.claim,
-            c.ours,
-            c.verdict.map_or("pending", |v| v.as_str())
-        );
+        println!("{c}");
     }
     println!(
         "experiment: {} of {} rows evaluated → {}",

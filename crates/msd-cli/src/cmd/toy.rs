@@ -70,13 +70,7 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     };
     for c in &outcome.report.claims {
-        println!(
-            "{}: {} ({:+.1}%) → {}",
-            c.claim,
-            c.ours,
-            100.0 * c.relative_change,
-            c.verdict.as_str()
-        );
+        println!("{c}");
     }
     println!(
         "noise floor (teacher vs teacher) {:.4}; teacher to data {:.4}",

@@ -168,6 +168,20 @@ pub struct ToyClaim {
     pub verdict: Verdict,
 }
 
+/// One line: the claim, our figure, its relative change and the verdict.
+impl std::fmt::Display for ToyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} ({:+.1}%) → {}",
+            self.claim,
+            self.ours,
+            100.0 * self.relative_change,
+            self.verdict.as_str()
+        )
+    }
+}
+
 /// The teacher's figures.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ToyTeacher {
