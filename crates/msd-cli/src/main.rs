@@ -3,8 +3,6 @@
 
 mod cmd;
 mod device;
-mod grid;
-mod plot;
 mod progress;
 mod stop_signal;
 

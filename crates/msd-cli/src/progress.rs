@@ -51,7 +51,6 @@ impl msd::experiment::Observer for Console {
         x: &tch::Tensor,
         labels: &[i64],
     ) -> msd::Result<()> {
-        crate::grid::write_class_grid(x, labels, &dir.join("samples.png"))
-            .map_err(|e| msd::Error::Invalid(format!("{e:#}")))
+        msd::draw::write_picture(x, labels, &dir.join("samples.png"))
     }
 }

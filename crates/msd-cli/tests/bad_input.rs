@@ -279,7 +279,8 @@ fn fixtures() -> Fixtures {
         (
             "bundle sigma_max 1e308".into(),
             s(&["sample", "--bundle", &p(&huge), "--out", &png]),
-            "sigma_max",
+            // In short form, not 309 digits.
+            "sigma_max must be a finite number in (0, 1000], got 1e308",
         ),
         (
             "bundle sigma_max -1".into(),

@@ -5,8 +5,13 @@ use std::path::Path;
 use std::process::Command;
 
 fn msd(args: &[&str]) -> (bool, String, String) {
+    msd_in(Path::new("."), args)
+}
+
+fn msd_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_msd"))
         .args(args)
+        .current_dir(dir)
         .output()
         .unwrap();
     (
@@ -306,16 +311,30 @@ fn toy_quick_sweeps_widths_and_seeds_in_workers_and_resumes() {
     assert!(out.join("toy.png").exists() && out.join("toy_report.md").exists());
     assert!(first.contains("worker: width 32, seed 1 done"), "{first}");
 
-    // Everything is reused: the same figures, no worker trains again.
-    let second = ok(&args[..args.len() - 4]
-        .iter()
-        .copied()
-        .chain(["--out", out.to_str().unwrap()])
-        .collect::<Vec<_>>());
+    // Everything is reused: the same figures, no worker trains again. Run from a folder
+    // outside any checkout, the report still cites the commit the binary was built from.
+    let (good, second, err) = msd_in(
+        d.path(),
+        &args[..args.len() - 4]
+            .iter()
+            .copied()
+            .chain(["--out", out.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(good, "{err}");
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("toy_report.json")).unwrap())
             .unwrap();
     assert_eq!(again["runs"], r["runs"], "{second}");
+    let built_from = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(again["provenance"]["commit"], built_from.as_str());
 
     // An unknown method is a clean error that names the value (dm and cd both exist).
     let (good, _, err) = msd(&[

@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -73,8 +74,56 @@ struct RawRequest {
     format: Option<String>,
 }
 
-fn one() -> u64 {
+pub(crate) fn one() -> u64 {
     1
+}
+
+/// A body parsed as `T`; one that does not parse is 400 `malformed_json`, "the body is not a
+/// valid {what}: ...".
+pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not a valid {what}: {e}"),
+        )
+    })
+}
+
+/// Checks `n` samples for each of `groups` groups (classes, or one prompt) against the
+/// per-request limit `max_n`: 422 `n_out_of_range` for 0, `n_above_limit` above it.
+pub(crate) fn check_n(n: u64, groups: usize, max_n: usize) -> Result<usize, ApiError> {
+    if n == 0 {
+        return Err(ApiError::invalid(
+            "n_out_of_range",
+            "field `n` must be at least 1",
+        ));
+    }
+    let total = n.saturating_mul(groups as u64);
+    if total > max_n as u64 {
+        let what = if groups > 1 {
+            format!("n = {n} for {groups} classes asks for {total} samples")
+        } else {
+            format!("n = {n}")
+        };
+        return Err(ApiError::invalid(
+            "n_above_limit",
+            format!("{what}, above this server's limit of {max_n} samples per request"),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// The field `format`: PNG when absent; 422 `unknown_format` for anything but png and npy.
+pub(crate) fn parse_format(f: Option<&str>) -> Result<Format, ApiError> {
+    match f {
+        None | Some("png") => Ok(Format::Png),
+        Some("npy") => Ok(Format::Npy),
+        Some(f) => Err(ApiError::invalid(
+            "unknown_format",
+            format!("unknown format {f:?} (expected \"png\" or \"npy\")"),
+        )),
+    }
 }
 
 /// A validated generate request: `n` samples of each class in `classes`, class-major.
@@ -90,13 +139,7 @@ impl GenerateRequest {
     /// Parses and checks a body: JSON shape, `n` between 1 and the per-request limit
     /// `max_n` (counting every class of a mixed request), class ids in `0..num_classes`, format.
     pub fn parse(body: &[u8], max_n: usize, num_classes: usize) -> Result<Self, ApiError> {
-        let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not a valid generate request: {e}"),
-            )
-        })?;
+        let raw: RawRequest = json_body(body, "generate request")?;
         let classes = match &raw.class {
             Value::Number(_) => vec![class_id(&raw.class)?],
             Value::Array(items) => items.iter().map(class_id).collect::<Result<_, _>>()?,
@@ -120,41 +163,11 @@ impl GenerateRequest {
                 ),
             ));
         }
-        let total = raw.n.saturating_mul(classes.len() as u64);
-        if raw.n == 0 {
-            return Err(ApiError::invalid(
-                "n_out_of_range",
-                "field `n` must be at least 1",
-            ));
-        }
-        if total > max_n as u64 {
-            let what = if classes.len() > 1 {
-                format!(
-                    "n = {} for {} classes asks for {total} samples",
-                    raw.n,
-                    classes.len()
-                )
-            } else {
-                format!("n = {}", raw.n)
-            };
-            return Err(ApiError::invalid(
-                "n_above_limit",
-                format!("{what}, above this server's limit of {max_n} samples per request"),
-            ));
-        }
-        let format = match raw.format.as_deref() {
-            None | Some("png") => Format::Png,
-            Some("npy") => Format::Npy,
-            Some(f) => {
-                return Err(ApiError::invalid(
-                    "unknown_format",
-                    format!("unknown format {f:?} (expected \"png\" or \"npy\")"),
-                ))
-            }
-        };
+        let n = check_n(raw.n, classes.len(), max_n)?;
+        let format = parse_format(raw.format.as_deref())?;
         Ok(Self {
             classes,
-            n: raw.n as usize,
+            n,
             seed: raw.seed,
             format,
         })

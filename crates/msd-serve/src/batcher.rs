@@ -6,31 +6,38 @@
 //! answer is byte-identical whatever the load. A batch never mixes students because each queue
 //! belongs to one student.
 //!
-//! Admission is by time: the batcher keeps the number of samples admitted and not yet answered,
-//! and the measured time of one chunk evaluation (a moving average, first measured at start-up).
+//! Admission is by time (the arithmetic is in [`crate::admission`]): the batcher keeps the number
+//! of samples admitted and not yet answered, and the recent measured times of one chunk
+//! evaluation (first measured at start-up with all students evaluating at once, as under load).
 //! A job is refused at once (the server answers 503 with `Retry-After`) when the samples ahead of
-//! it plus its own would take longer than `max_queue`, or when `queue_cap` jobs wait already; a
-//! job for an idle student is always admitted.
+//! it plus its own would take longer than `max_queue` at the slow end of recent chunk times, or
+//! when `queue_cap` jobs wait already; a job for an idle student is always admitted. A queued job
+//! that the batcher finds can no longer be answered within `max_queue` (the machine slowed down
+//! after it was admitted) is shed with the same 503 instead of being answered late.
 
+use crate::admission::{self, ServiceTime};
 use crate::metrics::Metrics;
 use msd::model::EdmModel;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
-/// A request's share of work for one student: its labels and noise rows, and where to answer.
+/// A request's share of work for one student: its conditions and noise rows, and where to answer.
 pub struct Job {
-    /// One class per sample.
+    /// One class per sample (for a student that takes embeddings: any value, one per sample).
     pub labels: Vec<i64>,
+    /// For a student that takes embeddings (`BatchSettings::embedding_dim` > 0): one embedding
+    /// per sample, flattened; empty otherwise.
+    pub cond: Vec<f32>,
     /// Noise, `labels.len()` samples of the student's sample shape, flattened.
     pub z: Vec<f32>,
-    /// Receives the samples (same layout as `z`) or a message saying why evaluation failed.
-    pub reply: oneshot::Sender<Result<JobOutput, String>>,
+    /// Receives the samples (same layout as `z`), or why there are none.
+    pub reply: oneshot::Sender<Result<JobOutput, JobError>>,
     /// When the job entered the queue.
     pub enqueued: Instant,
 }
@@ -44,6 +51,22 @@ pub struct JobOutput {
     pub generate: Duration,
     /// Samples in that batch (all jobs together).
     pub batch_rows: usize,
+}
+
+/// Why an admitted job got no samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// Shed before evaluation: it could no longer be answered within `max_queue`; a retry makes
+    /// sense after about `retry_after_s` seconds.
+    Late { retry_after_s: u64 },
+    /// The evaluation failed (the message says why).
+    Failed(String),
+}
+
+/// A job in the queue, and whether it was admitted to an idle student (never shed).
+struct Queued {
+    job: Job,
+    alone: bool,
 }
 
 /// Why a job was not queued.
@@ -69,13 +92,15 @@ pub struct BatchSettings {
     pub delay: Duration,
     pub sigma_max: f64,
     pub sample_shape: Vec<i64>,
+    /// Width of the students' embedding condition (prompt bundles); 0: they take class labels.
+    pub embedding_dim: usize,
 }
 
-/// What a batcher holds: samples admitted and not yet answered, and the cost of one chunk.
+/// What a batcher holds: samples admitted and not yet answered, and the recent chunk times.
 #[derive(Debug, Default)]
 pub struct Load {
     queued: AtomicUsize,
-    chunk_ns: AtomicU64,
+    service: Mutex<ServiceTime>,
 }
 
 impl Load {
@@ -84,26 +109,23 @@ impl Load {
         self.queued.load(Ordering::SeqCst)
     }
 
-    /// The measured time of one chunk evaluation (zero before the first measurement).
+    /// The cost of one chunk evaluation that admission uses (zero before the first
+    /// measurement): see [`ServiceTime::per_chunk`].
     pub fn chunk_cost(&self) -> Duration {
-        Duration::from_nanos(self.chunk_ns.load(Ordering::Relaxed))
+        self.service().per_chunk()
     }
 
-    /// Expected time to evaluate `samples` samples in chunks of `chunk`.
+    /// Expected time to evaluate `samples` samples in chunks of `chunk`, at [`Load::chunk_cost`].
     pub fn expected(&self, samples: usize, chunk: usize) -> Duration {
-        self.chunk_cost() * samples.div_ceil(chunk.max(1)) as u32
+        admission::cost(self.chunk_cost(), samples, chunk)
+    }
+
+    fn service(&self) -> std::sync::MutexGuard<'_, ServiceTime> {
+        self.service.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn observe_chunk(&self, d: Duration) {
-        let new = d.as_nanos().min(u64::MAX as u128) as u64;
-        let old = self.chunk_ns.load(Ordering::Relaxed);
-        // A moving average that follows the machine's load within a few batches.
-        let v = if old == 0 {
-            new
-        } else {
-            (old / 10) * 7 + (new / 10) * 3
-        };
-        self.chunk_ns.store(v.max(1), Ordering::Relaxed);
+        self.service().observe(d);
     }
 
     fn done(&self, samples: usize) {
@@ -117,7 +139,7 @@ pub static ACTIVITY: AtomicU64 = AtomicU64::new(0);
 /// The sending side of a student's queue.
 pub struct Batcher {
     id: usize,
-    tx: SyncSender<Job>,
+    tx: SyncSender<Queued>,
     load: Arc<Load>,
     eval_chunk: usize,
     max_queue: Duration,
@@ -125,14 +147,17 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batcher thread of student `id`, which owns `model`; returns once the thread
-    /// has timed its first chunk evaluations (the admission estimate starts from them).
+    /// Starts the batcher thread of student `id`, which owns `model`. The thread evaluates a
+    /// first chunk, waits at `warm` for the other students' threads, and times a second chunk
+    /// that they all evaluate at once (the admission estimate starts from it, so it sees the
+    /// students share the machine); the returned receiver gets `()` then.
     pub fn spawn(
         id: usize,
         model: EdmModel,
         settings: BatchSettings,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        warm: Arc<Barrier>,
+    ) -> std::io::Result<(Self, JoinHandle<()>, Receiver<()>)> {
         let (tx, rx) = sync_channel(settings.queue_cap);
         let m = metrics.clone();
         let load = Arc::new(Load::default());
@@ -141,8 +166,7 @@ impl Batcher {
         let l = load.clone();
         let handle = std::thread::Builder::new()
             .name(format!("msd-student-{id}"))
-            .spawn(move || worker(id, model, settings, rx, m, l, ready_tx))?;
-        let _ = ready.recv();
+            .spawn(move || worker(id, model, settings, rx, m, l, (warm, ready_tx)))?;
         Ok((
             Self {
                 id,
@@ -153,6 +177,7 @@ impl Batcher {
                 metrics,
             },
             handle,
+            ready,
         ))
     }
 
@@ -161,39 +186,36 @@ impl Batcher {
         &self.load
     }
 
-    /// Queues a job without waiting; refuses it when the expected wait is above `max_queue` or
-    /// the queue holds `queue_cap` jobs.
+    /// Queues a job without waiting; refuses it when the work ahead plus its own would take
+    /// longer than `max_queue` (see [`admission::admit`]) or the queue holds `queue_cap` jobs.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
         let label = self.id.to_string();
         let n = job.labels.len();
         let before = self.load.queued.fetch_add(n, Ordering::SeqCst);
-        let retry = |ahead: usize| {
-            let s = self.load.expected(ahead, self.eval_chunk).as_secs_f64();
-            (s.ceil() as u64).clamp(1, 60)
-        };
-        let refuse = |ahead: usize| {
+        let per_chunk = self.load.chunk_cost();
+        let refuse = |retry_after_s: u64| {
             self.load.done(n);
             self.metrics
                 .queue_full
                 .with_label_values(&[label.as_str()])
                 .inc();
-            Err(SubmitError::Full {
-                retry_after_s: retry(ahead),
-            })
+            Err(SubmitError::Full { retry_after_s })
         };
-        if before > 0 && self.load.expected(before + n, self.eval_chunk) > self.max_queue {
-            return refuse(before);
+        if let Err(retry) = admission::admit(per_chunk, before, n, self.eval_chunk, self.max_queue)
+        {
+            return refuse(retry);
         }
         let depth = self
             .metrics
             .queue_depth
             .with_label_values(&[label.as_str()]);
         depth.inc();
-        match self.tx.try_send(job) {
+        let alone = before == 0;
+        match self.tx.try_send(Queued { job, alone }) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 depth.dec();
-                refuse(before)
+                refuse(admission::retry_after_s(per_chunk, before, self.eval_chunk))
             }
             Err(TrySendError::Disconnected(_)) => {
                 depth.dec();
@@ -207,11 +229,11 @@ impl Batcher {
 /// Collects the next batch: the first job (blocking), then more until full or `max_wait` is up.
 /// A job that would overflow the batch is carried to the next one. `None` when the queue closed.
 fn next_batch(
-    rx: &Receiver<Job>,
-    carry: &mut Option<Job>,
+    rx: &Receiver<Queued>,
+    carry: &mut Option<Queued>,
     s: &BatchSettings,
     on_dequeue: &dyn Fn(),
-) -> Option<Vec<Job>> {
+) -> Option<Vec<Queued>> {
     let first = match carry.take() {
         Some(j) => j,
         None => {
@@ -220,7 +242,7 @@ fn next_batch(
             j
         }
     };
-    let mut rows = first.labels.len();
+    let mut rows = first.job.labels.len();
     let mut jobs = vec![first];
     let deadline = Instant::now() + s.max_wait;
     while rows < s.max_batch {
@@ -232,11 +254,11 @@ fn next_batch(
         };
         let Some(j) = next else { break };
         on_dequeue();
-        if rows + j.labels.len() > s.max_batch {
+        if rows + j.job.labels.len() > s.max_batch {
             *carry = Some(j);
             break;
         }
-        rows += j.labels.len();
+        rows += j.job.labels.len();
         jobs.push(j);
     }
     Some(jobs)
@@ -246,42 +268,52 @@ fn worker(
     id: usize,
     model: EdmModel,
     s: BatchSettings,
-    rx: Receiver<Job>,
+    rx: Receiver<Queued>,
     metrics: Arc<Metrics>,
     load: Arc<Load>,
-    ready: std::sync::mpsc::Sender<()>,
+    (warm_together, ready): (Arc<Barrier>, std::sync::mpsc::Sender<()>),
 ) {
     let label = id.to_string();
     let l = [label.as_str()];
-    // Two warm-up chunks (the first pays one-off costs); the second's time seeds the estimate.
+    // Two warm-up chunks (the first pays one-off costs); the second, evaluated by all students
+    // at once, seeds the estimate.
     let warm = s.sample_shape.iter().product::<i64>() as usize * s.eval_chunk;
-    for _ in 0..2 {
+    for i in 0..2 {
+        if i == 1 {
+            warm_together.wait();
+        }
         let t = Instant::now();
         let _ = catch_unwind(AssertUnwindSafe(|| {
             evaluate(
                 &model,
                 &s,
                 &vec![0; s.eval_chunk],
+                &vec![0.0; s.embedding_dim * s.eval_chunk],
                 &vec![0.0; warm],
                 |_, _| {},
             )
         }));
-        load.chunk_ns
-            .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if i == 1 {
+            *load.service() = ServiceTime::seeded(t.elapsed());
+        }
     }
     let _ = ready.send(());
     let depth = metrics.queue_depth.with_label_values(&l);
     let on_dequeue = || depth.dec();
     let mut carry = None;
-    while let Some(mut jobs) = next_batch(&rx, &mut carry, &s, &on_dequeue) {
+    while let Some(batch) = next_batch(&rx, &mut carry, &s, &on_dequeue) {
         // Clients that went away need no samples.
-        jobs.retain(|j| {
-            let keep = !j.reply.is_closed();
-            if !keep {
-                load.done(j.labels.len());
-            }
-            keep
-        });
+        let batch: Vec<Queued> = batch
+            .into_iter()
+            .filter(|q| {
+                let keep = !q.job.reply.is_closed();
+                if !keep {
+                    load.done(q.job.labels.len());
+                }
+                keep
+            })
+            .collect();
+        let jobs = shed_late(batch, &s, &load, &metrics, &l);
         if jobs.is_empty() {
             continue;
         }
@@ -291,8 +323,9 @@ fn worker(
         }
         let labels: Vec<i64> = jobs.iter().flat_map(|j| j.labels.iter().copied()).collect();
         let z: Vec<f32> = jobs.iter().flat_map(|j| j.z.iter().copied()).collect();
+        let cond: Vec<f32> = jobs.iter().flat_map(|j| j.cond.iter().copied()).collect();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            evaluate(&model, &s, &labels, &z, |rows, secs| {
+            evaluate(&model, &s, &labels, &cond, &z, |rows, secs| {
                 metrics
                     .batch_size
                     .with_label_values(&l)
@@ -336,7 +369,7 @@ fn worker(
                 tracing::error!("{e}");
                 for j in jobs {
                     load.done(j.labels.len());
-                    let _ = j.reply.send(Err(e.clone()));
+                    let _ = j.reply.send(Err(JobError::Failed(e.clone())));
                 }
             }
         }
@@ -352,21 +385,52 @@ fn worker(
     }
 }
 
-/// One-step generation of `labels.len()` samples from `z`, in chunks of exactly `eval_chunk`
-/// rows (the last padded with copies of its first row, whose outputs are dropped); calls
+/// Answers 503 to the jobs of `batch` that would be answered after `max_queue` (see
+/// [`admission::late`]; never those admitted to an idle student); returns the others.
+fn shed_late(
+    batch: Vec<Queued>,
+    s: &BatchSettings,
+    load: &Load,
+    metrics: &Metrics,
+    label: &[&str],
+) -> Vec<Job> {
+    let rows: usize = batch.iter().map(|q| q.job.labels.len()).sum();
+    let per_chunk = load.chunk_cost();
+    let mut kept = Vec::with_capacity(batch.len());
+    for q in batch {
+        let waited = q.job.enqueued.elapsed();
+        if q.alone || !admission::late(per_chunk, waited, rows, s.eval_chunk, s.max_queue) {
+            kept.push(q.job);
+            continue;
+        }
+        load.done(q.job.labels.len());
+        metrics.queue_full.with_label_values(label).inc();
+        metrics.shed_late.with_label_values(label).inc();
+        let retry_after_s = admission::retry_after_s(per_chunk, load.queued(), s.eval_chunk);
+        let _ = q.job.reply.send(Err(JobError::Late { retry_after_s }));
+    }
+    kept
+}
+
+/// One-step generation of `labels.len()` samples from `z`, conditioned on `labels` (or, for a
+/// student that takes embeddings, on the rows of `cond`), in chunks of exactly `eval_chunk` rows
+/// (the last padded with copies of its first row, whose outputs are dropped); calls
 /// `observe(rows, seconds)` per network evaluation with the real rows it held.
 fn evaluate(
     model: &EdmModel,
     s: &BatchSettings,
     labels: &[i64],
+    cond: &[f32],
     z: &[f32],
     observe: impl Fn(usize, f64),
 ) -> Result<Vec<f32>, String> {
     let per: usize = s.sample_shape.iter().product::<i64>() as usize;
-    if z.len() != labels.len() * per {
+    let dim = s.embedding_dim;
+    if z.len() != labels.len() * per || cond.len() != labels.len() * dim {
         return Err(format!(
-            "noise holds {} values, expected {} samples of {per}",
+            "noise holds {} values and conditions {}, expected {} samples of {per} and {dim}",
             z.len(),
+            cond.len(),
             labels.len()
         ));
     }
@@ -375,31 +439,41 @@ fn evaluate(
     let mut shape = vec![chunk as i64];
     shape.extend(&s.sample_shape);
     let mut out = Vec::with_capacity(z.len());
-    let (mut zc, mut lc) = (Vec::new(), Vec::new());
+    let (mut zc, mut lc, mut cc) = (Vec::new(), Vec::new(), Vec::new());
     tch::no_grad(|| {
         for start in (0..labels.len()).step_by(chunk) {
             let m = chunk.min(labels.len() - start);
             let t = Instant::now();
-            let (zs, ls): (&[f32], &[i64]) = if m == chunk {
+            let (zs, ls, cs): (&[f32], &[i64], &[f32]) = if m == chunk {
                 (
                     &z[start * per..(start + m) * per],
                     &labels[start..start + m],
+                    &cond[start * dim..(start + m) * dim],
                 )
             } else {
                 zc.clear();
                 lc.clear();
+                cc.clear();
                 zc.extend_from_slice(&z[start * per..(start + m) * per]);
                 lc.extend_from_slice(&labels[start..start + m]);
+                cc.extend_from_slice(&cond[start * dim..(start + m) * dim]);
                 for _ in m..chunk {
                     zc.extend_from_slice(&z[start * per..(start + 1) * per]);
                     lc.push(labels[start]);
+                    cc.extend_from_slice(&cond[start * dim..(start + 1) * dim]);
                 }
-                (&zc, &lc)
+                (&zc, &lc, &cc)
             };
             let zt = Tensor::from_slice(zs)
                 .view(shape.as_slice())
                 .to_device(device);
-            let lt = Tensor::from_slice(ls).to_device(device);
+            let lt = if dim == 0 {
+                Tensor::from_slice(ls).to_device(device)
+            } else {
+                Tensor::from_slice(cs)
+                    .view([chunk as i64, dim as i64])
+                    .to_device(device)
+            };
             let x = model
                 .generate(&zt, &lt, s.sigma_max)
                 .narrow(0, 0, m as i64)

@@ -34,9 +34,11 @@ pub struct ServeConfig {
     pub max_wait: Duration,
     /// Requests waiting per student (a hard cap next to the time bound `max_queue`).
     pub queue_cap: usize,
-    /// Admission bound: a request is refused (503 + `Retry-After`) when the samples already
-    /// queued for a student plus its own would take longer than this, by the measured cost of
-    /// one evaluation chunk. A request to an idle student is always admitted.
+    /// Admission bound: a request is refused (503 + `Retry-After`) when the samples admitted to
+    /// a student and not yet answered plus its own would take longer than this, at the slow end
+    /// (p90) of recent chunk times; an admitted request that would still be answered later than
+    /// this (the machine slowed down) is shed with the same 503 before evaluation. A request to
+    /// an idle student is always admitted and never shed. See [`crate::admission`].
     pub max_queue: Duration,
     /// Most samples one request may ask for (`n` × number of classes).
     pub max_n: usize,
@@ -138,6 +140,89 @@ impl ServeConfig {
     }
 }
 
+/// The settings in the units `msd serve` takes them (milliseconds and seconds as numbers):
+/// [`ServeLimits::config`] checks and converts them, [`ServeLimits::to_args`] writes them as the
+/// flags of a server started as a child process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeLimits {
+    pub max_batch: usize,
+    pub eval_chunk: usize,
+    pub max_wait_ms: f64,
+    pub queue_cap: usize,
+    pub max_queue_ms: f64,
+    pub read_timeout_s: f64,
+    pub max_connections: usize,
+    pub max_n: usize,
+    pub max_teacher_n: usize,
+    pub body_limit: usize,
+    pub teacher_steps: Option<usize>,
+}
+
+impl ServeLimits {
+    /// The same settings as `msd serve` flags.
+    pub fn to_args(&self) -> Vec<String> {
+        let pairs = [
+            ("--max-batch", self.max_batch.to_string()),
+            ("--eval-chunk", self.eval_chunk.to_string()),
+            ("--max-wait-ms", self.max_wait_ms.to_string()),
+            ("--queue-cap", self.queue_cap.to_string()),
+            ("--max-queue-ms", self.max_queue_ms.to_string()),
+            ("--read-timeout-s", self.read_timeout_s.to_string()),
+            ("--max-connections", self.max_connections.to_string()),
+            ("--max-n", self.max_n.to_string()),
+            ("--max-teacher-n", self.max_teacher_n.to_string()),
+            ("--body-limit", self.body_limit.to_string()),
+        ];
+        let mut args: Vec<String> = pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_string(), v])
+            .collect();
+        if let Some(t) = self.teacher_steps {
+            args.extend(["--teacher-steps".to_string(), t.to_string()]);
+        }
+        args
+    }
+
+    /// The checked [`ServeConfig`]; an error starts with the setting's name (`max_wait_ms must
+    /// be ...`).
+    pub fn config(&self) -> Result<ServeConfig, String> {
+        let secs = |name: &str, v: f64, lo: f64, hi: f64| {
+            if !(v.is_finite() && v >= lo && v <= hi) {
+                return Err(format!(
+                    "{name} must be a number between {lo} and {hi}, got {v}"
+                ));
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let max_wait = secs("max_wait_ms", self.max_wait_ms, 0.0, ms(MAX_WAIT_LIMIT))? / 1000;
+        let max_queue = secs("max_queue_ms", self.max_queue_ms, 1.0, ms(MAX_QUEUE_LIMIT))? / 1000;
+        let (lo, hi) = READ_TIMEOUT_RANGE;
+        let read_timeout = secs(
+            "read_timeout_s",
+            self.read_timeout_s,
+            lo.as_secs_f64(),
+            hi.as_secs_f64(),
+        )?;
+        let cfg = ServeConfig {
+            max_batch: self.max_batch,
+            eval_chunk: self.eval_chunk,
+            max_wait,
+            queue_cap: self.queue_cap,
+            max_queue,
+            read_timeout,
+            max_connections: self.max_connections,
+            max_n: self.max_n,
+            max_teacher_n: self.max_teacher_n,
+            body_limit: self.body_limit,
+            teacher_steps: self.teacher_steps,
+            ..Default::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +293,46 @@ mod tests {
             let e = c.validate().unwrap_err();
             assert!(e.starts_with(name), "{name}: {e}");
         }
+    }
+
+    #[test]
+    fn limits_convert_to_a_config_and_back_to_flags() {
+        let l = ServeLimits {
+            max_batch: 256,
+            eval_chunk: 16,
+            max_wait_ms: 2.0,
+            queue_cap: 128,
+            max_queue_ms: 2000.0,
+            read_timeout_s: 10.0,
+            max_connections: 256,
+            max_n: 1024,
+            max_teacher_n: 256,
+            body_limit: 16384,
+            teacher_steps: Some(8),
+        };
+        let c = l.config().unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            (c.max_wait, c.max_queue, c.read_timeout),
+            (ms(2), ms(2000), ms(10_000))
+        );
+        assert_eq!((c.max_batch, c.teacher_steps), (256, Some(8)));
+        let a = l.to_args();
+        assert_eq!(a[4..6], ["--max-wait-ms", "2"]);
+        assert_eq!(a[a.len() - 2..], ["--teacher-steps", "8"]);
+        let bad = |l: ServeLimits| l.config().unwrap_err();
+        let e = bad(ServeLimits {
+            max_queue_ms: f64::NAN,
+            ..l.clone()
+        });
+        assert!(
+            e.starts_with("max_queue_ms must be a number between 1 and 60000"),
+            "{e}"
+        );
+        let e = bad(ServeLimits {
+            max_batch: 0,
+            ..l.clone()
+        });
+        assert!(e.starts_with("max_batch "), "{e}");
     }
 }

@@ -26,8 +26,11 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// `msd_samples_total{student}`: samples generated.
     pub samples: IntCounterVec,
-    /// `msd_queue_full_total{student}`: requests refused with 503.
+    /// `msd_queue_full_total{student}`: requests refused with 503 (at admission or shed late).
     pub queue_full: IntCounterVec,
+    /// `msd_shed_late_total{student}`: admitted requests shed with 503 before evaluation because
+    /// they could no longer be answered within the admission bound.
+    pub shed_late: IntCounterVec,
     /// `msd_teacher_seconds`: one multi-step teacher request.
     pub teacher_seconds: Histogram,
     /// `msd_queued_samples{student}`: samples admitted and not yet answered.
@@ -125,6 +128,16 @@ impl Metrics {
                     student,
                 )?,
             ),
+            shed_late: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "msd_shed_late_total",
+                        "Admitted requests shed before evaluation: they would have been answered after the admission bound",
+                    ),
+                    student,
+                )?,
+            ),
             teacher_seconds: reg(
                 &r,
                 Histogram::with_opts(
@@ -167,6 +180,7 @@ impl Metrics {
             self.queue_depth.with_label_values(&l).set(0);
             self.samples.with_label_values(&l);
             self.queue_full.with_label_values(&l);
+            self.shed_late.with_label_values(&l);
             self.batch_size.with_label_values(&l);
             self.generate_seconds.with_label_values(&l);
             self.student_latency.with_label_values(&l);

@@ -3,23 +3,21 @@
 //! The prompt is checked ([`msd::text::prompt::check_prompt`]: empty → 422 `empty_prompt`, over
 //! [`MAX_PROMPT_BYTES`] → 413 `prompt_too_large`), embedded with all-MiniLM-L6-v2, assigned to a
 //! group of the bundle's prompt partition, and that group's student generates the `n` samples
-//! in one network evaluation each. The answer carries the student in `x-msd-students` (one
+//! in one network evaluation each, through its batcher like a class request (the same batching,
+//! admission and 503 + `Retry-After`; [`crate::router::Router::generate_embedded`]). The answer carries the student in `x-msd-students` (one
 //! number: a prompt has one owner). Noise comes from the request's seed ([`crate::noise`]), so
 //! the samples depend only on (prompt, n, seed).
 //!
-//! Prompt requests do not go through the class batchers: each student has its own copy here
-//! behind a mutex, evaluated on a blocking thread (the students of this setting are small).
+//! `n` and `format` are checked as in class requests ([`crate::api`]: one validator for both).
 
-use crate::api::{ApiError, Format};
+use crate::api::{check_n, json_body, one, parse_format, ApiError, Format};
+use crate::router::Router;
 use axum::http::StatusCode;
-use msd::model::EdmModel;
 use msd::nets::text_encoder::TextEncoder;
 use msd::partition::Partition;
 use msd::text::prompt::{check_prompt, MAX_PROMPT_BYTES};
 use serde::Deserialize;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tch::{Kind, Tensor};
 
 /// The body of a prompt request as sent.
 #[derive(Debug, Deserialize)]
@@ -32,10 +30,6 @@ struct RawPromptRequest {
     seed: u64,
     #[serde(default)]
     format: Option<String>,
-}
-
-fn one() -> u64 {
-    1
 }
 
 /// A validated prompt request.
@@ -58,13 +52,7 @@ pub fn is_prompt_request(body: &[u8]) -> bool {
 impl PromptRequest {
     /// Parses and checks a body; errors name the field.
     pub fn parse(body: &[u8], max_n: usize) -> Result<Self, ApiError> {
-        let raw: RawPromptRequest = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not a valid prompt request: {e}"),
-            )
-        })?;
+        let raw: RawPromptRequest = json_body(body, "prompt request")?;
         let prompt = check_prompt(&raw.prompt, "prompt").map_err(|e| {
             if raw.prompt.trim().len() > MAX_PROMPT_BYTES {
                 ApiError::new(
@@ -76,57 +64,26 @@ impl PromptRequest {
                 ApiError::invalid("empty_prompt", e.to_string())
             }
         })?;
-        if raw.n == 0 || raw.n > max_n as u64 {
-            return Err(ApiError::invalid(
-                "n_out_of_range",
-                format!("field `n` must be between 1 and {max_n}, got {}", raw.n),
-            ));
-        }
-        let format = match raw.format.as_deref() {
-            None | Some("png") => Format::Png,
-            Some("npy") => Format::Npy,
-            Some(f) => {
-                return Err(ApiError::invalid(
-                    "unknown_format",
-                    format!("field `format`: `{f}` is not png or npy"),
-                ))
-            }
-        };
+        let n = check_n(raw.n, 1, max_n)?;
+        let format = parse_format(raw.format.as_deref())?;
         Ok(Self {
             prompt: prompt.to_string(),
-            n: raw.n as usize,
+            n,
             seed: raw.seed,
             format,
         })
     }
 }
 
-/// What one prompt request produced.
-#[derive(Debug)]
-pub struct PromptOutput {
-    /// `n` samples, flattened.
-    pub x: Vec<f32>,
-    pub student: usize,
-    /// Time of the student's network evaluation.
-    pub generate: Duration,
-}
-
-/// The encoder and the students of a prompt-conditional bundle.
+/// The encoder and the prompt partition of a prompt-conditional bundle.
 pub struct Prompts {
     encoder: Mutex<TextEncoder>,
-    students: Vec<Mutex<EdmModel>>,
     partition: Partition,
-    sigma_max: f64,
 }
 
 impl Prompts {
-    /// Holds `encoder` and the bundle's `students` (student k at index k).
-    pub fn new(
-        encoder: TextEncoder,
-        students: Vec<EdmModel>,
-        partition: Partition,
-        sigma_max: f64,
-    ) -> Result<Self, String> {
+    /// Holds `encoder` and the bundle's prompt `partition`.
+    pub fn new(encoder: TextEncoder, partition: Partition) -> Result<Self, String> {
         let groups = partition
             .prompts
             .as_ref()
@@ -140,15 +97,13 @@ impl Prompts {
         }
         Ok(Self {
             encoder: Mutex::new(encoder),
-            students: students.into_iter().map(Mutex::new).collect(),
             partition,
-            sigma_max,
         })
     }
 
-    /// Embeds the prompt, routes it and generates `n` samples from `z` (`n` × `shape`,
-    /// flattened). Blocking: call from a blocking thread.
-    pub fn generate(&self, prompt: &str, z: &[f32], shape: &[i64]) -> Result<PromptOutput, String> {
+    /// Embeds the prompt and routes it: its student and its embedding. Blocking: call from a
+    /// blocking thread.
+    pub fn route(&self, prompt: &str) -> Result<(usize, Vec<f32>), String> {
         let e = {
             let enc = self
                 .encoder
@@ -157,64 +112,34 @@ impl Prompts {
             msd::text::prompt::embed_prompt(&enc, prompt, "prompt").map_err(|e| e.to_string())?
         };
         let k = self.partition.route_prompt(&e).map_err(|e| e.to_string())?;
-        let student = self.students[k]
-            .lock()
-            .map_err(|_| format!("student {k} failed earlier"))?;
-        let per: usize = shape.iter().product::<i64>() as usize;
-        let n = z.len() / per.max(1);
-        let mut full = vec![n as i64];
-        full.extend(shape);
-        let device = student.device();
-        let t = Instant::now();
-        let x = tch::no_grad(|| {
-            let zt = Tensor::from_slice(z)
-                .view(full.as_slice())
-                .to_device(device);
-            let c = Tensor::from_slice(&e)
-                .to_device(device)
-                .unsqueeze(0)
-                .expand([n as i64, e.len() as i64], false);
-            student
-                .generate(&zt, &c, self.sigma_max)
-                .to_device(tch::Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous()
-                .view(-1)
-        });
-        let generate = t.elapsed();
-        Ok(PromptOutput {
-            x: Vec::<f32>::try_from(&x).map_err(|e| e.to_string())?,
-            student: k,
-            generate,
-        })
+        Ok((k, e))
     }
 }
 
-/// Runs [`Prompts::generate`] on a blocking thread.
-pub async fn generate(
-    prompts: Arc<Prompts>,
-    req: &PromptRequest,
-    z: Vec<f32>,
-    shape: Vec<i64>,
-) -> Result<PromptOutput, ApiError> {
-    let prompt = req.prompt.clone();
-    tokio::task::spawn_blocking(move || prompts.generate(&prompt, &z, &shape))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
+fn internal(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
 }
 
 /// The answer to a prompt request: samples as PNG (one row) or `.npy`, with the student in
 /// `x-msd-students`.
 pub async fn respond_prompt(
     prompts: Arc<Prompts>,
+    router: &Router,
     body: &[u8],
     max_n: usize,
-    shape: Vec<i64>,
 ) -> Result<axum::response::Response, ApiError> {
     let req = PromptRequest::parse(body, max_n)?;
+    let shape = router.sample_shape().to_vec();
     let z = crate::server::draw_noise(req.n, shape.clone(), req.seed).await?;
-    let out = generate(prompts, &req, z, shape.clone()).await?;
+    let prompt = req.prompt.clone();
+    let (k, e) = tokio::task::spawn_blocking(move || prompts.route(&prompt))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(internal)?;
+    let out = router
+        .generate_embedded(k, &e, z)
+        .await
+        .map_err(crate::server::route_error)?;
     let n = req.n;
     let format = req.format;
     let x = out.x;
@@ -223,15 +148,16 @@ pub async fn respond_prompt(
         Format::Npy => crate::render::npy(&x, n, &shape).map(|b| (b, "application/x-npy")),
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(internal)?;
     Ok(crate::server::respond(
         bytes,
         ct,
         vec![
-            ("x-msd-students", out.student.to_string()),
+            ("x-msd-students", k.to_string()),
             ("x-msd-generate-ms", crate::server::ms(out.generate)),
             ("x-msd-samples", n.to_string()),
+            ("x-msd-batch", out.batch_rows.to_string()),
             ("x-msd-nfe", "1".into()),
         ],
     ))
@@ -254,8 +180,17 @@ mod tests {
         let e = PromptRequest::parse(long.as_bytes(), 64).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (413, "prompt_too_large"));
         assert!(e.message.contains("1024"), "{}", e.message);
+        // The same checks of `n` and `format` as class requests.
         let e = PromptRequest::parse(br#"{"prompt": "a one", "n": 65}"#, 64).unwrap_err();
+        assert_eq!(e.code, "n_above_limit");
+        assert!(e.message.contains("limit of 64"), "{}", e.message);
+        let e = PromptRequest::parse(br#"{"prompt": "a one", "n": 0}"#, 64).unwrap_err();
         assert_eq!(e.code, "n_out_of_range");
+        let e = PromptRequest::parse(br#"{"prompt": "a", "format": "gif"}"#, 64).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.contains("\"gif\"")),
+            ("unknown_format", true)
+        );
         let e = PromptRequest::parse(br#"{"prompt": "a one", "class": 1}"#, 64).unwrap_err();
         assert_eq!(e.code, "malformed_json");
         let u = PromptRequest::parse(

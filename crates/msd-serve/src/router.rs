@@ -2,7 +2,7 @@
 //! student's batcher, and puts the answers back in request order. Noise comes from the request's
 //! seed (see [`crate::noise`]), so the samples depend only on (classes, seed).
 
-use crate::batcher::{BatchSettings, Batcher, Job, SubmitError};
+use crate::batcher::{BatchSettings, Batcher, Job, JobError, JobOutput, SubmitError};
 use crate::metrics::Metrics;
 use msd::bundle::BundleManifest;
 use msd::model::EdmModel;
@@ -56,10 +56,17 @@ impl Router {
         let sample_shape = settings.sample_shape.clone();
         let mut batchers = Vec::new();
         let mut threads = Vec::new();
+        let mut ready = Vec::new();
+        // The students time their warm-up together, as they run under load.
+        let warm = Arc::new(std::sync::Barrier::new(students.len()));
         for (k, m) in students.into_iter().enumerate() {
-            let (b, t) = Batcher::spawn(k, m, settings.clone(), metrics.clone())?;
+            let (b, t, r) = Batcher::spawn(k, m, settings.clone(), metrics.clone(), warm.clone())?;
             batchers.push(b);
             threads.push(t);
+            ready.push(r);
+        }
+        for r in ready {
+            let _ = r.recv();
         }
         Ok(Self {
             manifest,
@@ -118,29 +125,19 @@ impl Router {
             let (tx, rx) = oneshot::channel();
             let job = Job {
                 labels: rows.iter().map(|&i| labels[i]).collect(),
+                cond: Vec::new(),
                 z: job_z,
                 reply: tx,
                 enqueued: Instant::now(),
             };
-            match self.batchers[k].submit(job) {
-                Ok(()) => pending.push((rows, rx)),
-                Err(SubmitError::Full { retry_after_s }) => {
-                    return Err(RouteError::Busy {
-                        student: k,
-                        retry_after_s,
-                    })
-                }
-                Err(SubmitError::Closed) => return Err(RouteError::Closed),
-            }
+            self.submit(k, job)?;
+            pending.push((k, rows, rx));
         }
         let mut x = z;
         let mut generate = Duration::ZERO;
         let mut batch_rows = 0;
-        for (rows, rx) in pending {
-            let out = rx
-                .await
-                .map_err(|_| RouteError::Closed)?
-                .map_err(RouteError::Failed)?;
+        for (k, rows, rx) in pending {
+            let out = answer(k, rx).await?;
             generate = generate.max(out.generate);
             batch_rows = batch_rows.max(out.batch_rows);
             for (j, &i) in rows.iter().enumerate() {
@@ -154,6 +151,67 @@ impl Router {
             batch_rows,
         })
     }
+}
+
+impl Router {
+    /// `z.len() / sample size` samples from student `k` (of a bundle whose students take
+    /// embeddings), all conditioned on the embedding `e` (a prompt's), through its batcher.
+    pub async fn generate_embedded(
+        &self,
+        k: usize,
+        e: &[f32],
+        z: Vec<f32>,
+    ) -> Result<Generated, RouteError> {
+        let per: usize = self.sample_shape.iter().product::<i64>() as usize;
+        let n = z.len() / per.max(1);
+        if k >= self.batchers.len() {
+            return Err(RouteError::Failed(format!("no student {k}")));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            k,
+            Job {
+                labels: vec![0; n],
+                cond: e.repeat(n),
+                z,
+                reply: tx,
+                enqueued: Instant::now(),
+            },
+        )?;
+        let out = answer(k, rx).await?;
+        Ok(Generated {
+            x: out.x,
+            students: vec![k],
+            generate: out.generate,
+            batch_rows: out.batch_rows,
+        })
+    }
+
+    fn submit(&self, k: usize, job: Job) -> Result<(), RouteError> {
+        self.batchers[k].submit(job).map_err(|e| match e {
+            SubmitError::Full { retry_after_s } => RouteError::Busy {
+                student: k,
+                retry_after_s,
+            },
+            SubmitError::Closed => RouteError::Closed,
+        })
+    }
+}
+
+/// Student `k`'s answer to a job.
+async fn answer(
+    k: usize,
+    rx: oneshot::Receiver<Result<JobOutput, JobError>>,
+) -> Result<JobOutput, RouteError> {
+    rx.await
+        .map_err(|_| RouteError::Closed)?
+        .map_err(|e| match e {
+            JobError::Late { retry_after_s } => RouteError::Busy {
+                student: k,
+                retry_after_s,
+            },
+            JobError::Failed(m) => RouteError::Failed(m),
+        })
 }
 
 impl Drop for Router {

@@ -64,6 +64,10 @@ pub struct Server {
     state: Arc<AppState>,
 }
 
+/// Why a prompt bundle has no teacher comparison (`GET /v1/bundle`, and the 404 of
+/// `POST /v1/teacher`).
+const PROMPT_TEACHER: &str = "the teacher comparison of this server takes classes, and this bundle's students take prompts: compare offline with `msd sample --prompt \"...\" --teacher <the teacher's folder>`";
+
 /// Number of samples and noise values above which noise is drawn off the async threads.
 const BLOCKING_NOISE: usize = 1 << 16;
 
@@ -87,7 +91,12 @@ impl Server {
         metrics.init_students(k);
         let shape = bundle.sample_shape();
         let device = bundle.students[0].device();
-        let (teacher_model, teacher_note) = load_teacher(&bundle, device, &shape);
+        // The teacher comparison takes classes: a prompt bundle's teacher is not loaded.
+        let (teacher_model, teacher_note) = if bundle.is_prompt_conditional() {
+            (None, Some(PROMPT_TEACHER.to_string()))
+        } else {
+            load_teacher(&bundle, device, &shape)
+        };
         let teacher = match teacher_model {
             Some(m) => Some(Teacher::spawn(
                 m,
@@ -102,8 +111,8 @@ impl Server {
             None => None,
         };
         let info = BundleInfo::new(&bundle, &cfg, teacher.as_ref(), teacher_note);
-        // A prompt bundle's students serve the prompt path only: the class batchers (whose
-        // labels they cannot take) get none.
+        // A prompt bundle's batchers take embeddings (the prompt path); class requests to it
+        // are refused before they reach them.
         let prompts =
             match (bundle.is_prompt_conditional(), encoder) {
                 (false, _) => None,
@@ -112,16 +121,17 @@ impl Server {
                         .into(),
                 )),
                 (true, Some(enc)) => {
-                    let p = Prompts::new(
-                        enc,
-                        std::mem::take(&mut bundle.students),
-                        bundle.manifest.partition.clone(),
-                        bundle.manifest.sigma_max,
-                    )
-                    .map_err(ServeError::Config)?;
+                    let p = Prompts::new(enc, bundle.manifest.partition.clone())
+                        .map_err(ServeError::Config)?;
                     Some(Arc::new(p))
                 }
             };
+        let embedding_dim = bundle.students[0]
+            .spec
+            .net
+            .cond()
+            .embedding_dim()
+            .unwrap_or(0) as usize;
         let students = std::mem::take(&mut bundle.students);
         let settings = BatchSettings {
             max_batch: cfg.max_batch,
@@ -132,6 +142,7 @@ impl Server {
             delay: cfg.batch_delay,
             sigma_max: bundle.manifest.sigma_max,
             sample_shape: shape,
+            embedding_dim,
         };
         let router = Router::start(bundle.manifest.clone(), students, settings, metrics.clone())?;
         let trimmer = cfg
@@ -194,6 +205,17 @@ impl Server {
         drop(self);
         crate::conn::serve(listener, app, limits, shutdown).await
     }
+}
+
+/// The async runtime of a server: few blocking threads (encoding), since every extra thread
+/// gets its own allocator arena and keeps memory after a burst.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.clamp(1, 4))
+        .max_blocking_threads(cores.clamp(2, 8))
+        .enable_all()
+        .build()
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -458,6 +480,20 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
+/// The answer to a request the router could not serve.
+pub(crate) fn route_error(e: RouteError) -> ApiError {
+    match e {
+        RouteError::UnknownClass { .. } => ApiError::invalid("unknown_class", e.to_string()),
+        RouteError::Busy { retry_after_s, .. } => ApiError::busy(e.to_string(), retry_after_s),
+        RouteError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        ),
+        RouteError::Failed(m) => internal(m),
+    }
+}
+
 async fn generate(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -465,8 +501,7 @@ async fn generate(
     let body = body.map_err(|e| body_error(e, st.cfg.body_limit))?;
     match (&st.prompts, crate::prompt::is_prompt_request(&body)) {
         (Some(p), _) => {
-            let shape = st.router.sample_shape().to_vec();
-            return crate::prompt::respond_prompt(p.clone(), &body, st.cfg.max_n, shape).await;
+            return crate::prompt::respond_prompt(p.clone(), &st.router, &body, st.cfg.max_n).await;
         }
         (None, true) => {
             return Err(ApiError::invalid(
@@ -480,16 +515,7 @@ async fn generate(
     let labels = req.labels();
     let shape = st.router.sample_shape().to_vec();
     let z = draw_noise(labels.len(), shape.clone(), req.seed).await?;
-    let g = st.router.generate(&labels, z).await.map_err(|e| match e {
-        RouteError::UnknownClass { .. } => ApiError::invalid("unknown_class", e.to_string()),
-        RouteError::Busy { retry_after_s, .. } => ApiError::busy(e.to_string(), retry_after_s),
-        RouteError::Closed => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            e.to_string(),
-        ),
-        RouteError::Failed(m) => internal(m),
-    })?;
+    let g = st.router.generate(&labels, z).await.map_err(route_error)?;
     let n = labels.len();
     let (body, ct) = encode(&req, g.x, labels, shape).await?;
     let students = g
@@ -515,13 +541,6 @@ async fn teacher(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if st.prompts.is_some() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_teacher",
-            "the teacher comparison takes classes; this bundle takes prompts",
-        ));
-    }
     let Some(t) = st.teacher.as_ref() else {
         let reason = st.info.teacher.reason.clone().unwrap_or_default();
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no_teacher", reason));

@@ -23,14 +23,7 @@ fn cfg() -> ServeConfig {
 }
 
 async fn post(s: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    client().post(s.url(path)).json(&body).send().await.unwrap()
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
+    s.post(path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,14 +292,7 @@ async fn bad_requests_get_json_errors_that_say_what_was_wrong() {
         "no_teacher"
     );
     // Errors are counted by route and status.
-    let m = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.get_text("/metrics").await;
     for line in [
         r#"msd_http_errors_total{route="/v1/generate",status="400"} 6"#,
         r#"msd_http_errors_total{route="/v1/generate",status="422"} 8"#,
@@ -323,14 +309,7 @@ async fn bad_requests_get_json_errors_that_say_what_was_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundle_health_metrics_page_and_teacher() {
     let s = TestServer::start(cfg(), true).await;
-    let v: Value = client()
-        .get(s.url("/v1/bundle"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json("/v1/bundle").await;
     assert_eq!(v["num_classes"], 6);
     assert_eq!(v["sample_shape"], json!([2]));
     assert_eq!(v["partition"]["owner"], json!([0, 0, 1, 1, 2, 2]));
@@ -341,14 +320,7 @@ async fn bundle_health_metrics_page_and_teacher() {
     assert_eq!(v["teacher"]["nfe"], 7);
     assert_eq!(v["teacher"]["guidance"], 1.25);
     assert_eq!(v["limits"]["max_n"], 64);
-    let h: Value = client()
-        .get(s.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = s.get_json("/healthz").await;
     assert_eq!(h["status"], "ok");
     let page = client().get(s.url("/")).send().await.unwrap();
     assert!(header(&page, "content-type").starts_with("text/html"));
@@ -390,14 +362,7 @@ async fn bundle_health_metrics_page_and_teacher() {
     assert_eq!(header(&r, "content-type"), "image/png");
     // Metrics after some traffic.
     post(&s, "/v1/generate", json!({"class": [0, 5], "n": 4})).await;
-    let m = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.get_text("/metrics").await;
     for needle in [
         r#"msd_http_requests_total{route="/v1/generate",status="200"} 1"#,
         r#"msd_http_requests_total{route="/v1/bundle",status="200"} 1"#,
@@ -525,13 +490,7 @@ async fn full_queues_answer_503_with_retry_after() {
             200 => ok += 1,
             503 => {
                 busy += 1;
-                assert_eq!(retry, "1");
-                let v: Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(v["error"]["code"], "queue_full");
-                assert!(v["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("student 0"));
+                assert_busy(&retry, &body);
             }
             s => panic!("unexpected status {s}"),
         }
@@ -597,14 +556,7 @@ async fn image_bundles_answer_with_a_grid_png_and_npy_images() {
     let dir = tempfile::tempdir().unwrap();
     let path = unet_bundle(dir.path());
     let s = TestServer::start_bundle(cfg(), dir, path).await;
-    let v: Value = client()
-        .get(s.url("/v1/bundle"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json("/v1/bundle").await;
     assert_eq!(v["sample_shape"], json!([1, 8, 8]));
     // Two classes × 3: one row per class, 3 columns, 2-pixel gutters.
     let r = post(

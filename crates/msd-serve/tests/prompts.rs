@@ -3,13 +3,17 @@
 //! `POST /v1/generate {"prompt": ...}` for prompts it never saw (including non-ASCII) with the
 //! student the partition assigns in `x-msd-students`, deterministically per seed; an empty prompt
 //! is a 422, a 10 kB prompt a 413, class requests a 422; a server without the encoder refuses
-//! to start. Needs the all-MiniLM-L6-v2 folder (`scripts/setup-text-encoder.sh`).
+//! to start; prompt requests go through the batchers (a full queue answers 503 + Retry-After).
+//! Needs the all-MiniLM-L6-v2 folder (`scripts/setup-text-encoder.sh`).
 
+mod common;
+
+use common::{header, tiny_unet, TestServer};
 use msd::bundle::Bundle;
 use msd::diffusion::EdmPrecond;
 use msd::model::EdmModel;
 use msd::nets::text_encoder::{default_model_dir, TextEncoder};
-use msd::nets::{Conditioning, NetConfig, UNetConfig};
+use msd::nets::Conditioning;
 use msd::partition::{Partition, Strategy};
 use msd::text::prompt::embed_prompt;
 use msd_serve::{ServeConfig, Server};
@@ -55,20 +59,7 @@ fn prompt_bundle(dir: &Path, enc: &TextEncoder) -> PathBuf {
         .map(|t| embed_prompt(enc, t, "prompt").unwrap())
         .collect();
     let p = Partition::of_prompts(Strategy::Quadrants, &points, 2, 0).unwrap();
-    let cfg = NetConfig::Unet(UNetConfig {
-        in_channels: 1,
-        resolution: 8,
-        num_classes: 10,
-        base_channels: 8,
-        channel_mult: vec![1, 2],
-        blocks_per_level: 1,
-        attn_resolutions: vec![],
-        heads: 1,
-        dropout: 0.0,
-        emb_mult: 2,
-        noise_freqs: 4,
-        cond: Conditioning::Embedding { dim: 384 },
-    });
+    let cfg = tiny_unet(10, Conditioning::Embedding { dim: 384 });
     let dirs: Vec<PathBuf> = (0..2)
         .map(|k| {
             tch::manual_seed(k);
@@ -89,22 +80,6 @@ fn prompt_bundle(dir: &Path, enc: &TextEncoder) -> PathBuf {
     let path = dir.join("bundle.json");
     Bundle::assemble(&path, &p, &dirs, None, 80.0).unwrap();
     path
-}
-
-async fn post(addr: std::net::SocketAddr, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("http://{addr}/v1/generate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,12 +104,8 @@ async fn prompts_are_routed_by_embedding_and_bad_prompts_get_clear_errors() {
         Some(encoder()),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(server.run(listener, async {
-        let _ = stopped.await;
-    }));
+    let mut s = TestServer::serve(server, dir, path).await;
+    let post = |body: Value| s.post("/v1/generate", body);
 
     let unseen = [
         "a thin eight",
@@ -146,15 +117,15 @@ async fn prompts_are_routed_by_embedding_and_bad_prompts_get_clear_errors() {
             .route_prompt(&embed_prompt(&enc, p, "prompt").unwrap())
             .unwrap();
         let body = json!({"prompt": p, "n": 3, "seed": 5, "format": "npy"});
-        let r = post(addr, body.clone()).await;
+        let r = post(body.clone()).await;
         assert_eq!(r.status(), 200, "{p}");
         assert_eq!(header(&r, "x-msd-students"), want.to_string(), "{p}");
         assert_eq!(header(&r, "x-msd-samples"), "3");
         let a = r.bytes().await.unwrap();
-        let b = post(addr, body).await.bytes().await.unwrap();
+        let b = post(body).await.bytes().await.unwrap();
         assert_eq!(a, b, "same prompt and seed, same bytes");
     }
-    let png = post(addr, json!({"prompt": "a small one", "n": 2})).await;
+    let png = post(json!({"prompt": "a small one", "n": 2})).await;
     assert_eq!(png.status(), 200);
     assert_eq!(header(&png, "content-type"), "image/png");
 
@@ -167,17 +138,68 @@ async fn prompts_are_routed_by_embedding_and_bad_prompts_get_clear_errors() {
             "prompt_too_large",
         ),
         (json!({"prompt": "a one", "n": 0}), 422, "n_out_of_range"),
-        (json!({"prompt": "a one", "n": 17}), 422, "n_out_of_range"),
+        (json!({"prompt": "a one", "n": 17}), 422, "n_above_limit"),
         (json!({"prompt": 7}), 400, "malformed_json"),
         (json!({"class": 1, "n": 1}), 400, "malformed_json"),
     ];
     for (body, status, code) in cases {
-        let r = post(addr, body.clone()).await;
+        let r = post(body.clone()).await;
         assert_eq!(r.status().as_u16(), status, "{body}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{body}: {v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
-    let _ = stop.send(());
-    handle.await.unwrap().unwrap();
+    // No teacher comparison for prompts: the bundle description and the route both say why.
+    let info = s.get_json("/v1/bundle").await;
+    assert_eq!(info["teacher"]["available"], false, "{info}");
+    let why = info["teacher"]["reason"].as_str().unwrap().to_string();
+    assert!(why.contains("msd sample --prompt"), "{why}");
+    let r = s.post("/v1/teacher", json!({"prompt": "a one"})).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["message"].as_str()),
+        (Some("no_teacher"), Some(why.as_str()))
+    );
+    s.shutdown();
+    s.handle.take().unwrap().await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_requests_share_the_batchers_admission_control() {
+    let enc = encoder();
+    let dir = tempfile::tempdir().unwrap();
+    let path = prompt_bundle(dir.path(), &enc);
+    // One request at a time, each held 300 ms: concurrent prompts for one student overflow.
+    let cfg = ServeConfig {
+        max_batch: 1,
+        max_wait: std::time::Duration::ZERO,
+        queue_cap: 1,
+        batch_delay: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server =
+        Server::with_encoder(Bundle::load(&path, Device::Cpu).unwrap(), cfg, Some(enc)).unwrap();
+    let s = TestServer::serve(server, dir, path).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in 0..6 {
+        let (c, url) = (common::client(), s.url("/v1/generate"));
+        tasks.spawn(async move {
+            let body = json!({"prompt": "a thin eight", "seed": seed, "format": "npy"});
+            let r = c.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), header(&r, "retry-after"))
+        });
+    }
+    let (mut ok, mut busy) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            (200, _) => ok += 1,
+            (503, retry) => {
+                busy += 1;
+                assert!(retry.parse::<u64>().is_ok_and(|s| s >= 1), "{retry}");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "{ok} answered, {busy} refused");
 }

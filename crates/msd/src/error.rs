@@ -50,6 +50,32 @@ pub enum Error {
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// `what` (the flag, file or step concerned) failed because of `source`.
+    #[error("{what}")]
+    Context {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// Names what an error concerns (as `anyhow::Context` does in the binary).
+pub trait ResultExt<T> {
+    /// Wraps an error with `what()`; `Interrupted` passes through unwrapped, so that callers
+    /// still recognise a stop request.
+    fn ctx<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
+    fn ctx<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| match e.into() {
+            e @ Error::Interrupted { .. } => e,
+            e => Error::Context {
+                what: what().into(),
+                source: Box::new(e),
+            },
+        })
+    }
 }
 
 /// Result alias for the library.

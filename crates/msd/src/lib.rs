@@ -7,13 +7,16 @@
 //! Layout: [`diffusion`] (EDM core), [`nets`] (networks), [`model`] (preconditioned models),
 //! [`data`] (datasets), [`train`] (optimiser, checkpoints), [`teacher`] (teacher training).
 
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod data;
 pub mod diffusion;
 pub mod distill;
+pub mod draw;
 pub mod error;
 pub mod eval;
+pub mod eval_run;
 pub mod evaluate;
 pub mod experiment;
 pub mod launch;
@@ -31,6 +34,9 @@ pub mod train;
 pub mod viz;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// libtorch's random generator is process-global and unit tests run on parallel threads: tests
 /// whose numbers depend on it hold this lock so each sees only its own seeded stream.

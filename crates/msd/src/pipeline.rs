@@ -6,13 +6,18 @@
 //! [`Observer`]; the library never prints.
 
 use crate::bundle::BundleManifest;
+use crate::config::RunConfig;
+use crate::data::TrainingData;
+use crate::distill::pairs::RegressionPairs;
 use crate::distill::tsm::{train_tsm, TsmJob};
 use crate::distill::{distill_student, StudentJob};
+use crate::error::ResultExt;
 use crate::model::{EdmModel, ModelSpec};
 use crate::partition::Partition;
 use crate::run::{assemble_bundle, ensure_pairs, ensure_partition, teacher_id, RunDir};
 use crate::teacher::Progress;
 use crate::train::checkpoint::read_json;
+use crate::train::lock::RunLock;
 use crate::train::TrainSummary;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -37,6 +42,33 @@ pub struct StageDone<'a> {
     pub classes: &'a [i64],
     pub summary: &'a TrainSummary,
     pub dir: &'a Path,
+}
+
+/// One line: what the stage trained, for how long, and where it is.
+impl std::fmt::Display for StageDone<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.summary;
+        match self.stage {
+            StageKind::Tsm => write!(
+                f,
+                "student {}: TSM {} steps, {:.0} s, {} parameters → {}",
+                self.student,
+                s.steps,
+                s.train_seconds,
+                s.params,
+                self.dir.display()
+            ),
+            stage => write!(
+                f,
+                "student {}: {stage}, classes {:?}, {} iterations, {:.0} s → {}",
+                self.student,
+                self.classes,
+                s.steps,
+                s.train_seconds,
+                self.dir.display()
+            ),
+        }
+    }
 }
 
 /// Receives the pipeline's progress. Every method has an empty default.
@@ -99,6 +131,36 @@ impl Distiller {
             &cfg.sampler,
             d.kmeans_samples_per_class,
         )
+    }
+
+    /// [`Self::run`] as a command runs it, beside other jobs of the same run: the run locked
+    /// shared (students of one run may train side by side, one job each), each chosen
+    /// student's folder exclusively (killed writers' temp files go); errors name the flags.
+    pub fn run_locked(
+        &self,
+        opts: &DistillOptions,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<BundleManifest>> {
+        check_stages(&opts.stages).ctx(|| "--stages")?;
+        self.run.load_config()?;
+        let _run_lock = RunLock::shared(&self.run.root)?;
+        let partition = self.partition(&self.run.load_teacher(opts.device)?)?;
+        if let Some(&k) = opts.students.iter().find(|&&k| k >= partition.students) {
+            return Err(Error::Invalid(format!(
+                "--student {k}: the partition has students 0..{}",
+                partition.students - 1
+            )));
+        }
+        let mine: Vec<usize> = if opts.students.is_empty() {
+            (0..partition.students).collect()
+        } else {
+            opts.students.clone()
+        };
+        let _student_locks = mine
+            .iter()
+            .map(|k| RunLock::acquire(&self.run.root.join("students").join(k.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(opts, obs)
     }
 
     /// Runs `opts.stages` for `opts.students` (resuming or reusing what is done). Returns the
@@ -188,52 +250,103 @@ impl Distiller {
                 // A finished TSM stage from an earlier command still initialises the generator.
                 _ => finished_stage(&tsm_dir, device)?,
             };
-            for &stage in opts.stages.iter().filter(|s| **s != StageKind::Tsm) {
-                let dir = run.student_dir(k, stage.name());
-                let dm_dir = run.student_dir(k, StageKind::Dm.name());
-                let job = StudentJob {
-                    teacher: &teacher,
-                    partition: &partition,
-                    student: k,
-                    pairs: pairs.as_ref(),
-                    dir: &dir,
-                    seed: cfg.seed,
-                    teacher_id: &tid,
-                    generator_init: tsm.as_ref().map(|(m, h)| (m, h.as_str())),
-                    stage,
-                    real_data: data.as_deref(),
-                    data_id: &data_id,
-                    resume_from: (stage == StageKind::Adm).then_some(dm_dir.as_path()),
-                };
-                let total = match stage {
-                    StageKind::Adm => d.adm.iterations,
-                    StageKind::Cd => d.cd.iterations,
-                    _ => d.iterations,
-                };
-                obs.stage_started(k, stage, total);
-                let (_, s) = distill_student(d, &job, &mut |p| obs.training(p))?;
-                obs.stage_finished(&StageDone {
-                    student: k,
-                    stage,
-                    classes: &classes,
-                    summary: &s,
-                    dir: &dir,
-                });
-            }
+            let shared = StageInputs {
+                run,
+                cfg: &cfg,
+                teacher: &teacher,
+                partition: &partition,
+                pairs: pairs.as_ref(),
+                teacher_id: &tid,
+                real_data: data.as_deref(),
+                data_id: &data_id,
+            };
+            let init = tsm.as_ref().map(|(m, h)| (m, h.as_str()));
+            generator_stages(&shared, k, &classes, &opts.stages, init, obs)?;
         }
-        let last = *opts.stages.last().unwrap_or(&StageKind::Dm);
-        let all_done = (0..partition.students).all(|k| {
-            run.student_dir(k, last.name())
-                .join("model.safetensors")
-                .exists()
-        });
-        if last == StageKind::Tsm || !all_done {
-            return Ok(None);
-        }
-        let manifest = assemble_bundle(run, &partition, last.name(), &cfg)?;
-        obs.bundle_written(&run.bundle_path(), last);
-        Ok(Some(manifest))
+        bundle_when_done(run, &partition, &opts.stages, &cfg, obs)
     }
+}
+
+/// What the generator stages of every student of a run share.
+pub(crate) struct StageInputs<'a> {
+    pub run: &'a RunDir,
+    pub cfg: &'a RunConfig,
+    pub teacher: &'a EdmModel,
+    pub partition: &'a Partition,
+    pub pairs: Option<&'a RegressionPairs>,
+    pub teacher_id: &'a str,
+    pub real_data: Option<&'a dyn TrainingData>,
+    pub data_id: &'a str,
+}
+
+/// Runs the generator stages (DM, ADM, CD: `stages` without TSM) of student `k` in order, each
+/// resuming or reusing what is done; ADM continues from the student's DM generator, and
+/// `generator_init` (a finished TSM model with its config hash) starts the first.
+pub(crate) fn generator_stages(
+    s: &StageInputs,
+    k: usize,
+    classes: &[i64],
+    stages: &[StageKind],
+    generator_init: Option<(&EdmModel, &str)>,
+    obs: &mut dyn Observer,
+) -> Result<()> {
+    let d = &s.cfg.distill;
+    for &stage in stages.iter().filter(|s| **s != StageKind::Tsm) {
+        let dir = s.run.student_dir(k, stage.name());
+        let dm_dir = s.run.student_dir(k, StageKind::Dm.name());
+        let job = StudentJob {
+            teacher: s.teacher,
+            partition: s.partition,
+            student: k,
+            pairs: s.pairs,
+            dir: &dir,
+            seed: s.cfg.seed,
+            teacher_id: s.teacher_id,
+            generator_init,
+            stage,
+            real_data: s.real_data,
+            data_id: s.data_id,
+            resume_from: (stage == StageKind::Adm).then_some(dm_dir.as_path()),
+        };
+        let total = match stage {
+            StageKind::Adm => d.adm.iterations,
+            StageKind::Cd => d.cd.iterations,
+            _ => d.iterations,
+        };
+        obs.stage_started(k, stage, total);
+        let (_, summary) = distill_student(d, &job, &mut |p| obs.training(p))?;
+        obs.stage_finished(&StageDone {
+            student: k,
+            stage,
+            classes,
+            summary: &summary,
+            dir: &dir,
+        });
+    }
+    Ok(())
+}
+
+/// Assembles the bundle of the last of `stages` once every student of `partition` has finished
+/// it (none when that stage is TSM, which makes no generator, or while students are missing).
+pub(crate) fn bundle_when_done(
+    run: &RunDir,
+    partition: &Partition,
+    stages: &[StageKind],
+    cfg: &RunConfig,
+    obs: &mut dyn Observer,
+) -> Result<Option<BundleManifest>> {
+    let last = *stages.last().unwrap_or(&StageKind::Dm);
+    let all_done = (0..partition.students).all(|k| {
+        run.student_dir(k, last.name())
+            .join("model.safetensors")
+            .exists()
+    });
+    if last == StageKind::Tsm || !all_done {
+        return Ok(None);
+    }
+    let manifest = assemble_bundle(run, partition, last.name(), cfg)?;
+    obs.bundle_written(&run.bundle_path(), last);
+    Ok(Some(manifest))
 }
 
 /// The model of a finished stage in `dir`, with its config hash, if there is one.

@@ -99,6 +99,55 @@ impl RunDir {
         )
     }
 
+    /// [`Self::train_teacher`] with pictures, as `msd train-teacher` runs it: at each
+    /// checkpoint a preview of every class (`teacher/samples/step-N.png`, redone on resume when
+    /// a kill came between a checkpoint and its preview) and the loss curve
+    /// (`teacher/loss.png`, also at the end when a training log exists). A preview that cannot
+    /// be drawn does not stop training: the first such error is returned beside the result.
+    pub fn train_teacher_with_previews(
+        &self,
+        cfg: &RunConfig,
+        device: Device,
+        on: &mut dyn FnMut(crate::teacher::Progress),
+    ) -> Result<TeacherTrained> {
+        use crate::teacher::Progress;
+        let dir = self.teacher_dir();
+        let samples = dir.join("samples");
+        let stats = dir.join("stats.jsonl");
+        let mut preview_error = None;
+        let mut preview = |step: u64, model: &EdmModel, redo: bool| {
+            let out = samples.join(format!("step-{step:07}.png"));
+            if redo && out.exists() {
+                return;
+            }
+            if let Err(e) = crate::draw::preview(model, &cfg.sampler, cfg.seed, &out) {
+                preview_error.get_or_insert(e);
+            }
+        };
+        let (model, summary) = self.train_teacher(cfg, device, &mut |p| {
+            match &p {
+                Progress::Checkpoint { step, model } => {
+                    let _ = crate::viz::write_loss_curve(&stats, &dir.join("loss.png"));
+                    preview(*step, model, false);
+                }
+                Progress::Resumed { step, model } => preview(*step, model, true),
+                Progress::Start { .. } | Progress::Step { .. } => {}
+            }
+            on(p)
+        })?;
+        // An imported teacher has no training log of its own here.
+        let loss_curve = stats.exists();
+        if loss_curve {
+            crate::viz::write_loss_curve(&stats, &dir.join("loss.png"))?;
+        }
+        Ok(TeacherTrained {
+            model,
+            summary,
+            loss_curve,
+            preview_error,
+        })
+    }
+
     /// Brings an already trained teacher (`from`: model.json + model.safetensors [+
     /// train.json]) into `teacher/`, checked against the config's `[model]` and recorded with
     /// the hash this run would have trained it under.
@@ -112,6 +161,16 @@ impl RunDir {
             &self.teacher_dir(),
         )
     }
+}
+
+/// What [`RunDir::train_teacher_with_previews`] made.
+pub struct TeacherTrained {
+    pub model: EdmModel,
+    pub summary: TrainSummary,
+    /// `teacher/loss.png` was written (the teacher has a training log).
+    pub loss_curve: bool,
+    /// The first preview that could not be drawn.
+    pub preview_error: Option<Error>,
 }
 
 /// The teacher's identity for config hashes: its training hash, or "external".
@@ -189,6 +248,68 @@ pub fn ensure_partition(
     let p = Partition::build(strategy, c, students, seed, emb.as_deref())?;
     p.save(path)?;
     Ok(p)
+}
+
+/// What [`repartition`] did.
+#[derive(Clone, Debug)]
+pub struct Repartitioned {
+    pub partition: Partition,
+    /// The config's former (students, strategy) when the config was changed to follow the new
+    /// partition.
+    pub config_was: Option<(usize, Strategy)>,
+}
+
+/// Splits the run's classes among `students` (default: the config's) with `strategy` (default:
+/// the config's) into `partition.json`, under the whole-run lock; an existing partition is
+/// replaced only with `force`. The config follows the partition, so that distillation (which
+/// checks the partition against `distill.students` / `distill.partition`) accepts it.
+pub fn repartition(
+    run: &RunDir,
+    students: Option<usize>,
+    strategy: Option<Strategy>,
+    force: bool,
+    device: Device,
+) -> Result<Repartitioned> {
+    let cfg = run.load_config()?;
+    // Replacing the partition under a training student would invalidate it: whole-run lock.
+    let _lock = crate::train::lock::RunLock::acquire(&run.root)?;
+    let k = students.unwrap_or(cfg.distill.students);
+    let strategy = strategy.unwrap_or(cfg.distill.partition);
+    let path = run.partition_path();
+    if path.exists() {
+        if !force {
+            return Err(Error::Invalid(format!(
+                "{} exists; pass --force to replace it (students trained on it become invalid)",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let teacher = run.load_teacher(device)?;
+    let mut config_was = None;
+    if k != cfg.distill.students || strategy != cfg.distill.partition {
+        let mut c = cfg.clone();
+        c.distill.students = k;
+        c.distill.partition = strategy;
+        c.distill
+            .validate()
+            .map_err(|e| Error::Invalid(format!("--students {k}: {e}")))?;
+        c.save(&run.config_path())?;
+        config_was = Some((cfg.distill.students, cfg.distill.partition));
+    }
+    let partition = ensure_partition(
+        &path,
+        &teacher,
+        k,
+        strategy,
+        cfg.seed,
+        &cfg.sampler,
+        cfg.distill.kmeans_samples_per_class,
+    )?;
+    Ok(Repartitioned {
+        partition,
+        config_was,
+    })
 }
 
 /// Loads or generates the shared regression pairs (none when the regression weight is 0); a

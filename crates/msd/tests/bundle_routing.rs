@@ -1,24 +1,18 @@
 //! A bundle routes every condition to its owner, evaluates each student once per request, returns
 //! outputs in request order, and refuses inconsistent manifests.
 
+mod common;
+
 use msd::bundle::Bundle;
 use msd::diffusion::EdmPrecond;
 use msd::model::EdmModel;
-use msd::nets::{MlpConfig, NetConfig};
 use msd::partition::Partition;
 use tch::{Device, Kind, Tensor};
 
 fn student(seed: i64) -> EdmModel {
     tch::manual_seed(seed);
     EdmModel::new(
-        &NetConfig::Mlp(MlpConfig {
-            dim: 2,
-            num_classes: 6,
-            width: 16,
-            depth: 1,
-            noise_freqs: 4,
-            cond: Default::default(),
-        }),
+        &common::mlp(6, 16, 1, 4),
         EdmPrecond::default(),
         Device::Cpu,
     )

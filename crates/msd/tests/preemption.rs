@@ -3,32 +3,18 @@
 //! checkpoint cadence) and return `Error::Interrupted`; rerunning resumes there and ends with
 //! bytes identical to an uninterrupted run. (The distillation stages: tests/stop_resume.rs.)
 
+mod common;
+
 use msd::data::Toy2d;
-use msd::diffusion::EdmPrecond;
 use msd::model::{EdmModel, ModelSpec};
-use msd::nets::{MlpConfig, NetConfig};
 use msd::teacher::{train_teacher, Progress, TeacherTrainConfig};
 use msd::train::{stop, CheckpointDir};
 use msd::Error;
 use std::path::Path;
-use std::sync::Mutex;
 use tch::Device;
 
-/// The stop flag and libtorch's generator are process-global: tests here run one at a time.
-static GLOBAL: Mutex<()> = Mutex::new(());
-
 fn spec() -> ModelSpec {
-    ModelSpec {
-        net: NetConfig::Mlp(MlpConfig {
-            dim: 2,
-            num_classes: 8,
-            width: 32,
-            depth: 2,
-            noise_freqs: 8,
-            cond: Default::default(),
-        }),
-        precond: EdmPrecond::default(),
-    }
+    common::mlp_spec(8, 32, 2, 8)
 }
 
 fn teacher_cfg() -> TeacherTrainConfig {
@@ -74,7 +60,7 @@ fn teacher(dir: &Path, stop_at: Option<u64>) -> msd::Result<EdmModel> {
 
 #[test]
 fn a_stopped_teacher_checkpoints_off_cadence_and_resumes_bit_identically() {
-    let _g = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::global_lock();
     stop::reset();
     let d = tempfile::tempdir().unwrap();
     let (full, cut) = (d.path().join("full"), d.path().join("cut"));

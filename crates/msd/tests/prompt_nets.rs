@@ -2,18 +2,16 @@
 //! classifier-free guidance mixing conditional and unconditional outputs, embedding dropout in
 //! teacher training, save/load round trips, and class-conditional configs left as they were.
 
+mod common;
+
 use msd::diffusion::{Denoiser, EdmPrecond, Guided};
 use msd::model::EdmModel;
-use msd::nets::{Conditioning, MlpConfig, NetConfig, UNetConfig};
+use msd::nets::{Conditioning, NetConfig, UNetConfig};
 use tch::{Device, Kind, Tensor};
 
 const DIM: i64 = 6;
 
-/// libtorch's RNG is process-global and the tests of this binary run in parallel.
-fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::global_lock as rng_guard;
 
 fn unet(cond: Conditioning) -> NetConfig {
     NetConfig::Unet(UNetConfig {
@@ -33,14 +31,7 @@ fn unet(cond: Conditioning) -> NetConfig {
 }
 
 fn mlp(cond: Conditioning) -> NetConfig {
-    NetConfig::Mlp(MlpConfig {
-        dim: 2,
-        num_classes: 3,
-        width: 16,
-        depth: 2,
-        noise_freqs: 4,
-        cond,
-    })
+    common::mlp_with(3, 16, 2, 4, cond)
 }
 
 const EMB: Conditioning = Conditioning::Embedding { dim: DIM };

@@ -3,32 +3,20 @@
 //! ends with exactly the weights of an uninterrupted run. The stop flag is process-wide, so these
 //! tests live in their own test binary and run one at a time.
 
+mod common;
+
 use msd::distill::{distill_student, DistillConfig, StageKind, StudentJob};
-use msd::model::{EdmModel, ModelSpec};
-use msd::nets::{MlpConfig, NetConfig};
+use msd::model::EdmModel;
 use msd::partition::{Partition, Strategy};
 use msd::teacher::Progress;
 use msd::train::{stop, CheckpointDir};
 use msd::Error;
 use std::path::Path;
-use std::sync::Mutex;
 use tch::Device;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn teacher() -> EdmModel {
     tch::manual_seed(0);
-    let spec = ModelSpec {
-        net: NetConfig::Mlp(MlpConfig {
-            dim: 2,
-            num_classes: 4,
-            width: 16,
-            depth: 1,
-            noise_freqs: 4,
-            cond: Default::default(),
-        }),
-        precond: Default::default(),
-    };
+    let spec = common::mlp_spec(4, 16, 1, 4);
     EdmModel::from_spec(&spec, Device::Cpu)
 }
 
@@ -84,7 +72,7 @@ fn same_weights(a: &EdmModel, b: &EdmModel) -> bool {
 
 #[test]
 fn a_stopped_dm_stage_checkpoints_and_resumes_to_the_uninterrupted_result() {
-    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::global_lock();
     stop::reset();
     let t = teacher();
     let partition = Partition::build(Strategy::Contiguous, 4, 2, 0, None).unwrap();

@@ -1,31 +1,17 @@
 //! End-to-end on the toy: a small teacher trains in seconds, its Heun-18 samples sit in their own
 //! class's modes, and an interrupted run resumes to exactly the result of an uninterrupted one.
 
+mod common;
+
 use msd::data::{Toy2d, TrainingData};
-use msd::diffusion::{sample, EdmPrecond, SamplerConfig};
+use msd::diffusion::{sample, SamplerConfig};
 use msd::model::{EdmModel, ModelSpec};
-use msd::nets::{MlpConfig, NetConfig};
 use msd::teacher::{train_teacher, TeacherTrainConfig};
 use msd::train::AdamWConfig;
-use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
-/// libtorch's generator is process-global and tests run on parallel threads: tests that need
-/// exact reproducibility hold this lock.
-static GLOBAL_RNG: Mutex<()> = Mutex::new(());
-
 fn spec() -> ModelSpec {
-    ModelSpec {
-        net: NetConfig::Mlp(MlpConfig {
-            dim: 2,
-            num_classes: 8,
-            width: 96,
-            depth: 3,
-            noise_freqs: 16,
-            cond: Default::default(),
-        }),
-        precond: EdmPrecond::default(),
-    }
+    common::mlp_spec(8, 96, 3, 16)
 }
 
 fn cfg(steps: u64) -> TeacherTrainConfig {
@@ -47,7 +33,7 @@ fn cfg(steps: u64) -> TeacherTrainConfig {
 
 #[test]
 fn teacher_samples_sit_in_their_class_modes() {
-    let _g = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::global_lock();
     let toy = Toy2d::standard();
     let dir = tempfile::tempdir().unwrap();
     let (teacher, _) = train_teacher(
@@ -103,7 +89,7 @@ fn teacher_samples_sit_in_their_class_modes() {
 
 #[test]
 fn interrupted_training_resumes_to_the_same_result() {
-    let _g = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::global_lock();
     let toy = Toy2d::standard();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
@@ -194,7 +180,7 @@ fn interrupted_training_resumes_to_the_same_result() {
 
 #[test]
 fn reloaded_teacher_denoises_identically() {
-    let _g = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::global_lock();
     let toy = Toy2d::standard();
     let dir = tempfile::tempdir().unwrap();
     let (m, _) = train_teacher(
@@ -220,21 +206,11 @@ fn reloaded_teacher_denoises_identically() {
 #[test]
 fn tsm_learns_the_teacher_denoiser_on_its_classes() {
     use msd::teacher::{train_denoiser, DenoiserJob};
-    let _g = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::global_lock();
     let toy = Toy2d::standard();
     // The ideal denoiser of the toy plays the teacher; the student is a smaller MLP.
     let ideal = toy.ideal_denoiser();
-    let small = ModelSpec {
-        net: NetConfig::Mlp(MlpConfig {
-            dim: 2,
-            num_classes: 8,
-            width: 48,
-            depth: 2,
-            noise_freqs: 16,
-            cond: Default::default(),
-        }),
-        precond: EdmPrecond::default(),
-    };
+    let small = common::mlp_spec(8, 48, 2, 16);
     let classes = vec![2i64, 3];
     let err = |m: &EdmModel, sigma: f64| {
         tch::manual_seed(9);

@@ -2,10 +2,9 @@
 //! [`msd::pipeline::Distiller`]; this file maps flags onto its options and shows its progress.
 
 use crate::progress;
-use anyhow::{anyhow, bail, Result};
-use msd::pipeline::{check_stages, DistillOptions, Distiller, Observer, StageDone, StageKind};
+use anyhow::Result;
+use msd::pipeline::{DistillOptions, Distiller, Observer, StageDone, StageKind};
 use msd::teacher::Progress;
-use msd::train::lock::RunLock;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -68,25 +67,7 @@ impl Observer for Bars {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        let s = d.summary;
-        match d.stage {
-            StageKind::Tsm => println!(
-                "student {}: TSM {} steps, {:.0} s, {} parameters → {}",
-                d.student,
-                s.steps,
-                s.train_seconds,
-                s.params,
-                d.dir.display()
-            ),
-            stage => println!(
-                "student {}: {stage}, classes {:?}, {} iterations, {:.0} s → {}",
-                d.student,
-                d.classes,
-                s.steps,
-                s.train_seconds,
-                d.dir.display()
-            ),
-        }
+        println!("{d}");
     }
 
     fn bundle_written(&mut self, path: &Path, stage: StageKind) {
@@ -95,36 +76,13 @@ impl Observer for Bars {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    check_stages(&a.stages).map_err(|e| anyhow!("--stages: {e}"))?;
-    let device = a.device;
-    let distiller = Distiller::new(&a.run);
-    distiller.run.load_config()?;
-    // Students of one run may train side by side (one job each): the run is locked shared,
-    // each student's folder exclusively; killed writers' temp files go.
-    let _run_lock = RunLock::shared(&a.run)?;
-    let partition = distiller.partition(&distiller.run.load_teacher(device)?)?;
-    if let Some(&k) = a.student.iter().find(|&&k| k >= partition.students) {
-        bail!(
-            "--student {k}: the partition has students 0..{}",
-            partition.students - 1
-        );
-    }
-    let mine: Vec<usize> = if a.student.is_empty() {
-        (0..partition.students).collect()
-    } else {
-        a.student.clone()
-    };
-    let _student_locks = mine
-        .iter()
-        .map(|k| RunLock::acquire(&a.run.join("students").join(k.to_string())))
-        .collect::<msd::Result<Vec<_>>>()?;
     let opts = DistillOptions {
         students: a.student,
         stages: a.stages,
-        device,
+        device: a.device,
     };
     let mut bars = Bars::default();
-    let r = distiller.run(&opts, &mut bars);
+    let r = Distiller::new(&a.run).run_locked(&opts, &mut bars);
     if let Some(b) = bars.bar.take() {
         b.finish_and_clear();
     }

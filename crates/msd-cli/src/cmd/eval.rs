@@ -1,26 +1,19 @@
 //! `msd eval`: draws a balanced, seeded set of samples from a teacher (or a bundle of one-step
 //! students), scores it with the project's feature network (FD, KID, precision/recall,
 //! per-class accuracy) against the training split, puts the held-out split's scores beside it
-//! as the floor, and writes `eval.json`, `eval.md` and a sample grid. The evaluation itself is
-//! [`msd::evaluate`]; this file maps flags, trains a missing feature network and prints.
+//! as the floor, and writes `eval.json`, `eval.md` and a sample grid. With `--prompts`, the
+//! prompt evaluation. The work is [`msd::eval_run`]; this file maps flags and prints.
 //!
 //! Data and sampler default to those of the run the model belongs to (`<run>/config.toml`
 //! beside `<run>/teacher` or `<run>/bundle*.json`); only without a run config does the data
 //! fall back to the shipped MNIST-10k.
 
-use crate::cmd::train_classifier::train_into;
-use crate::progress;
-use anyhow::{bail, Context, Result};
-use msd::bundle::Bundle;
-use msd::config::DataConfig;
-use msd::eval::{Classifier, ClassifierTrainConfig};
-use msd::evaluate::{
-    beside, evaluate_bundle, evaluate_teacher, resolve, DataOrigin, EvalSettings, Scorer,
-    DEFAULT_DATA,
-};
-use msd::model::EdmModel;
+use crate::progress::Console;
+use anyhow::Result;
+use msd::draw::Source;
+use msd::eval_run::{run_eval, run_prompt_eval, EvalOptions};
 use msd::nets::Precision;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("model").required(true).args(["teacher", "bundle"])))]
@@ -77,107 +70,46 @@ pub struct Args {
 pub use msd::evaluate::hardware;
 
 pub fn run(a: Args) -> Result<()> {
-    if let Some(p) = a.prompts.clone() {
-        return crate::cmd::eval_prompts::run(&a, &p);
-    }
-    let device = a.device;
-    if a.n < 4 || a.steps == Some(0) {
-        bail!("--n must be ≥ 4 and --steps ≥ 1");
-    }
-    if a.batch == 0 {
-        bail!("--batch must be ≥ 1");
-    }
-    if let Some(g) = a.guidance.filter(|g| !g.is_finite()) {
-        bail!("--guidance must be a finite number, got {g}");
-    }
-    // The folder outputs go beside: the teacher's, or the bundle file's.
-    let anchor = match (&a.teacher, &a.bundle) {
-        (Some(t), _) => t.clone(),
-        (None, Some(b)) => b.clone(),
-        _ => bail!("give --teacher or --bundle"),
-    };
-    let r = resolve(&anchor, a.data.as_deref(), a.steps, a.guidance)
-        .with_context(|| format!("the run config beside {}", anchor.display()))?;
-    if r.data_origin == DataOrigin::Default {
-        println!(
-            "no run config beside {}; scoring against {DEFAULT_DATA} (give --data to choose)",
-            anchor.display()
-        );
-    }
-    let dc = DataConfig::parse_spec(&r.data)?;
-    let (mut teacher, mut bundle) = match &a.bundle {
-        None => (
-            Some(
-                EdmModel::load_dir(&anchor, device)
-                    .with_context(|| format!("--teacher {}", anchor.display()))?,
-            ),
-            None,
-        ),
-        Some(b) => (
-            None,
-            Some(Bundle::load(b, device).with_context(|| format!("--bundle {}", b.display()))?),
-        ),
-    };
-    let data = dc
-        .open_images(Path::new("."))
-        .with_context(|| format!("--data {}", r.data))?;
-    if let Some(t) = &teacher {
-        msd::evaluate::check_data_fits(&data, t).with_context(|| format!("--data {}", r.data))?;
-    }
-    let clf_dir = a
-        .classifier
-        .clone()
-        .unwrap_or_else(|| beside(&anchor, "classifier"));
-    if !clf_dir.join("classifier.json").exists() {
-        if a.classifier.is_some() && teacher.is_some() {
-            bail!(
-                "--classifier {}: no classifier.json there (train one with `msd train-classifier`)",
-                clf_dir.display()
-            );
-        }
-        println!(
-            "no feature network at {}; training one first",
-            clf_dir.display()
-        );
-        train_into(&r.data, &clf_dir, &ClassifierTrainConfig::default(), device)?;
-    }
-    let (clf, rec) = Classifier::load_dir(&clf_dir, device)
-        .with_context(|| format!("--classifier {}", clf_dir.display()))?;
-    if teacher.is_some() && rec.data_id != dc.id() {
-        tracing::warn!(
-            "the feature network was trained on {} but the evaluation data are {}",
-            rec.data_id,
-            dc.id()
-        );
-    }
-    let out = a.out.clone().unwrap_or_else(|| beside(&anchor, "eval"));
-    let scorer = Scorer::new(&clf, &clf_dir, &rec, &data, &r.data)?;
-    let settings = EvalSettings {
+    let o = EvalOptions {
+        model: Source::from_flags(a.teacher, a.bundle)?,
+        steps: a.steps,
         n: a.n,
+        classifier: a.classifier,
+        data: a.data,
+        out: a.out,
+        guidance: a.guidance,
         seed: a.seed,
         batch: a.batch,
+        device: a.device,
         precision: a.precision,
-        device,
+        encoder: a.encoder,
     };
-    let (what, label) = match &a.bundle {
-        Some(_) => ("generating", "students"),
-        None => ("sampling", "teacher"),
+    if let Some(file) = &a.prompts {
+        return prompts(&o, file);
+    }
+    let done = run_eval(&o, &mut Console::default())?;
+    let label = match o.model {
+        Source::Bundle(_) => "students",
+        Source::Teacher(_) => "teacher",
     };
-    let bar = progress::bar(a.n as u64, what);
-    let mut on = |d: usize| bar.set_position(d as u64);
-    let e = match (&mut teacher, &mut bundle) {
-        (Some(t), _) => evaluate_teacher(t, &anchor, &r.sampler, &scorer, &settings, &mut on)?,
-        (None, Some(b)) => evaluate_bundle(b, &anchor, &scorer, &settings, &mut on)?,
-        (None, None) => bail!("give --teacher or --bundle"),
-    };
-    bar.finish_and_clear();
-    e.write(&out)
-        .with_context(|| format!("writing the report into {}", out.display()))?;
-    println!("{}", e.report.summary_line(label));
+    println!("{}", done.evaluated.report.summary_line(label));
     println!(
         "report: {} and eval.md; grid: {}",
-        out.join("eval.json").display(),
-        out.join("samples.png").display()
+        done.out.join("eval.json").display(),
+        done.out.join("samples.png").display()
+    );
+    Ok(())
+}
+
+fn prompts(o: &EvalOptions, file: &std::path::Path) -> Result<()> {
+    let (report, out) = run_prompt_eval(o, file)?;
+    for m in &report.summaries {
+        println!("{m}");
+    }
+    println!(
+        "FD {:.3}; report: {}",
+        report.fd,
+        out.join("eval_prompts.md").display()
     );
     Ok(())
 }

@@ -1,18 +1,13 @@
 //! `msd experiment mnist --out results/mnist --seeds 0,1,2`: flags, progress and pictures over
-//! `msd::experiment::driver` (the paper's main table in miniature, over training seeds).
-//! Besides the library's report.json/report.md it draws `fd_vs_k.png` (FD against K per student
-//! size, ± std) and `fd_vs_iterations.png` (the K = 1 capacity-bound student's FD against its
-//! per-student iterations) and `grad_share.png` (the regression term's share of the generator's
-//! gradient against DM iterations, one line per run with a regression term).
+//! `msd::experiment::driver` (the paper's main table in miniature, over training seeds); besides
+//! the report it draws the figures of [`msd::experiment::plots`].
 
-use crate::{plot, progress};
+use crate::progress;
 use anyhow::{bail, Context, Result};
 use msd::experiment::driver::{run_experiment, ExperimentOptions};
 use msd::experiment::plan::ExperimentConfig;
-use msd::experiment::report::{ExperimentReport, ReportRow};
 use msd::experiment::Provenance;
-use msd::viz::errorbar_chart;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -66,19 +61,13 @@ pub fn run(a: Args) -> Result<()> {
         retime: a.retime,
         report_only: a.report_only,
         device,
-        provenance: Provenance::of_this_process(),
+        provenance: Provenance::of_build(env!("MSD_BUILD_COMMIT")),
     };
     let report = run_experiment(&opts, &mut progress::Console::default())
         .with_context(|| format!("experiment {}", cfg_path.display()))?;
-    write_plots(&a.out, &report)?;
+    msd::experiment::plots::write_plots(&a.out, &report)?;
     for c in &report.claims {
-        println!(
-            "({}) {}: {} → {}",
-            c.question,
-            c.claim,
-            c.ours,
-            c.verdict.map_or("pending", |v| v.as_str())
-        );
+        println!("{c}");
     }
     println!(
         "experiment: {} of {} rows evaluated → {}",
@@ -86,83 +75,5 @@ pub fn run(a: Args) -> Result<()> {
         report.rows.len(),
         a.out.join("report.md").display()
     );
-    Ok(())
-}
-
-/// `fd_vs_k.png` (one panel per student size with a K sweep) and `fd_vs_iterations.png`.
-fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
-    let pts = |rows: &[&ReportRow]| -> Vec<(f64, f64)> {
-        rows.iter()
-            .map(|v| (v.fd.unwrap_or(f64::NAN), v.fd_std.unwrap_or(0.0)))
-            .collect()
-    };
-    let floor = r.rows.iter().find_map(|v| v.floor_fd).unwrap_or(0.0);
-    let mut panels = Vec::new();
-    let mut sweeps: Vec<Vec<&ReportRow>> = Vec::new();
-    for section in ["students", "capacity"] {
-        let mut rows: Vec<&ReportRow> = r
-            .rows
-            .iter()
-            .filter(|v| v.section == section && v.fd.is_some())
-            .collect();
-        rows.sort_by_key(|v| v.students);
-        if !rows.is_empty() {
-            sweeps.push(rows);
-        }
-    }
-    let ymax = sweeps
-        .iter()
-        .flatten()
-        .map(|v| v.fd.unwrap_or(0.0) + v.fd_std.unwrap_or(0.0))
-        .fold(floor, f64::max)
-        * 1.1;
-    for rows in &sweeps {
-        panels.push(errorbar_chart(
-            &pts(rows),
-            floor,
-            ymax,
-            400,
-            plot::palette(0),
-        ));
-    }
-    if !panels.is_empty() {
-        let p = out.join("fd_vs_k.png");
-        plot::hstack(&panels)
-            .save(&p)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    // The K = 1 capacity-bound student at N, K·N, … iterations.
-    let mut conv: Vec<&ReportRow> = r
-        .rows
-        .iter()
-        .filter(|v| v.size == "capacity" && v.students == 1 && v.fd.is_some())
-        .collect();
-    conv.sort_by_key(|v| v.iterations_per_student);
-    conv.dedup_by_key(|v| v.iterations_per_student);
-    if conv.len() > 1 {
-        let ymax = conv
-            .iter()
-            .map(|v| v.fd.unwrap_or(0.0) + v.fd_std.unwrap_or(0.0))
-            .fold(floor, f64::max)
-            * 1.1;
-        let p = out.join("fd_vs_iterations.png");
-        errorbar_chart(&pts(&conv), floor, ymax, 400, plot::palette(1))
-            .save(&p)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    // The regression term's gradient share against DM iterations, one line per run.
-    let series: Vec<(Vec<f64>, image::Rgb<u8>)> = r
-        .grad_share
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| !g.share.is_empty())
-        .map(|(i, g)| (g.share.clone(), plot::palette(i)))
-        .collect();
-    if !series.is_empty() {
-        let p = out.join("grad_share.png");
-        msd::viz::line_chart(&series, &[], 400)
-            .save(&p)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
     Ok(())
 }

@@ -6,10 +6,10 @@
 use anyhow::{Context, Result};
 use msd::distill::StageKind;
 use msd::launch::k8s::{self, K8sOptions};
-use msd::launch::slurm::{self, SlurmOptions};
-use msd::launch::{parse_students, prepare_shared, BundleEval};
-use msd::run::RunDir;
-use std::path::{Path, PathBuf};
+use msd::launch::launched::{launch_k8s, launch_slurm};
+use msd::launch::slurm::SlurmOptions;
+use msd::launch::{parse_students, prepare_run, student_device, BundleEval};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -133,31 +133,19 @@ fn bundle_eval(n: Option<usize>, classifier: Option<PathBuf>) -> Option<BundleEv
     n.map(|n| BundleEval { n, classifier })
 }
 
-fn absolute(p: &Path, flag: &str) -> Result<PathBuf> {
-    std::fs::canonicalize(p).with_context(|| format!("{flag} {}", p.display()))
-}
-
 fn run_slurm(a: SlurmArgs) -> Result<()> {
-    let run_path = absolute(&a.run, "--run")?;
-    let run = RunDir::new(&run_path);
     // Shared artifacts first, so no two tasks race to make them.
-    let partition = prepare_shared(&run, tch::Device::Cpu)
-        .with_context(|| format!("preparing the shared artifacts of {}", run_path.display()))?;
+    let (run_path, partition) = prepare_run(&a.run)?;
     let students = match &a.students {
         Some(s) => parse_students(s, partition.students)?,
         None => (0..partition.students).collect(),
     };
-    let device = a.device.clone().unwrap_or_else(|| {
-        if a.gres.as_deref().is_some_and(|g| g.contains("gpu")) {
-            "cuda".into()
-        } else {
-            "cpu".into()
-        }
-    });
+    let gpus = a.gres.as_deref().is_some_and(|g| g.contains("gpu"));
+    let device = student_device(a.device, gpus);
     let opts = SlurmOptions {
         program: std::env::current_exe().context("locating the msd binary")?,
         run: run_path.clone(),
-        students: students.clone(),
+        students,
         stages: a.stages.clone(),
         device,
         partition: a.partition,
@@ -168,59 +156,16 @@ fn run_slurm(a: SlurmArgs) -> Result<()> {
         job_name: a.job_name,
         eval: bundle_eval(a.eval_n, a.eval_classifier),
     };
-    let scripts = slurm::write_scripts(&opts)?;
     println!(
-        "shared: {} ({} students){}",
-        run.partition_path().display(),
-        partition.students,
-        if run.pairs_path().exists() {
-            format!(", {}", run.pairs_path().display())
-        } else {
-            String::new()
-        }
+        "{}",
+        launch_slurm(&opts, partition.students, a.dry_run, &a.sbatch)?
     );
-    println!("scripts: {}", scripts.array_script.display());
-    println!("         {}", scripts.bundle_script.display());
-    if a.dry_run {
-        println!(
-            "dry run: nothing submitted; submit with\n  sbatch {}",
-            scripts.array_script.display()
-        );
-        println!(
-            "  sbatch --dependency=afterok:<array job id> {}",
-            scripts.bundle_script.display()
-        );
-        return Ok(());
-    }
-    let s = slurm::submit(&scripts, &a.sbatch)?;
-    println!("array job: {} (students {:?})", s.array_job, students);
-    println!(
-        "bundle job: {} (after every student succeeds)",
-        s.bundle_job
-    );
-    for &k in &students {
-        println!(
-            "log of student {k}: {} (task {}_{k})",
-            scripts.student_log(k).display(),
-            s.array_job
-        );
-    }
-    println!("log of the bundle job: {}", scripts.bundle_log().display());
     Ok(())
 }
 
 fn run_k8s(a: K8sArgs) -> Result<()> {
-    let run_path = absolute(&a.run, "--run")?;
-    let run = RunDir::new(&run_path);
-    let partition = prepare_shared(&run, tch::Device::Cpu)
-        .with_context(|| format!("preparing the shared artifacts of {}", run_path.display()))?;
-    let device = a.device.clone().unwrap_or_else(|| {
-        if a.gpus > 0 {
-            "cuda".into()
-        } else {
-            "cpu".into()
-        }
-    });
+    let (run_path, partition) = prepare_run(&a.run)?;
+    let device = student_device(a.device, a.gpus > 0);
     let opts = K8sOptions {
         name: a.name.unwrap_or_else(|| k8s::job_name_from(&run_path)),
         image: a.image,
@@ -238,23 +183,6 @@ fn run_k8s(a: K8sArgs) -> Result<()> {
         backoff_limit: a.backoff_limit,
         eval: bundle_eval(a.eval_n, a.eval_classifier),
     };
-    let m = k8s::write_manifests(&run_path, &opts)?;
-    println!(
-        "students: {} (Indexed Job, {} completions)",
-        m.students.display(),
-        partition.students
-    );
-    println!("bundle:   {}", m.bundle.display());
-    println!(
-        "copy {} onto the volume `{}`{}, then run {}",
-        run_path.display(),
-        opts.claim,
-        if opts.sub_path.is_empty() {
-            String::new()
-        } else {
-            format!(" at {}", opts.sub_path)
-        },
-        m.submit.display()
-    );
+    println!("{}", launch_k8s(&run_path, opts)?);
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `msd partition`: splits the classes of a run among K students and writes `partition.json`.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use msd::partition::Strategy;
-use msd::run::{ensure_partition, RunDir};
+use msd::run::{repartition, RunDir};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -25,51 +25,19 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let run = RunDir::new(&a.run);
-    let cfg = run.load_config()?;
-    // Replacing the partition under a training student would invalidate it: whole-run lock.
-    let _lock = msd::train::lock::RunLock::acquire(&a.run)?;
-    let k = a.students.unwrap_or(cfg.distill.students);
-    let strategy = a.strategy.unwrap_or(cfg.distill.partition);
-    let path = run.partition_path();
-    if path.exists() {
-        if !a.force {
-            bail!(
-                "{} exists; pass --force to replace it (students trained on it become invalid)",
-                path.display()
-            );
-        }
-        std::fs::remove_file(&path)?;
-    }
-    let teacher = run.load_teacher(a.device)?;
-    // The run's config follows the partition, so that `msd distill` (which checks the
-    // partition against `distill.students` / `distill.partition`) accepts it.
-    if k != cfg.distill.students || strategy != cfg.distill.partition {
-        let mut c = cfg.clone();
-        c.distill.students = k;
-        c.distill.partition = strategy;
-        c.distill
-            .validate()
-            .map_err(|e| anyhow::anyhow!("--students {k}: {e}"))?;
-        c.save(&run.config_path())?;
+    let r = repartition(&run, a.students, a.strategy, a.force, a.device)?;
+    let p = &r.partition;
+    if let Some((k, strategy)) = r.config_was {
         println!(
-            "config: distill.students = {k}, distill.partition = {strategy:?} (were {}, {:?}) in {}",
-            cfg.distill.students,
-            cfg.distill.partition,
+            "config: distill.students = {}, distill.partition = {:?} (were {k}, {strategy:?}) in {}",
+            p.students,
+            p.strategy,
             run.config_path().display()
         );
     }
-    let p = ensure_partition(
-        &path,
-        &teacher,
-        k,
-        strategy,
-        cfg.seed,
-        &cfg.sampler,
-        cfg.distill.kmeans_samples_per_class,
-    )?;
     for s in 0..p.students {
         println!("student {s}: classes {:?}", p.classes_of(s));
     }
-    println!("partition: {}", path.display());
+    println!("partition: {}", run.partition_path().display());
     Ok(())
 }

@@ -3,11 +3,11 @@
 
 use anyhow::{Context, Result};
 use msd::bundle::Bundle;
+use msd_serve::config::ServeLimits;
 use msd_serve::{ServeConfig, Server};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Server settings shared by `serve` and `serve-bench`.
 #[derive(clap::Args, Clone, Debug)]
@@ -25,9 +25,10 @@ pub struct Limits {
     /// Requests waiting per student before the server answers 503 (with Retry-After).
     #[arg(long, default_value_t = 128)]
     pub queue_cap: usize,
-    /// Admission bound: a request whose expected wait (the samples queued for its student plus
-    /// its own, at the measured evaluation cost) is above this many milliseconds gets 503 with
-    /// Retry-After.
+    /// Admission bound: a request whose wait (the samples admitted to its student and not yet
+    /// answered plus its own, at the p90 of recent evaluation times) is above this many
+    /// milliseconds gets 503 with Retry-After, as does an admitted one that can no longer be
+    /// answered within it.
     #[arg(long, default_value_t = 2000.0)]
     pub max_queue_ms: f64,
     /// A connection must send a request's headers, and then its body, within this many seconds.
@@ -52,76 +53,33 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The same settings as `msd serve` flags (for a server started as a child process).
-    pub fn to_args(&self) -> Vec<String> {
-        let pairs = [
-            ("--max-batch", self.max_batch.to_string()),
-            ("--eval-chunk", self.eval_chunk.to_string()),
-            ("--max-wait-ms", self.max_wait_ms.to_string()),
-            ("--queue-cap", self.queue_cap.to_string()),
-            ("--max-queue-ms", self.max_queue_ms.to_string()),
-            ("--read-timeout-s", self.read_timeout_s.to_string()),
-            ("--max-connections", self.max_connections.to_string()),
-            ("--max-n", self.max_n.to_string()),
-            ("--max-teacher-n", self.max_teacher_n.to_string()),
-            ("--body-limit", self.body_limit.to_string()),
-        ];
-        let mut args: Vec<String> = pairs
-            .into_iter()
-            .flat_map(|(k, v)| [k.to_string(), v])
-            .collect();
-        if let Some(t) = self.teacher_steps {
-            args.extend(["--teacher-steps".to_string(), t.to_string()]);
-        }
-        args
-    }
-
-    pub fn config(&self) -> Result<ServeConfig> {
-        use msd_serve::config::{MAX_QUEUE_LIMIT, MAX_WAIT_LIMIT, READ_TIMEOUT_RANGE};
-        let secs = |flag: &str, v: f64, lo: f64, hi: f64| -> Result<Duration> {
-            if !(v.is_finite() && v >= lo && v <= hi) {
-                anyhow::bail!("{flag} must be a number between {lo} and {hi}, got {v}");
-            }
-            Ok(Duration::from_secs_f64(v))
-        };
-        let max_wait = secs(
-            "--max-wait-ms",
-            self.max_wait_ms,
-            0.0,
-            MAX_WAIT_LIMIT.as_secs_f64() * 1e3,
-        )? / 1000;
-        let max_queue = secs(
-            "--max-queue-ms",
-            self.max_queue_ms,
-            1.0,
-            MAX_QUEUE_LIMIT.as_secs_f64() * 1e3,
-        )? / 1000;
-        let (lo, hi) = READ_TIMEOUT_RANGE;
-        let read_timeout = secs(
-            "--read-timeout-s",
-            self.read_timeout_s,
-            lo.as_secs_f64(),
-            hi.as_secs_f64(),
-        )?;
-        let cfg = ServeConfig {
+    fn limits(&self) -> ServeLimits {
+        ServeLimits {
             max_batch: self.max_batch,
             eval_chunk: self.eval_chunk,
-            max_wait,
+            max_wait_ms: self.max_wait_ms,
             queue_cap: self.queue_cap,
-            max_queue,
-            read_timeout,
+            max_queue_ms: self.max_queue_ms,
+            read_timeout_s: self.read_timeout_s,
             max_connections: self.max_connections,
             max_n: self.max_n,
             max_teacher_n: self.max_teacher_n,
             body_limit: self.body_limit,
             teacher_steps: self.teacher_steps,
-            ..Default::default()
-        };
-        cfg.validate().map_err(|e| match e.split_once(' ') {
+        }
+    }
+
+    /// The same settings as `msd serve` flags (for a server started as a child process).
+    pub fn to_args(&self) -> Vec<String> {
+        self.limits().to_args()
+    }
+
+    /// The checked server settings; errors name the flag.
+    pub fn config(&self) -> Result<ServeConfig> {
+        self.limits().config().map_err(|e| match e.split_once(' ') {
             Some((name, rest)) => anyhow::anyhow!("--{} {rest}", name.replace('_', "-")),
             None => anyhow::anyhow!("{e}"),
-        })?;
-        Ok(cfg)
+        })
     }
 }
 
@@ -149,18 +107,6 @@ pub fn default_threads(students: usize) -> i32 {
     msd::runtime::serve_threads(students, msd::runtime::free_cores())
 }
 
-/// The async runtime of the server: few blocking threads (encoding), since every extra thread
-/// gets its own allocator arena and keeps memory after a burst.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores.clamp(1, 4))
-        .max_blocking_threads(cores.clamp(2, 8))
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     let cfg = a.limits.config()?;
     let device = a.device;
@@ -178,7 +124,7 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     };
     let server = Server::with_encoder(bundle, cfg, encoder).context("starting the server")?;
     let teacher = server.info().teacher.available;
-    let rt = runtime()?;
+    let rt = msd_serve::server::runtime().context("starting the async runtime")?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.addr)
             .await

@@ -13,8 +13,7 @@ use crate::cmd::eval::hardware;
 use crate::cmd::serve::{default_threads, Limits};
 use anyhow::{bail, Context, Result};
 use msd::bundle::Bundle;
-use msd_serve::bench::{load_level, raw_throughput, table, LoadOptions, RawResult};
-use msd_serve::Server;
+use msd_serve::bench::{levels, levels_markdown, table, LevelsOptions, LevelsSetup, LoadOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -83,102 +82,60 @@ pub fn run(a: Args, threads: Option<i32>) -> Result<()> {
     if a.concurrency.is_empty() || a.concurrency.contains(&0) {
         bail!("--concurrency: levels must be ≥ 1");
     }
-    let device = a.device;
     let load = || {
-        Bundle::load(&a.bundle, device).with_context(|| format!("--bundle {}", a.bundle.display()))
+        Bundle::load(&a.bundle, a.device)
+            .with_context(|| format!("--bundle {}", a.bundle.display()))
     };
     let mut reference = load()?;
     let served = load()?;
     let k = reference.students.len();
     tch::set_num_threads(threads.unwrap_or_else(|| default_threads(k)));
-    let params: i64 = reference.manifest.students.iter().map(|s| s.params).sum();
-    let num_classes = reference.manifest.partition.num_conditions;
-    let mut raw = || {
-        let (r, models) = raw_throughput(
-            std::mem::take(&mut reference.students),
-            &reference.manifest.partition,
-            reference.manifest.sigma_max,
-            cfg.max_batch,
-            a.raw_samples,
-        );
-        reference.students = models;
+    let setup = LevelsSetup {
+        n: a.n,
+        format: a.format.clone(),
+        hardware: hardware(),
+        bundle: a.bundle.display().to_string(),
+        students: k,
+        params: reference.manifest.students.iter().map(|s| s.params).sum(),
+        max_batch: cfg.max_batch,
+        max_wait_ms: a.limits.max_wait_ms,
+        queue_cap: cfg.queue_cap,
+        requests: a.requests,
+    };
+    let o = LevelsOptions {
+        concurrency: a.concurrency.clone(),
+        raw_samples: a.raw_samples,
+        load: LoadOptions {
+            requests: a.requests,
+            n: a.n,
+            format: a.format.clone(),
+            num_classes: reference.manifest.partition.num_conditions,
+            timeout: Duration::from_secs(120),
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = levels(&mut reference, served, &cfg, &o, &rt, |r, l| {
         println!(
             "raw generator: {k} threads, batch {}, {} samples in {:.3} s = {:.0} samples/s",
             r.batch, r.samples, r.seconds, r.samples_per_s
         );
-        r
-    };
-    let server = Server::new(served, cfg.clone()).context("starting the server")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let opts = LoadOptions {
-        requests: a.requests,
-        n: a.n,
-        format: a.format.clone(),
-        num_classes,
-        timeout: Duration::from_secs(120),
-    };
-    let rows = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(server.run(listener, async {
-            let _ = stopped.await;
-        }));
-        // Warm-up: connections, allocator, first batches.
-        let most = a.concurrency.iter().max().copied().unwrap_or(1);
-        let warm = LoadOptions {
-            requests: 2 * most,
-            ..opts.clone()
-        };
-        load_level(addr, most, &warm).await;
-        let mut rows: Vec<(RawResult, _)> = Vec::new();
-        for &c in &a.concurrency {
-            // The raw generator runs on this (blocking) thread while the server is idle.
-            let r = raw();
-            let l = load_level(addr, c, &opts).await;
-            println!(
-                "concurrency {c:>3}: {} ok, {} errors, {:.0} samples/s, p50 {:.2} ms, p99 {:.2} ms ({:.1}% of raw)",
-                l.ok,
-                l.errors,
-                l.samples_per_s,
-                l.p50_ms,
-                l.p99_ms,
-                100.0 * l.samples_per_s / r.samples_per_s
-            );
-            rows.push((r, l));
-        }
-        let _ = stop.send(());
-        let _ = handle.await;
-        anyhow::Ok(rows)
-    })?;
-    let t = table(&rows);
-    println!("\n{t}");
-    if let Some(out) = &a.out {
-        let md = format!(
-            "## `msd serve-bench --n {n} --format {f} --max-wait-ms {mw}`\n\n\
-             - hardware: {hw}; client and server share the machine (loopback); {k} batcher threads\n\
-             - bundle: `{b}` ({k} students, {params} parameters in all)\n\
-             - server: max batch {mb}, max wait {mw} ms, queue cap {qc}\n\
-             - load: {r} requests per level, {n} samples per request, class i mod C, seed i, \
-             after a warm-up\n\
-             - raw generator: the students called directly, one thread each, batches of {mb}, \
-             {rs} samples, measured right before each level\n\n{t}",
-            n = a.n,
-            f = a.format,
-            hw = hardware(),
-            b = a.bundle.display(),
-            mb = cfg.max_batch,
-            mw = a.limits.max_wait_ms,
-            qc = cfg.queue_cap,
-            r = a.requests,
-            rs = rows.first().map_or(0, |(r, _)| r.samples),
+        println!(
+            "concurrency {:>3}: {} ok, {} errors, {:.0} samples/s, p50 {:.2} ms, p99 {:.2} ms ({:.1}% of raw)",
+            l.concurrency,
+            l.ok,
+            l.errors,
+            l.samples_per_s,
+            l.p50_ms,
+            l.p99_ms,
+            100.0 * l.samples_per_s / r.samples_per_s
         );
-        if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        std::fs::write(out, md).with_context(|| format!("writing {}", out.display()))?;
+    })
+    .context("starting the server")?;
+    println!("\n{}", table(&rows));
+    if let Some(out) = &a.out {
+        crate::cmd::serve_load::write(out, levels_markdown(&setup, &rows).as_bytes())?;
         println!("report: {}", out.display());
     }
     Ok(())

@@ -6,11 +6,10 @@ use crate::cmd::distill::Bars;
 use crate::progress;
 use anyhow::{Context, Result};
 use msd::config::RunConfig;
-use msd::nets::text_encoder::{default_model_dir, TextEncoder};
 use msd::pipeline::{DistillOptions, StageKind};
 use msd::teacher::Progress;
 use msd::text::pipeline::TextRun;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -100,15 +99,7 @@ pub struct DistillArgs {
     pub device: tch::Device,
 }
 
-/// Loads the prompt encoder from `--encoder` or the default cache folder.
-pub fn load_encoder(dir: Option<&Path>, device: tch::Device) -> Result<TextEncoder> {
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => default_model_dir()
-            .context("--encoder: no HOME or MSD_TORCH_HOME to find the text encoder under")?,
-    };
-    TextEncoder::load(&dir, device).with_context(|| format!("--encoder {}", dir.display()))
-}
+pub use msd::text::prompt::load_encoder;
 
 pub fn run(a: Args) -> Result<()> {
     match a.command {
@@ -189,16 +180,11 @@ fn partition(a: PartitionArgs) -> Result<()> {
         &a.run,
         load_encoder(a.encoder.as_deref(), tch::Device::Cpu)?,
     );
-    let cfg = run.config()?;
-    let (_, set) = run.captioned(&cfg)?;
-    let points = set.points()?;
-    let p = msd::partition::Partition::of_prompts(a.strategy, &points, a.students, a.seed)
-        .context("--strategy / --students")?;
-    let sizes = msd::text::pipeline::group_sizes(&p, &points)?;
+    let (p, sizes) = run.trial_partition(a.strategy, a.students, a.seed)?;
     println!(
         "{:?} partition of {} training captions into {} groups: sizes {sizes:?}",
         a.strategy,
-        points.len(),
+        sizes.iter().sum::<usize>(),
         a.students
     );
     if let Some(out) = &a.out {

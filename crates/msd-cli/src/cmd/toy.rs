@@ -1,27 +1,14 @@
-//! `msd toy`: flags and pictures over `msd::experiment::toy` (the paper's Fig. 4 on the 2-D toy,
-//! swept over student widths, numbers of students and training seeds). With `--jobs N` the
-//! (width, seed) groups run as N parallel single-thread worker processes (libtorch's generator
-//! is process-global, so threads would not be reproducible); the report is written once all
-//! are done. Writes `toy_report.json`, `toy_report.md` and `toy.png`.
+//! `msd toy`: flags and printing over [`msd::experiment::toy_sweep`] (the paper's Fig. 4 on the
+//! 2-D toy, swept over student widths, numbers of students and training seeds; `--jobs N` runs
+//! the (width, seed) groups as N worker processes). Writes `toy_report.json`, `toy_report.md`
+//! and `toy.png`.
 
 use crate::progress;
-use anyhow::{bail, Context, Result};
-use msd::config::RunConfig;
-use msd::experiment::toy::{quick_config, ToyContext, ToyMethod, ToyOptions, TOY_CONFIG};
-use msd::experiment::workers::{run_workers, WorkerEvent, WorkerTask};
+use anyhow::Result;
+use msd::experiment::toy::ToyMethod;
+use msd::experiment::toy_sweep::{run_toy_sweep, ToySweepOptions};
 use msd::experiment::Provenance;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Instant;
-use tch::Device;
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Method {
-    /// Distribution matching.
-    Dm,
-    /// Consistency distillation.
-    Cd,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,7 +29,7 @@ pub struct Args {
     pub students: Vec<usize>,
     /// The per-student distillation method.
     #[arg(long, value_enum, default_value = "dm")]
-    pub method: Method,
+    pub method: ToyMethod,
     /// Samples per class of every histogram (default 10000; 2000 with --quick).
     #[arg(long)]
     pub samples: Option<usize>,
@@ -64,130 +51,32 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let wall = Instant::now();
-    let (text, origin) = match &a.config {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?,
-            p.clone(),
-        ),
-        None => (
-            TOY_CONFIG.to_string(),
-            PathBuf::from("configs/toy.toml (embedded)"),
-        ),
-    };
-    let mut cfg = RunConfig::from_toml(&text, &origin)?;
-    if let Some(s) = a.seed {
-        cfg.seed = s;
-    }
-    let mut n_eval = 10_000;
-    if a.quick {
-        n_eval = quick_config(&mut cfg);
-    }
-    if a.jobs == 0 {
-        bail!("--jobs must be ≥ 1");
-    }
-    let opts = ToyOptions {
-        config: cfg,
-        out: a.out.clone(),
-        seeds: a.seeds.clone(),
-        widths: a.widths.clone(),
-        students: a.students.clone(),
-        method: match a.method {
-            Method::Dm => ToyMethod::Dm,
-            Method::Cd => ToyMethod::Cd,
-        },
-        samples_per_class: a.samples.unwrap_or(n_eval),
-        report: !a.worker,
+    let o = ToySweepOptions {
+        out: a.out,
+        config: a.config,
+        seed: a.seed,
+        seeds: a.seeds,
+        widths: a.widths,
+        students: a.students,
+        method: a.method,
+        samples: a.samples,
+        jobs: a.jobs,
         quick: a.quick,
-        provenance: Provenance::of_this_process(),
-        device: Device::Cpu,
+        worker: a.worker,
         pilot_student: a.pilot_student,
+        provenance: Provenance::of_build(env!("MSD_BUILD_COMMIT")),
     };
-    let mut obs = progress::Console::default();
-    let ctx = ToyContext::prepare(opts, &mut obs)?;
-    let o = ctx.options();
-    let widths = o.widths()?;
-    if a.pilot_student.is_some() {
-        ctx.cells(&widths, &o.seeds, &mut obs)?;
+    let Some(outcome) = run_toy_sweep(&o, &mut progress::Console::default())? else {
         return Ok(());
-    }
-    if a.worker || a.jobs == 1 {
-        ctx.cells(&widths, &o.seeds, &mut obs)?;
-    } else {
-        workers(&a, &widths, &o.seeds)?;
-    }
-    if a.worker {
-        return Ok(());
-    }
-    let outcome = ctx.report(wall, &mut obs)?;
-    msd::viz::save_png(&outcome.figure(), &a.out.join("toy.png"))?;
+    };
     for c in &outcome.report.claims {
-        println!(
-            "{}: {} ({:+.1}%) → {}",
-            c.claim,
-            c.ours,
-            100.0 * c.relative_change,
-            c.verdict.as_str()
-        );
+        println!("{c}");
     }
     println!(
         "noise floor (teacher vs teacher) {:.4}; teacher to data {:.4}",
         outcome.report.noise_floor_l1, outcome.report.teacher.l1_to_data
     );
-    println!("report: {}", a.out.join("toy_report.json").display());
-    println!("figure: {}", a.out.join("toy.png").display());
-    Ok(())
-}
-
-/// Runs one worker process per (width, seed) group, `--jobs` at a time; their output goes to
-/// `OUT/logs/`.
-fn workers(a: &Args, widths: &[i64], seeds: &[u64]) -> Result<()> {
-    let exe = std::env::current_exe().context("locating the msd binary for --jobs")?;
-    let mut tasks = Vec::new();
-    for &w in widths {
-        for &s in seeds {
-            let mut c = Command::new(&exe);
-            c.args(["--threads", "1", "toy", "--worker", "--out"])
-                .arg(&a.out)
-                .args(["--seeds", &s.to_string(), "--widths", &w.to_string()])
-                .arg("--students")
-                .arg(
-                    a.students
-                        .iter()
-                        .map(|k| k.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-                .args([
-                    "--method",
-                    match a.method {
-                        Method::Dm => "dm",
-                        Method::Cd => "cd",
-                    },
-                ]);
-            if let Some(p) = &a.config {
-                c.arg("--config").arg(p);
-            }
-            if let Some(s) = a.seed {
-                c.args(["--seed", &s.to_string()]);
-            }
-            if let Some(n) = a.samples {
-                c.args(["--samples", &n.to_string()]);
-            }
-            if a.quick {
-                c.arg("--quick");
-            }
-            tasks.push(WorkerTask {
-                label: format!("width {w}, seed {s}"),
-                command: c,
-                log: a.out.join("logs").join(format!("w{w}-s{s}.log")),
-            });
-        }
-    }
-    run_workers(tasks, a.jobs, &mut |e| match e {
-        WorkerEvent::Started { label, log } => println!("worker: {label} → {}", log.display()),
-        WorkerEvent::Finished { label } => println!("worker: {label} done"),
-    })
-    .context("toy workers")?;
+    println!("report: {}", o.out.join("toy_report.json").display());
+    println!("figure: {}", o.out.join("toy.png").display());
     Ok(())
 }

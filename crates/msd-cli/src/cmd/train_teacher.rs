@@ -33,11 +33,7 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = run.create(&a.config, a.seed)?;
     let dir = run.teacher_dir();
     let bar = progress::bar(cfg.teacher.steps, "teacher");
-    let samples_dir = dir.join("samples");
-    let sampler = cfg.sampler.clone();
-    let seed = cfg.seed;
-    let mut render_err = None;
-    let (model, summary) = run.train_teacher(&cfg, device, &mut |p| match p {
+    let t = run.train_teacher_with_previews(&cfg, device, &mut |p| match p {
         Progress::Start { step, .. } => bar.set_position(step),
         Progress::Step {
             step,
@@ -48,42 +44,22 @@ pub fn run(a: Args) -> Result<()> {
             bar.set_position(step);
             bar.set_message(format!("loss {loss:.4} · {examples_per_s:.0} ex/s"));
         }
-        Progress::Checkpoint { step, model: ema } => {
-            let _ = msd::viz::write_loss_curve(&dir.join("stats.jsonl"), &dir.join("loss.png"));
-            let out = samples_dir.join(format!("step-{step:07}.png"));
-            if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
-                render_err.get_or_insert(e);
-            }
-        }
-        // A kill between a checkpoint and its preview: the preview is redone on resume.
-        Progress::Resumed { step, model: ema } => {
-            let out = samples_dir.join(format!("step-{step:07}.png"));
-            if !out.exists() {
-                if let Err(e) = crate::cmd::sample::preview(ema, &sampler, seed, &out) {
-                    render_err.get_or_insert(e);
-                }
-            }
-        }
+        Progress::Checkpoint { .. } | Progress::Resumed { .. } => {}
     })?;
     bar.finish_and_clear();
-    // An imported teacher has no training log of its own here.
-    let stats = dir.join("stats.jsonl");
-    if stats.exists() {
-        msd::viz::write_loss_curve(&stats, &dir.join("loss.png"))?;
-    }
-    if let Some(e) = render_err {
+    if let Some(e) = t.preview_error {
         tracing::warn!("could not render a preview: {e:#}");
     }
     println!(
         "teacher: {} steps, final loss {:.4}, {:.0} s, {} parameters",
-        summary.steps,
-        summary.final_loss,
-        summary.train_seconds,
-        model.num_params()
+        t.summary.steps,
+        t.summary.final_loss,
+        t.summary.train_seconds,
+        t.model.num_params()
     );
     println!("weights: {}", dir.join("model.safetensors").display());
-    println!("previews: {}", samples_dir.display());
-    if stats.exists() {
+    println!("previews: {}", dir.join("samples").display());
+    if t.loss_curve {
         println!("loss curve: {}", dir.join("loss.png").display());
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Shared by the integration tests: a tiny bundle (6 classes, 3 MLP students, contiguous
-//! partition, optionally a teacher) and a real server on a free loopback port.
+//! partition, optionally a teacher), a tiny UNet config, a real server on a free loopback port,
+//! and the HTTP calls and checks the tests repeat.
 
 #![allow(dead_code)]
 
@@ -10,6 +11,7 @@ use msd::nets::{MlpConfig, NetConfig};
 use msd::partition::Partition;
 use msd_serve::metrics::Metrics;
 use msd_serve::{ServeConfig, Server};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,13 +73,12 @@ pub fn tiny_bundle(dir: &Path, teacher: bool) -> PathBuf {
     path
 }
 
-/// An image bundle: 3 classes, 2 tiny UNet students on 8×8 grey images.
-pub fn unet_bundle(dir: &Path) -> PathBuf {
-    tch::set_num_threads(1);
-    let cfg = NetConfig::Unet(msd::nets::UNetConfig {
+/// A tiny UNet on 8×8 grey images: `num_classes` classes, conditioned by `cond`.
+pub fn tiny_unet(num_classes: i64, cond: msd::nets::Conditioning) -> NetConfig {
+    NetConfig::Unet(msd::nets::UNetConfig {
         in_channels: 1,
         resolution: 8,
-        num_classes: 3,
+        num_classes,
         base_channels: 8,
         channel_mult: vec![1, 2],
         blocks_per_level: 1,
@@ -86,8 +87,14 @@ pub fn unet_bundle(dir: &Path) -> PathBuf {
         dropout: 0.0,
         emb_mult: 2,
         noise_freqs: 4,
-        cond: Default::default(),
-    });
+        cond,
+    })
+}
+
+/// An image bundle: 3 classes, 2 tiny UNet students on 8×8 grey images.
+pub fn unet_bundle(dir: &Path) -> PathBuf {
+    tch::set_num_threads(1);
+    let cfg = tiny_unet(3, Default::default());
     let dirs: Vec<PathBuf> = (0..2)
         .map(|k| {
             tch::manual_seed(k);
@@ -128,7 +135,11 @@ impl TestServer {
     /// Serves the bundle at `path` (inside `dir`, which the server keeps alive).
     pub async fn start_bundle(cfg: ServeConfig, dir: tempfile::TempDir, path: PathBuf) -> Self {
         let bundle = Bundle::load(&path, Device::Cpu).unwrap();
-        let server = Server::new(bundle, cfg).unwrap();
+        Self::serve(Server::new(bundle, cfg).unwrap(), dir, path).await
+    }
+
+    /// Runs `server` (made from the bundle at `path`, inside `dir`).
+    pub async fn serve(server: Server, dir: tempfile::TempDir, path: PathBuf) -> Self {
         let metrics = server.metrics();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -157,6 +168,28 @@ impl TestServer {
         }
     }
 
+    /// POSTs `body` as JSON to `path`.
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path`; the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = client().get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// GETs `path`; the body as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = client().get(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
     /// A second copy of the bundle's models, to compute expected outputs directly.
     pub fn reference(&self) -> Bundle {
         Bundle::load(&self.bundle_path, Device::Cpu).unwrap()
@@ -183,4 +216,23 @@ pub fn client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// A response header as text (empty when absent).
+pub fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Checks a 503 of a full queue of student 0: `Retry-After: 1` and the JSON error naming it.
+pub fn assert_busy(retry: &str, body: &[u8]) {
+    assert_eq!(retry, "1");
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["error"]["code"], "queue_full");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("student 0"));
 }

@@ -167,6 +167,7 @@ mod tests {
     // integrator's own error must be far below that, so these runs use 256 steps (Heun's error
     // on this problem is then < 1e-3; at 18 steps it is 6%, checked exactly below).
     fn run(method: SamplerMethod, steps: usize, churn: f64) {
+        let _rng = crate::rng_guard();
         tch::manual_seed(7);
         let mu = 0.8;
         let s = 0.3;

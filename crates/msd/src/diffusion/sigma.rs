@@ -19,12 +19,23 @@ pub const EDM_SIGMA_MAX: f64 = 80.0;
 /// Largest σ_max a config or a bundle may declare.
 pub const SIGMA_MAX_LIMIT: f64 = 1000.0;
 
+/// `v` as a short number: plain between 1e-4 and 1e6, in exponent form beyond (`1e308`, not
+/// 309 digits).
+pub fn short(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// The one check of a declared σ_max (configs and bundles): finite, positive, at most
 /// [`SIGMA_MAX_LIMIT`].
 pub fn check_sigma_max(sigma_max: f64) -> std::result::Result<(), String> {
     if !(sigma_max.is_finite() && sigma_max > 0.0 && sigma_max <= SIGMA_MAX_LIMIT) {
         return Err(format!(
-            "sigma_max must be a finite number in (0, {SIGMA_MAX_LIMIT}], got {sigma_max}"
+            "sigma_max must be a finite number in (0, {SIGMA_MAX_LIMIT}], got {}",
+            short(sigma_max)
         ));
     }
     Ok(())
@@ -124,6 +135,20 @@ impl KarrasGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_sigma_max_is_named_in_short_form() {
+        let e = check_sigma_max(1e308).unwrap_err();
+        assert!(e.ends_with("got 1e308"), "{e}");
+        assert!(e.len() < 80, "{e}");
+        assert!(check_sigma_max(-1.0).unwrap_err().ends_with("got -1"));
+        assert!(check_sigma_max(f64::NAN).unwrap_err().ends_with("got NaN"));
+        assert_eq!(
+            (short(80.0), short(2e-7), short(0.0)),
+            ("80".into(), "2e-7".into(), "0".into())
+        );
+        check_sigma_max(80.0).unwrap();
+    }
 
     #[test]
     fn karras_endpoints_and_monotone() {

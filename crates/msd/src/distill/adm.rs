@@ -242,26 +242,13 @@ mod tests {
     use super::*;
     use crate::diffusion::EdmPrecond;
     use crate::nets::disc_head::DiscHeadConfig;
-    use crate::nets::{NetConfig, UNetConfig};
+    use crate::nets::NetConfig;
     use crate::train::{AdamW, AdamWConfig};
     use tch::{nn, Device};
 
     fn tiny() -> (EdmModel, nn::VarStore, DiscHead) {
         tch::manual_seed(0);
-        let cfg = UNetConfig {
-            in_channels: 1,
-            resolution: 8,
-            num_classes: 2,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            blocks_per_level: 1,
-            attn_resolutions: vec![],
-            heads: 1,
-            dropout: 0.0,
-            emb_mult: 2,
-            noise_freqs: 4,
-            cond: Default::default(),
-        };
+        let cfg = crate::test_support::plain_tiny_unet(2, 0.0);
         let net = NetConfig::Unet(cfg.clone());
         let fake = EdmModel::new(&net, EdmPrecond::default(), Device::Cpu);
         let vs = nn::VarStore::new(Device::Cpu);

@@ -81,25 +81,11 @@ pub fn check_guidance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nets::UNetConfig;
     use tch::{Device, Kind, Tensor};
 
     fn unet(dropout: f64) -> ModelSpec {
         ModelSpec {
-            net: NetConfig::Unet(UNetConfig {
-                in_channels: 1,
-                resolution: 8,
-                num_classes: 2,
-                base_channels: 8,
-                channel_mult: vec![1, 2],
-                blocks_per_level: 1,
-                attn_resolutions: vec![],
-                heads: 1,
-                dropout,
-                emb_mult: 2,
-                noise_freqs: 4,
-                cond: Default::default(),
-            }),
+            net: NetConfig::Unet(crate::test_support::plain_tiny_unet(2, dropout)),
             precond: Default::default(),
         }
     }

@@ -535,6 +535,7 @@ mod tests {
     use crate::diffusion::denoiser::GaussianDenoiser;
     use crate::diffusion::{EdmPrecond, KarrasGrid};
     use crate::nets::{MlpConfig, NetConfig, Precision};
+    use crate::test_support::{random_model, rel_err, tiny_unet};
     use crate::train::{AdamW, AdamWConfig};
     use tch::{nn, Device};
 
@@ -653,44 +654,6 @@ mod tests {
         );
     }
 
-    /// A small conditional UNet (two levels, attention), the shape of the project's students.
-    fn tiny_unet() -> NetConfig {
-        NetConfig::Unet(crate::nets::UNetConfig {
-            in_channels: 1,
-            resolution: 8,
-            num_classes: 3,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            blocks_per_level: 1,
-            attn_resolutions: vec![4],
-            heads: 2,
-            dropout: 0.0,
-            emb_mult: 2,
-            noise_freqs: 4,
-            cond: Default::default(),
-        })
-    }
-
-    /// A model whose zero-initialised output layers are randomised, so its F ≠ 0.
-    fn random_model(cfg: &NetConfig, seed: i64) -> EdmModel {
-        tch::manual_seed(seed);
-        let m = EdmModel::new(cfg, EdmPrecond::default(), Device::Cpu);
-        tch::no_grad(|| {
-            for (_, mut v) in m.vs.variables() {
-                if v.abs().max().double_value(&[]) == 0.0 && v.dim() > 1 {
-                    v.copy_(&(v.randn_like() * 0.1));
-                }
-            }
-        });
-        m
-    }
-
-    /// ‖a − b‖ / ‖b‖ in f64.
-    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-        let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-        (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
-    }
-
     // Tolerances, as in `nets::precision`: bf16 rounds each stored weight and activation with
     // relative error ≤ 2⁻⁹; the tiny UNet's longest path has ~16 such layers, so independent
     // roundings give √16·2·2⁻⁹ ≈ 1.6% relative L2 error and aligned ones at most ≈ 6%: a forward
@@ -752,23 +715,19 @@ mod tests {
     #[test]
     fn a_bf16_dm_step_is_finite_and_close_to_f32() {
         let _rng = crate::rng_guard();
-        // One iteration: the same noise and samples reach the fake-score loss in both runs.
-        // The step draws from libtorch's process-wide generator; a test elsewhere in the suite
-        // that draws without holding `rng_guard` can shift the draws between the two runs, so a
-        // comparison that fails is retried (twice); a broken bf16 path fails every attempt.
-        let mut last = String::new();
-        let ok = (0..3).any(|_| {
-            let (l32, f32g, _) = dm_steps(Precision::F32, 1);
-            let (l16, f16g, _) = dm_steps(Precision::Bf16, 1);
-            assert!(l16[0].is_finite());
-            assert!(f16g.iter().all(|g| g.kind() == Kind::Float));
-            let el = (l16[0] - l32[0]).abs() / l32[0].abs();
-            // The bf16 copy's gradient reached the f32 master (the optimiser stepped on it).
-            let eg = rel_err_all(&f16g, &f32g);
-            last = format!("fake-score loss relative error {el}, gradient {eg}");
-            el < TOL && el > 0.0 && eg < 2.0 * TOL && eg > 0.0
-        });
-        assert!(ok, "{last}");
+        // One iteration: the same noise and samples reach the fake-score loss in both runs
+        // (every test that draws from libtorch's global generator holds `rng_guard`).
+        let (l32, f32g, _) = dm_steps(Precision::F32, 1);
+        let (l16, f16g, _) = dm_steps(Precision::Bf16, 1);
+        assert!(l16[0].is_finite());
+        assert!(f16g.iter().all(|g| g.kind() == Kind::Float));
+        let el = (l16[0] - l32[0]).abs() / l32[0].abs();
+        // The bf16 copy's gradient reached the f32 master (the optimiser stepped on it).
+        let eg = rel_err_all(&f16g, &f32g);
+        assert!(
+            el < TOL && el > 0.0 && eg < 2.0 * TOL && eg > 0.0,
+            "fake-score loss relative error {el}, gradient {eg}"
+        );
         // A few more iterations stay finite (the bf16 fake copy follows its master).
         let (l16, ..) = dm_steps(Precision::Bf16, 4);
         assert!(l16.iter().all(|l| l.is_finite()), "{l16:?}");

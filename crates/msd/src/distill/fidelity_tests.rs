@@ -9,7 +9,7 @@ use super::regression::RegressionDistance;
 use super::{distill_student, DistillConfig, StageKind, StudentJob};
 use crate::diffusion::SamplerConfig;
 use crate::model::{EdmModel, ModelSpec};
-use crate::nets::{NetConfig, UNetConfig};
+use crate::nets::NetConfig;
 use crate::partition::{Partition, Strategy};
 use crate::train::checkpoint;
 use std::path::Path;
@@ -19,20 +19,7 @@ fn teacher(dropout: f64) -> EdmModel {
     tch::manual_seed(0);
     EdmModel::from_spec(
         &ModelSpec {
-            net: NetConfig::Unet(UNetConfig {
-                in_channels: 1,
-                resolution: 8,
-                num_classes: 2,
-                base_channels: 8,
-                channel_mult: vec![1, 2],
-                blocks_per_level: 1,
-                attn_resolutions: vec![],
-                heads: 1,
-                dropout,
-                emb_mult: 2,
-                noise_freqs: 4,
-                cond: Default::default(),
-            }),
+            net: NetConfig::Unet(crate::test_support::plain_tiny_unet(2, dropout)),
             precond: Default::default(),
         },
         Device::Cpu,

@@ -10,10 +10,12 @@ pub mod driver;
 pub mod eval;
 pub mod grad_share;
 pub mod plan;
+pub mod plots;
 pub mod report;
 pub mod stats;
 mod students;
 pub mod toy;
+pub mod toy_sweep;
 pub mod workers;
 
 pub use crate::distill::StageKind;
@@ -57,11 +59,17 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// This process: its command line, the checkout's commit and the hardware.
+    /// This process: its command line, the commit of the working directory's checkout and
+    /// the hardware. A binary that knows the commit it was built from uses [`Self::of_build`].
     pub fn of_this_process() -> Self {
+        Self::of_build(&git_commit())
+    }
+
+    /// This process, built from `commit`: its command line, that commit and the hardware.
+    pub fn of_build(commit: &str) -> Self {
         Self {
             command: std::env::args().collect::<Vec<_>>().join(" "),
-            commit: git_commit(),
+            commit: commit.to_string(),
             hardware: crate::evaluate::hardware(),
         }
     }

@@ -87,6 +87,21 @@ pub struct Claim {
     pub verdict: Option<Verdict>,
 }
 
+/// One line: the question, the claim, our figure and the verdict (`pending` while a side is
+/// not evaluated).
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "({}) {}: {} → {}",
+            self.question,
+            self.claim,
+            self.ours,
+            self.verdict.map_or("pending", |v| v.as_str())
+        )
+    }
+}
+
 /// Model sizes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sizes {

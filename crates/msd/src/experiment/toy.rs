@@ -45,6 +45,7 @@ const PLOT_PER_CLASS: usize = 1000;
 
 /// The per-student distillation method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ToyMethod {
     /// Distribution matching (DMD2's stage 1).
@@ -165,6 +166,20 @@ pub struct ToyClaim {
     /// (ℓ1 at K max − ℓ1 at K min) / ℓ1 at K min.
     pub relative_change: f64,
     pub verdict: Verdict,
+}
+
+/// One line: the claim, our figure, its relative change and the verdict.
+impl std::fmt::Display for ToyClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} ({:+.1}%) → {}",
+            self.claim,
+            self.ours,
+            100.0 * self.relative_change,
+            self.verdict.as_str()
+        )
+    }
 }
 
 /// The teacher's figures.
@@ -291,11 +306,7 @@ fn hist(x: &Tensor) -> Hist2d {
 }
 
 /// `[N, 2]` tensor → points.
-pub fn points(x: &Tensor) -> Vec<[f32; 2]> {
-    let v: Vec<f32> = Vec::try_from(x.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
-        .unwrap_or_default();
-    v.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
-}
+pub use crate::draw::to_points as points;
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64

@@ -5,6 +5,7 @@
 //! a dependent job assembles the bundle when every student has finished.
 
 pub mod k8s;
+pub mod launched;
 pub mod slurm;
 
 use crate::distill::StageKind;
@@ -143,6 +144,23 @@ pub fn prepare_shared(run: &RunDir, device: Device) -> Result<Partition> {
     Ok(partition)
 }
 
+/// The run directory `run` made absolute (the jobs start elsewhere) with its shared artifacts
+/// made ([`prepare_shared`]); errors name `--run`.
+pub fn prepare_run(run: &std::path::Path) -> Result<(std::path::PathBuf, Partition)> {
+    use crate::error::ResultExt;
+    let abs = std::fs::canonicalize(run)
+        .map_err(|e| Error::io(run, e))
+        .ctx(|| format!("--run {}", run.display()))?;
+    let partition = prepare_shared(&RunDir::new(&abs), Device::Cpu)
+        .ctx(|| format!("preparing the shared artifacts of {}", abs.display()))?;
+    Ok((abs, partition))
+}
+
+/// The students' device: `given`, else `cuda` when they are given GPUs, else `cpu`.
+pub fn student_device(given: Option<String>, gpus: bool) -> String {
+    given.unwrap_or_else(|| if gpus { "cuda" } else { "cpu" }.into())
+}
+
 /// Quotes a string for a POSIX shell (single quotes; embedded quotes closed and escaped).
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
@@ -157,6 +175,17 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn students_run_on_cuda_only_when_given_gpus_or_asked() {
+        assert_eq!(student_device(None, false), "cpu");
+        assert_eq!(student_device(None, true), "cuda");
+        assert_eq!(student_device(Some("cuda:1".into()), false), "cuda:1");
+        let e = prepare_run(std::path::Path::new("/nonexistent/run"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--run /nonexistent/run");
+    }
 
     #[test]
     fn student_lists_parse_and_print_as_ranges() {

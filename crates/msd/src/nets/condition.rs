@@ -168,6 +168,8 @@ mod tests {
 
     #[test]
     fn the_projection_maps_the_null_embedding_to_its_bias() {
+        // The projection's initialisation draws from libtorch's global generator.
+        let _rng = crate::rng_guard();
         let vs = nn::VarStore::new(Device::Cpu);
         let inp = ConditionInput::new(&vs.root(), Conditioning::Embedding { dim: 4 }, 10, 6);
         let out = inp.forward(

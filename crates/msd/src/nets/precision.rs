@@ -64,9 +64,10 @@ impl std::str::FromStr for Precision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::{sample, Denoiser, EdmPrecond, SamplerConfig};
+    use crate::diffusion::{sample, Denoiser, SamplerConfig};
     use crate::model::EdmModel;
-    use crate::nets::{MlpConfig, NetConfig, UNetConfig};
+    use crate::nets::{MlpConfig, NetConfig};
+    use crate::test_support::{random_model as model, rel_err, tiny_unet};
     use tch::{Device, Tensor};
 
     #[test]
@@ -79,43 +80,6 @@ mod tests {
         assert_eq!(Precision::Bf16.kind(), Kind::BFloat16);
         let e = "fp16".parse::<Precision>().unwrap_err().to_string();
         assert!(e.contains("fp16") && e.contains("bf16"), "{e}");
-    }
-
-    fn tiny_unet() -> NetConfig {
-        NetConfig::Unet(UNetConfig {
-            in_channels: 1,
-            resolution: 8,
-            num_classes: 3,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            blocks_per_level: 1,
-            attn_resolutions: vec![4],
-            heads: 2,
-            dropout: 0.0,
-            emb_mult: 2,
-            noise_freqs: 4,
-            cond: Default::default(),
-        })
-    }
-
-    /// A model whose zero-initialised output layer is randomised, so F ≠ 0.
-    fn model(cfg: &NetConfig, seed: i64) -> EdmModel {
-        tch::manual_seed(seed);
-        let m = EdmModel::new(cfg, EdmPrecond::default(), Device::Cpu);
-        tch::no_grad(|| {
-            for (_, mut v) in m.vs.variables() {
-                if v.abs().max().double_value(&[]) == 0.0 && v.dim() > 1 {
-                    v.copy_(&(v.randn_like() * 0.1));
-                }
-            }
-        });
-        m
-    }
-
-    /// ‖a − b‖ / ‖b‖ in f64.
-    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-        let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-        (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
     }
 
     // Tolerance. bf16 keeps 8 significant bits: each stored value is rounded with relative

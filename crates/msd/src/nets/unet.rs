@@ -496,22 +496,7 @@ mod tests {
     use super::*;
     use tch::{Device, Kind};
 
-    pub(crate) fn tiny() -> UNetConfig {
-        UNetConfig {
-            in_channels: 1,
-            resolution: 8,
-            num_classes: 3,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            blocks_per_level: 1,
-            attn_resolutions: vec![4],
-            heads: 2,
-            dropout: 0.0,
-            emb_mult: 2,
-            noise_freqs: 4,
-            cond: Default::default(),
-        }
-    }
+    use crate::test_support::tiny_unet_config as tiny;
 
     fn build(c: &UNetConfig) -> (nn::VarStore, UNet) {
         tch::manual_seed(0);

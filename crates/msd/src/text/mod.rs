@@ -10,6 +10,7 @@
 //! - [`prompt_set`]: prompt files (what each prompt asks for) and the standard evaluation set;
 //! - [`prompt_eval`]: scoring samples against their prompts (digit, attributes, FD).
 
+pub mod caption_files;
 pub mod captioned;
 pub mod init;
 pub mod pipeline;

@@ -16,12 +16,13 @@ use super::init::{init_from_class_model, InitReport};
 use crate::bundle::BundleManifest;
 use crate::config::RunConfig;
 use crate::data::ImageDataset;
-use crate::distill::{distill_student, StudentJob};
 use crate::model::EdmModel;
 use crate::nets::text_encoder::TextEncoder;
 use crate::partition::Partition;
-use crate::pipeline::{DistillOptions, Observer, StageDone, StageKind};
-use crate::run::{assemble_bundle, teacher_id, RunDir};
+use crate::pipeline::{
+    bundle_when_done, generator_stages, DistillOptions, Observer, StageInputs, StageKind,
+};
+use crate::run::{teacher_id, RunDir};
 use crate::teacher::{train_denoiser, DenoiserJob, Progress, TrainSummary};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -141,6 +142,24 @@ impl TextRun {
         Ok(p)
     }
 
+    /// A prompt partition of the training captions' embeddings with `strategy` into `students`
+    /// groups, apart from the run's own (nothing is saved), with the captions per group.
+    pub fn trial_partition(
+        &self,
+        strategy: crate::partition::Strategy,
+        students: usize,
+        seed: u64,
+    ) -> Result<(Partition, Vec<usize>)> {
+        use crate::error::ResultExt;
+        let cfg = self.config()?;
+        let (_, set) = self.captioned(&cfg)?;
+        let points = set.points()?;
+        let p = Partition::of_prompts(strategy, &points, students, seed)
+            .ctx(|| "--strategy / --students")?;
+        let sizes = group_sizes(&p, &points)?;
+        Ok((p, sizes))
+    }
+
     /// Runs `opts.stages` (DM, then ADM) for `opts.students` (all when empty) on their prompt
     /// groups, resuming or reusing what is done; returns the bundle manifest once every student
     /// has finished the last stage.
@@ -162,7 +181,6 @@ impl TextRun {
         }
         crate::pipeline::check_stages(&opts.stages)?;
         let cfg = self.config()?;
-        let d = &cfg.distill;
         let teacher = self.run.load_teacher(opts.device)?;
         let (images, set) = self.captioned(&cfg)?;
         let partition = self.partition(&cfg, &set)?;
@@ -180,53 +198,21 @@ impl TextRun {
                 format!("student {k}: the partition has {}", partition.students),
             ));
         }
+        let shared = StageInputs {
+            run: &self.run,
+            cfg: &cfg,
+            teacher: &teacher,
+            partition: &partition,
+            pairs: None,
+            teacher_id: &tid,
+            real_data: Some(&data),
+            data_id: &data_id,
+        };
         for &k in &students {
             let classes = partition.classes_of(k);
-            for &stage in &opts.stages {
-                let dir = self.run.student_dir(k, stage.name());
-                let dm_dir = self.run.student_dir(k, StageKind::Dm.name());
-                let job = StudentJob {
-                    teacher: &teacher,
-                    partition: &partition,
-                    student: k,
-                    pairs: None,
-                    dir: &dir,
-                    seed: cfg.seed,
-                    teacher_id: &tid,
-                    generator_init: None,
-                    stage,
-                    real_data: Some(&data),
-                    data_id: &data_id,
-                    resume_from: (stage == StageKind::Adm).then_some(dm_dir.as_path()),
-                };
-                let total = match stage {
-                    StageKind::Adm => d.adm.iterations,
-                    _ => d.iterations,
-                };
-                obs.stage_started(k, stage, total);
-                let (_, s) = distill_student(d, &job, &mut |p| obs.training(p))?;
-                obs.stage_finished(&StageDone {
-                    student: k,
-                    stage,
-                    classes: &classes,
-                    summary: &s,
-                    dir: &dir,
-                });
-            }
+            generator_stages(&shared, k, &classes, &opts.stages, None, obs)?;
         }
-        let last = *opts.stages.last().unwrap_or(&StageKind::Dm);
-        let all_done = (0..partition.students).all(|k| {
-            self.run
-                .student_dir(k, last.name())
-                .join("model.safetensors")
-                .exists()
-        });
-        if !all_done {
-            return Ok(None);
-        }
-        let manifest = assemble_bundle(&self.run, &partition, last.name(), &cfg)?;
-        obs.bundle_written(&self.run.bundle_path(), last);
-        Ok(Some(manifest))
+        bundle_when_done(&self.run, &partition, &opts.stages, &cfg, obs)
     }
 }
 

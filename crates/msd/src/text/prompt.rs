@@ -5,8 +5,10 @@
 //! encoder's tokenizer normalises it (lower-casing, accent stripping) and maps unknown
 //! characters to `[UNK]`.
 
-use crate::nets::text_encoder::TextEncoder;
+use crate::error::ResultExt;
+use crate::nets::text_encoder::{default_model_dir, TextEncoder};
 use crate::{Error, Result};
+use std::path::Path;
 
 /// Longest prompt accepted, in bytes of UTF-8 (≈ the encoder's 256-token window of English).
 pub const MAX_PROMPT_BYTES: usize = 1024;
@@ -37,6 +39,19 @@ pub fn embed_prompt(encoder: &TextEncoder, prompt: &str, field: &str) -> Result<
     let p = check_prompt(prompt, field)?;
     let e = encoder.encode(&[p], 1)?;
     Ok(Vec::try_from(e.get(0).to_device(tch::Device::Cpu))?)
+}
+
+/// Loads the prompt encoder from `dir` (the `--encoder` flag) or the default cache folder.
+pub fn load_encoder(dir: Option<&Path>, device: tch::Device) -> Result<TextEncoder> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => default_model_dir().ok_or_else(|| {
+            Error::Invalid(
+                "--encoder: no HOME or MSD_TORCH_HOME to find the text encoder under".into(),
+            )
+        })?,
+    };
+    TextEncoder::load(&dir, device).ctx(|| format!("--encoder {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -42,6 +42,23 @@ pub struct ScoreSummary {
     pub size: Option<f64>,
 }
 
+/// One line: the set's name, size and the four agreement rates (– where not measured).
+impl std::fmt::Display for ScoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1}%", 100.0 * v));
+        write!(
+            f,
+            "{}: {} prompts, digit accuracy {}, thickness {}, slant {}, size {}",
+            self.name,
+            self.prompts,
+            pct(self.digit_accuracy),
+            pct(self.thickness),
+            pct(self.slant),
+            pct(self.size),
+        )
+    }
+}
+
 /// Scores `x` (`[n, 1, H, W]` in [−1, 1]), the samples generated for `spec`.
 pub fn score_prompt(
     spec: &PromptSpec,

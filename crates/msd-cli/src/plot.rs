@@ -1,4 +1,0 @@
-//! Pictures come from [`msd::viz`] (one rendering everywhere); this module names them for the
-//! commands that draw figures.
-
-pub use msd::viz::{hstack, palette, Panel};
