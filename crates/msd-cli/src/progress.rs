@@ -27,8 +27,10 @@ pub struct Console {
 
 impl msd::experiment::Observer for Console {
     fn note(&mut self, msg: &str) {
+        // Not `ProgressBar::println`: on a hidden bar (stdout not a terminal, e.g. a log file)
+        // it prints nothing, and the note would be lost.
         match &self.bar {
-            Some(b) => b.println(msg),
+            Some(b) => b.suspend(|| println!("{msg}")),
             None => println!("{msg}"),
         }
     }
