@@ -223,6 +223,8 @@ pub struct ChartSpec {
     /// The y range; `None`: from 0 (or the lowest value, if negative) to 1.1 × the highest
     /// value (bar tops and horizontal lines included).
     pub y_range: Option<(f64, f64)>,
+    /// The x values are counts (e.g. K): ticks only on integers.
+    pub integer_x: bool,
 }
 
 impl ChartSpec {
@@ -234,6 +236,7 @@ impl ChartSpec {
             y_label: y_label.into(),
             size: (size, size),
             y_range: None,
+            integer_x: false,
         }
     }
 }
@@ -292,7 +295,7 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
     let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
         (a.min(p.0), b.max(p.0))
     });
-    if !(x0 <= x1) {
+    if x0 > x1 {
         (x0, x1) = (0.0, 1.0);
     }
     let pad = if x1 > x0 { 0.05 * (x1 - x0) } else { 0.5 };
@@ -329,12 +332,22 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
             .y_label_area_size(56)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
+        let mut mesh = chart.configure_mesh();
+        if spec.integer_x {
+            // A step of at least 1: ask for no more labels than integers in the range.
+            mesh.x_labels(((x1 - x0).floor() as usize + 1).clamp(2, 11));
+        }
+        let int_tick = |v: &f64| {
+            if (v - v.round()).abs() < 1e-9 {
+                tick(v)
+            } else {
+                String::new()
+            }
+        };
+        mesh.disable_mesh()
             .x_desc(&spec.x_label)
             .y_desc(&spec.y_label)
-            .x_label_formatter(&tick)
+            .x_label_formatter(if spec.integer_x { &int_tick } else { &tick })
             .y_label_formatter(&tick)
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 13))

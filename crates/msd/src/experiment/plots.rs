@@ -96,6 +96,7 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
     for (caption, rows) in &sweeps {
         let mut spec = ChartSpec::new(caption, "students K", y_fd, 440);
         spec.y_range = Some((0.0, ymax.max(1e-9)));
+        spec.integer_x = true;
         let s = fd_series(rows, |v| v.students as f64, "mean ± std over seeds");
         panels.push(line_chart(&spec, &[s], &floor_line())?);
     }
@@ -135,7 +136,7 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
         .filter(|g| !g.share.is_empty())
         .enumerate()
         .map(|(i, g)| Series {
-            name: g.run.clone(),
+            name: format!("{} (K = {})", g.run, g.students),
             points: g
                 .steps
                 .iter()

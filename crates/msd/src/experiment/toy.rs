@@ -255,6 +255,7 @@ impl ToyOutcome {
             let mut spec =
                 ChartSpec::new(&format!("width {w}"), "students K", "ℓ1 to teacher", 400);
             spec.y_range = Some((0.0, ymax.max(1e-9)));
+            spec.integer_x = true;
             panels.push(line_chart(&spec, &[series], &[floor])?);
         }
         Ok(hstack(&panels))
