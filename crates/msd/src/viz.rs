@@ -192,147 +192,265 @@ pub fn hstack(panels: &[RgbImage]) -> RgbImage {
     out
 }
 
-/// A line chart (no text: the numbers go to the reports beside it) of `ys` against evenly spaced x positions, with square markers, in a `size`
-/// panel; y runs from 0 to the max of `ys` (and of `extra_hlines`), drawn as dashed lines.
-pub fn line_chart(
-    series: &[(Vec<f64>, Rgb<u8>)],
-    extra_hlines: &[(f64, Rgb<u8>)],
-    size: u32,
-) -> RgbImage {
-    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
-    let ymax = series
-        .iter()
-        .flat_map(|(v, _)| v.iter().copied())
-        .chain(extra_hlines.iter().map(|h| h.0))
-        .fold(1e-9, f64::max)
-        * 1.1;
-    let m = 24.0;
-    let s = size as f64;
-    let to_px = |i: usize, n: usize, y: f64| {
-        let x = m
-            + (s - 2.0 * m)
-                * if n > 1 {
-                    i as f64 / (n - 1) as f64
-                } else {
-                    0.5
-                };
-        let yy = s - m - (s - 2.0 * m) * (y / ymax);
-        (x, yy)
+/// DejaVu Sans (Bitstream Vera licence, see `assets/fonts/`), embedded so that chart text
+/// renders the same on any machine without system fonts.
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// Registers [`FONT`] as plotters' `sans-serif` family, once per process.
+fn register_font() -> Result<()> {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *OK.get_or_init(|| {
+        plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT)
+            .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(
+            "the embedded chart font could not be parsed".into(),
+        ))
+    }
+}
+
+/// What a chart shows besides its data: caption, axis titles, size and y range.
+#[derive(Clone, Debug)]
+pub struct ChartSpec {
+    pub caption: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Width and height in pixels.
+    pub size: (u32, u32),
+    /// The y range; `None`: from 0 (or the lowest value, if negative) to 1.1 × the highest
+    /// value (bar tops and horizontal lines included).
+    pub y_range: Option<(f64, f64)>,
+    /// The x values are counts (e.g. K): ticks only on integers.
+    pub integer_x: bool,
+}
+
+impl ChartSpec {
+    /// A `size`-pixel square chart with these texts and an automatic y range.
+    pub fn new(caption: &str, x_label: &str, y_label: &str, size: u32) -> Self {
+        Self {
+            caption: caption.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            size: (size, size),
+            y_range: None,
+            integer_x: false,
+        }
+    }
+}
+
+/// One line of a chart: `points` are (x, y), placed by value and joined in the given order,
+/// each with a marker; `std` (empty, or one per point) draws ± std bars. Points with a
+/// non-finite coordinate are skipped (and so are non-finite bars).
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Its legend entry (series with an empty name stay out of the legend).
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub std: Vec<f64>,
+    pub colour: Rgb<u8>,
+}
+
+/// A dashed horizontal reference line (e.g. a noise floor) with its legend entry.
+#[derive(Clone, Debug)]
+pub struct HLine {
+    pub name: String,
+    pub y: f64,
+    pub colour: Rgb<u8>,
+}
+
+fn finite(p: &(f64, f64)) -> bool {
+    p.0.is_finite() && p.1.is_finite()
+}
+
+/// `v` on a tick: integers without decimals, others with up to 4 significant decimals.
+fn tick(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 * v.abs().max(1.0) {
+        format!("{}", v.round())
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// A line chart drawn with plotters: tick marks with labels on both axes, the axis titles and
+/// caption of `spec`, every series placed by x value (with its ± std bars when given), the
+/// horizontal lines dashed, and a legend of the named entries when there is more than one
+/// series or any horizontal line. Empty series, or series of non-finite values, draw an empty
+/// frame (x from 0 to 1).
+pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Result<RgbImage> {
+    use plotters::prelude::*;
+    register_font()?;
+    let (w, h) = spec.size;
+    let err = |e: &dyn std::fmt::Display| {
+        Error::Invalid(format!("drawing the chart {:?}: {e}", spec.caption))
     };
-    let put = |img: &mut RgbImage, x: f64, y: f64, c: Rgb<u8>| {
-        if x >= 0.0 && y >= 0.0 && x < s && y < s {
-            img.put_pixel(x as u32, y as u32, c);
-        }
+    let pts = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().copied().filter(finite))
     };
-    for i in 0..size {
-        put(&mut img, m, i as f64, Rgb([0, 0, 0]));
-        put(&mut img, i as f64, s - m, Rgb([0, 0, 0]));
+    let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    if x0 > x1 {
+        (x0, x1) = (0.0, 1.0);
     }
-    for (y, c) in extra_hlines {
-        let (_, py) = to_px(0, 1, *y);
-        for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
-            put(&mut img, x as f64, py, *c);
+    let pad = if x1 > x0 { 0.05 * (x1 - x0) } else { 0.5 };
+    let (x0, x1) = (x0 - pad, x1 + pad);
+    let (y0, y1) = spec.y_range.unwrap_or_else(|| {
+        let bars = series.iter().flat_map(|s| {
+            s.points
+                .iter()
+                .zip(s.std.iter().chain(std::iter::repeat(&0.0)))
+                .filter(|(p, e)| finite(p) && e.is_finite())
+                .flat_map(|(p, e)| [p.1 - e.abs(), p.1 + e.abs()])
+        });
+        let ys = pts()
+            .map(|p| p.1)
+            .chain(bars)
+            .chain(hlines.iter().map(|l| l.y).filter(|y| y.is_finite()));
+        let (lo, hi) = ys.fold((0.0f64, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        let hi = if hi > lo { hi } else { lo + 1.0 };
+        (
+            if lo < 0.0 { lo * 1.1 } else { 0.0 },
+            hi * 1.1 - if lo < 0.0 { 0.1 * lo } else { 0.0 },
+        )
+    });
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&spec.caption, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?;
+        let mut mesh = chart.configure_mesh();
+        if spec.integer_x {
+            // A step of at least 1: ask for no more labels than integers in the range.
+            mesh.x_labels(((x1 - x0).floor() as usize + 1).clamp(2, 11));
         }
-    }
-    for (ys, c) in series {
-        let n = ys.len();
-        for i in 0..n {
-            let (x, y) = to_px(i, n, ys[i]);
-            for dx in -3..=3 {
-                for dy in -3..=3 {
-                    put(&mut img, x + dx as f64, y + dy as f64, *c);
-                }
+        let int_tick = |v: &f64| {
+            if (v - v.round()).abs() < 1e-9 {
+                tick(v)
+            } else {
+                String::new()
             }
-            if i + 1 < n {
-                let (x2, y2) = to_px(i + 1, n, ys[i + 1]);
-                for k in 0..=200 {
-                    let t = k as f64 / 200.0;
-                    put(&mut img, x + t * (x2 - x), y + t * (y2 - y), *c);
-                }
+        };
+        mesh.disable_mesh()
+            .x_desc(&spec.x_label)
+            .y_desc(&spec.y_label)
+            .x_label_formatter(if spec.integer_x { &int_tick } else { &tick })
+            .y_label_formatter(&tick)
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
+        let rgb = |c: Rgb<u8>| RGBColor(c.0[0], c.0[1], c.0[2]);
+        for l in hlines.iter().filter(|l| l.y.is_finite()) {
+            let style = rgb(l.colour).stroke_width(2);
+            let a = chart
+                .draw_series(DashedLineSeries::new([(x0, l.y), (x1, l.y)], 6, 4, style))
+                .map_err(|e| err(&e))?;
+            if !l.name.is_empty() {
+                a.label(&l.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], style));
             }
         }
+        for s in series {
+            let c = rgb(s.colour);
+            let p: Vec<(f64, f64)> = s.points.iter().copied().filter(finite).collect();
+            let a = chart
+                .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| err(&e))?;
+            if !s.name.is_empty() {
+                a.label(&s.name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                });
+            }
+            chart
+                .draw_series(
+                    p.iter().map(|&q| {
+                        EmptyElement::at(q) + Rectangle::new([(-3, -3), (3, 3)], c.filled())
+                    }),
+                )
+                .map_err(|e| err(&e))?;
+            if s.std.len() == s.points.len() {
+                let bars = s
+                    .points
+                    .iter()
+                    .zip(&s.std)
+                    .filter(|(q, e)| finite(q) && e.is_finite())
+                    .map(|(&(x, y), e)| {
+                        ErrorBar::new_vertical(
+                            x,
+                            y - e.abs(),
+                            y,
+                            y + e.abs(),
+                            c.stroke_width(2),
+                            10,
+                        )
+                    });
+                chart.draw_series(bars).map_err(|e| err(&e))?;
+            }
+        }
+        let named = series.iter().filter(|s| !s.name.is_empty()).count()
+            + hlines.iter().filter(|l| !l.name.is_empty()).count();
+        if named > 0 && (series.len() > 1 || !hlines.is_empty()) {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 12))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
     }
-    img
+    RgbImage::from_raw(w, h, buf).ok_or_else(|| err(&"buffer size"))
 }
 
 /// The `loss` values of every logged line of a `stats.jsonl` (lines without one are skipped).
 pub fn read_losses(stats: &Path) -> Result<Vec<f64>> {
+    Ok(read_loss_points(stats)?.into_iter().map(|p| p.1).collect())
+}
+
+/// (step, loss) of every logged line of a `stats.jsonl` with a finite `loss`; the step is the
+/// line's `step` field, or its index among these lines when it has none.
+pub fn read_loss_points(stats: &Path) -> Result<Vec<(f64, f64)>> {
     let text = std::fs::read_to_string(stats).map_err(|e| Error::io(stats, e))?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
-        .filter(|x| x.is_finite())
+        .filter_map(|v| {
+            let loss = v.get("loss").and_then(|x| x.as_f64())?;
+            Some((v.get("step").and_then(|x| x.as_f64()), loss))
+        })
+        .filter(|(_, l)| l.is_finite())
+        .enumerate()
+        .map(|(i, (step, l))| (step.unwrap_or(i as f64), l))
         .collect())
 }
 
 /// Writes the loss curve of a run's `stats.jsonl` to `out` (PNG): the logged mean loss against
 /// the logged step, y from 0 to the largest loss.
 pub fn write_loss_curve(stats: &Path, out: &Path) -> Result<()> {
-    let losses = read_losses(stats)?;
-    save_png(&line_chart(&[(losses, palette(0))], &[], 480), out)
-}
-
-/// Means with ± std bars at evenly spaced x positions (the K values in order), y from 0 to
-/// `ymax`, a dashed grey line at `floor`.
-pub fn errorbar_chart(
-    pts: &[(f64, f64)],
-    floor: f64,
-    ymax: f64,
-    size: u32,
-    c: Rgb<u8>,
-) -> RgbImage {
-    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
-    let (m, s) = (24.0, size as f64);
-    let n = pts.len();
-    let px = |i: usize| {
-        m + (s - 2.0 * m)
-            * if n > 1 {
-                i as f64 / (n - 1) as f64
-            } else {
-                0.5
-            }
+    let series = Series {
+        name: String::new(),
+        points: read_loss_points(stats)?,
+        std: vec![],
+        colour: palette(0),
     };
-    let py = |y: f64| s - m - (s - 2.0 * m) * (y / ymax.max(1e-9));
-    let mut put = |x: f64, y: f64, c: Rgb<u8>| {
-        if x >= 0.0 && y >= 0.0 && x < s && y < s {
-            img.put_pixel(x as u32, y as u32, c);
-        }
-    };
-    for i in 0..size {
-        put(m, i as f64, Rgb([0, 0, 0]));
-        put(i as f64, s - m, Rgb([0, 0, 0]));
-    }
-    for x in (m as u32..size - m as u32).filter(|x| (x / 6) % 2 == 0) {
-        put(x as f64, py(floor), Rgb([150, 150, 150]));
-    }
-    for (i, &(mean, std)) in pts.iter().enumerate() {
-        let x = px(i);
-        for d in -3..=3 {
-            for e in -3..=3 {
-                put(x + d as f64, py(mean) + e as f64, c);
-            }
-        }
-        let (lo, hi) = (py(mean + std), py(mean - std));
-        let mut y = lo;
-        while y <= hi {
-            put(x, y, c);
-            put(x + 1.0, y, c);
-            y += 0.5;
-        }
-        for d in -6..=6 {
-            put(x + d as f64, lo, c);
-            put(x + d as f64, hi, c);
-        }
-        if i + 1 < n {
-            let (x2, y2) = (px(i + 1), py(pts[i + 1].0));
-            for k in 0..=200 {
-                let t = k as f64 / 200.0;
-                put(x + t * (x2 - x), py(mean) + t * (y2 - py(mean)), c);
-            }
-        }
-    }
-    img
+    let spec = ChartSpec::new("training loss", "logged step", "loss", 480);
+    save_png(&line_chart(&spec, &[series], &[])?, out)
 }
 
 #[cfg(test)]
@@ -393,5 +511,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("none.jsonl"), "{e}");
+    }
+
+    /// Mean column of the pixels of colour `c`.
+    fn mean_column(img: &RgbImage, c: Rgb<u8>) -> f64 {
+        let cols: Vec<f64> = img
+            .enumerate_pixels()
+            .filter(|p| *p.2 == c)
+            .map(|p| p.0 as f64)
+            .collect();
+        assert!(!cols.is_empty(), "no pixel of colour {c:?}");
+        cols.iter().sum::<f64>() / cols.len() as f64
+    }
+
+    #[test]
+    fn charts_carry_tick_labels_titles_and_a_caption() {
+        let s = Series {
+            name: "a".into(),
+            points: vec![(1.0, 2.0), (2.0, 3.0), (4.0, 1.0)],
+            std: vec![0.5, 0.5, 0.5],
+            colour: palette(0),
+        };
+        let spec = ChartSpec::new("caption", "students K", "FD", 400);
+        let img = line_chart(&spec, &[s], &[]).unwrap();
+        assert_eq!((img.width(), img.height()), (400, 400));
+        let dark = |x0: u32, x1: u32, y0: u32, y1: u32| {
+            (x0..x1)
+                .flat_map(|x| (y0..y1).map(move |y| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&v| v < 128))
+                .count()
+        };
+        // The y axis sits at x = 10 (margin) + 56 (label area); tick marks reach 5 px left of
+        // it, so anything dark further left is text: the y tick labels and the y title.
+        assert!(dark(0, 55, 40, 340) > 100, "no y tick labels or title");
+        // The caption above the plot, the x tick labels and title below it.
+        assert!(dark(60, 340, 0, 28) > 30, "no caption");
+        assert!(dark(70, 390, 365, 400) > 50, "no x tick labels or title");
+    }
+
+    #[test]
+    fn points_are_placed_by_x_value() {
+        // K = 1, 2, 10: by value the second point is 1/9 of the way, by index it would be 1/2.
+        let series: Vec<Series> = [1.0, 2.0, 10.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| Series {
+                name: String::new(),
+                points: vec![(x, 0.5)],
+                std: vec![],
+                colour: palette(i + 1),
+            })
+            .collect();
+        let mut spec = ChartSpec::new("", "x", "y", 400);
+        spec.y_range = Some((0.0, 1.0));
+        let img = line_chart(&spec, &series, &[]).unwrap();
+        let c: Vec<f64> = (1..=3).map(|i| mean_column(&img, palette(i))).collect();
+        assert!(c[0] < c[1] && c[1] < c[2], "{c:?}");
+        let frac = (c[1] - c[0]) / (c[2] - c[0]);
+        assert!((frac - 1.0 / 9.0).abs() < 0.02, "{frac} of the way, {c:?}");
+    }
+
+    #[test]
+    fn empty_and_non_finite_series_draw_a_frame() {
+        let spec = ChartSpec::new("empty", "x", "y", 300);
+        let img = line_chart(&spec, &[], &[]).unwrap();
+        assert_eq!((img.width(), img.height()), (300, 300));
+        let bad = Series {
+            name: "nan".into(),
+            points: vec![(f64::NAN, 1.0), (1.0, f64::INFINITY), (2.0, 1.0)],
+            std: vec![f64::NAN, 0.1, f64::NAN],
+            colour: palette(3),
+        };
+        let empty = Series {
+            name: "none".into(),
+            points: vec![],
+            std: vec![],
+            colour: palette(4),
+        };
+        let floor = HLine {
+            name: "floor".into(),
+            y: f64::NAN,
+            colour: palette(5),
+        };
+        let img = line_chart(&spec, &[bad, empty], &[floor]).unwrap();
+        // The one finite point is drawn.
+        assert!(img.pixels().any(|p| *p == palette(3)));
     }
 }

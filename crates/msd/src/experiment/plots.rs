@@ -5,43 +5,103 @@
 //! with a regression term). A figure without data is not written.
 
 use crate::experiment::report::{ExperimentReport, ReportRow};
-use crate::viz::{errorbar_chart, hstack, palette, save_png};
+use crate::viz::{hstack, line_chart, palette, save_png, ChartSpec, HLine, Series};
 use crate::Result;
+use image::Rgb;
 use std::path::Path;
+
+/// The grey of the held-out floor line.
+const FLOOR_GREY: Rgb<u8> = Rgb([150, 150, 150]);
+
+/// The K sweep of a student size: the rows of `section` (the `students` or `capacity` sweep)
+/// and every other row of the same kind — same size, partition, stages and per-student budget,
+/// no regression-weight override — that reads a run the section does not (e.g. K = 4, whose
+/// same-size DM row lives in the `partition` and `main` sections), one row per run, by K.
+pub fn k_sweep<'a>(report_rows: &'a [ReportRow], section: &str) -> Vec<&'a ReportRow> {
+    let own: Vec<&ReportRow> = report_rows
+        .iter()
+        .filter(|v| v.section == section)
+        .collect();
+    let Some(first) = own.first() else {
+        return vec![];
+    };
+    let same_kind = |v: &ReportRow| {
+        v.size == first.size
+            && v.partition == first.partition
+            && v.stages == first.stages
+            && v.iterations_per_student == first.iterations_per_student
+            && v.regression_weight.is_none()
+    };
+    let mut rows: Vec<&ReportRow> = own.iter().copied().filter(|v| v.fd.is_some()).collect();
+    for v in report_rows.iter().filter(|v| v.section != section) {
+        let seen = rows.iter().any(|u| match (&u.run, &v.run) {
+            (Some(a), Some(b)) => a == b,
+            // Reports written before rows named their run: one row per K.
+            _ => u.students == v.students,
+        });
+        if same_kind(v) && v.fd.is_some() && !seen {
+            rows.push(v);
+        }
+    }
+    rows.sort_by_key(|v| v.students);
+    rows
+}
+
+/// The (x, FD) points and FD std of `rows` with x from `x`.
+fn fd_series(rows: &[&ReportRow], x: impl Fn(&ReportRow) -> f64, name: &str) -> Series {
+    Series {
+        name: name.into(),
+        points: rows
+            .iter()
+            .map(|v| (x(v), v.fd.unwrap_or(f64::NAN)))
+            .collect(),
+        std: rows.iter().map(|v| v.fd_std.unwrap_or(0.0)).collect(),
+        colour: palette(0),
+    }
+}
 
 /// Writes the figures of `r` into `out` (see the module doc).
 pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
-    let pts = |rows: &[&ReportRow]| -> Vec<(f64, f64)> {
-        rows.iter()
-            .map(|v| (v.fd.unwrap_or(f64::NAN), v.fd_std.unwrap_or(0.0)))
+    let floor = r.rows.iter().find_map(|v| v.floor_fd);
+    let floor_line = || -> Vec<HLine> {
+        floor
+            .map(|y| HLine {
+                name: "held-out floor".into(),
+                y,
+                colour: FLOOR_GREY,
+            })
+            .into_iter()
             .collect()
     };
-    let floor = r.rows.iter().find_map(|v| v.floor_fd).unwrap_or(0.0);
-    let mut panels = Vec::new();
-    let mut sweeps: Vec<Vec<&ReportRow>> = Vec::new();
-    for section in ["students", "capacity"] {
-        let mut rows: Vec<&ReportRow> = r
-            .rows
-            .iter()
-            .filter(|v| v.section == section && v.fd.is_some())
-            .collect();
-        rows.sort_by_key(|v| v.students);
-        if !rows.is_empty() {
-            sweeps.push(rows);
-        }
-    }
+    let ytop = |rows: &[&ReportRow]| {
+        rows.iter()
+            .map(|v| v.fd.unwrap_or(0.0) + v.fd_std.unwrap_or(0.0))
+            .fold(floor.unwrap_or(0.0), f64::max)
+            * 1.1
+    };
+    let y_fd = "FD (MNIST CNN features)";
+    let sweeps: Vec<(&str, Vec<&ReportRow>)> = [
+        ("same-size students, DM", "students"),
+        ("capacity-bound students, TSM → DM → ADM", "capacity"),
+    ]
+    .into_iter()
+    .map(|(caption, section)| (caption, k_sweep(&r.rows, section)))
+    .filter(|(_, rows)| !rows.is_empty())
+    .collect();
     let ymax = sweeps
         .iter()
-        .flatten()
-        .map(|v| v.fd.unwrap_or(0.0) + v.fd_std.unwrap_or(0.0))
-        .fold(floor, f64::max)
-        * 1.1;
-    for rows in &sweeps {
-        panels.push(errorbar_chart(&pts(rows), floor, ymax, 400, palette(0)));
+        .map(|(_, rows)| ytop(rows))
+        .fold(0.0, f64::max);
+    let mut panels = Vec::new();
+    for (caption, rows) in &sweeps {
+        let mut spec = ChartSpec::new(caption, "students K", y_fd, 440);
+        spec.y_range = Some((0.0, ymax.max(1e-9)));
+        spec.integer_x = true;
+        let s = fd_series(rows, |v| v.students as f64, "mean ± std over seeds");
+        panels.push(line_chart(&spec, &[s], &floor_line())?);
     }
     if !panels.is_empty() {
-        let p = out.join("fd_vs_k.png");
-        save_png(&hstack(&panels), &p)?;
+        save_png(&hstack(&panels), &out.join("fd_vs_k.png"))?;
     }
     // The K = 1 capacity-bound student at N, K·N, … iterations.
     let mut conv: Vec<&ReportRow> = r
@@ -52,28 +112,95 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
     conv.sort_by_key(|v| v.iterations_per_student);
     conv.dedup_by_key(|v| v.iterations_per_student);
     if conv.len() > 1 {
-        let ymax = conv
-            .iter()
-            .map(|v| v.fd.unwrap_or(0.0) + v.fd_std.unwrap_or(0.0))
-            .fold(floor, f64::max)
-            * 1.1;
-        let p = out.join("fd_vs_iterations.png");
+        let mut spec = ChartSpec::new(
+            "one capacity-bound student, longer training",
+            "iterations per student",
+            y_fd,
+            440,
+        );
+        spec.y_range = Some((0.0, ytop(&conv).max(1e-9)));
+        let s = fd_series(
+            &conv,
+            |v| v.iterations_per_student as f64,
+            "mean ± std over seeds",
+        );
         save_png(
-            &errorbar_chart(&pts(&conv), floor, ymax, 400, palette(1)),
-            &p,
+            &line_chart(&spec, &[s], &floor_line())?,
+            &out.join("fd_vs_iterations.png"),
         )?;
     }
     // The regression term's gradient share against DM iterations, one line per run.
-    let series: Vec<(Vec<f64>, image::Rgb<u8>)> = r
+    let series: Vec<Series> = r
         .grad_share
         .iter()
+        .filter(|g| !g.share.is_empty())
         .enumerate()
-        .filter(|(_, g)| !g.share.is_empty())
-        .map(|(i, g)| (g.share.clone(), palette(i)))
+        .map(|(i, g)| Series {
+            name: format!("{} (K = {})", g.run, g.students),
+            points: g
+                .steps
+                .iter()
+                .zip(&g.share)
+                .map(|(&s, &y)| (s as f64, y))
+                .collect(),
+            std: vec![],
+            colour: palette(i),
+        })
         .collect();
     if !series.is_empty() {
-        let p = out.join("grad_share.png");
-        save_png(&crate::viz::line_chart(&series, &[], 400), &p)?;
+        let spec = ChartSpec::new(
+            "regression term's share of the gradient",
+            "DM iteration",
+            "regression share of generator gradient",
+            480,
+        );
+        save_png(
+            &line_chart(&spec, &series, &[])?,
+            &out.join("grad_share.png"),
+        )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A done row of `section` reading `run` with `k` students (same size, contiguous, DM,
+    /// 400 iterations unless changed by `edit`) and FD `fd`.
+    fn row(section: &str, run: &str, k: usize, fd: Option<f64>) -> ReportRow {
+        serde_json::from_value(serde_json::json!({
+            "name": format!("row of {run} in {section}"), "section": section, "run": run,
+            "students": k, "size": "same", "stages": ["dm"], "partition": "contiguous",
+            "status": "done", "seeds_done": [0], "iterations_per_student": 400,
+            "tsm_steps_per_student": 0, "batch_per_student": 8, "fd": fd, "fd_std": 0.1,
+            "fd_per_seed": [], "per_class_accuracy": [], "throughput_batch": 1, "paper": "",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_k_sweep_takes_k4_from_the_partition_section_once() {
+        let mut rows = vec![
+            row("main", "k4", 4, Some(9.4)),
+            row("students", "k1", 1, Some(10.8)),
+            row("students", "k2", 2, Some(9.8)),
+            row("students", "k5", 5, None),
+            row("partition", "k4", 4, Some(9.4)),
+            row("partition", "k4-random", 4, Some(9.9)),
+            row("compute", "k1-x4", 1, Some(8.0)),
+            row("controls", "k4-noreg", 4, Some(10.1)),
+        ];
+        rows[5].partition = "random".into();
+        rows[6].iterations_per_student = 1600;
+        rows[7].regression_weight = Some(0.0);
+        let sweep = k_sweep(&rows, "students");
+        let ks: Vec<usize> = sweep.iter().map(|v| v.students).collect();
+        assert_eq!(ks, [1, 2, 4]);
+        assert_eq!(sweep[2].run.as_deref(), Some("k4"));
+        assert!(k_sweep(&rows, "capacity").is_empty());
+        // Without the K = 4 rows only the section's own two points remain.
+        rows.retain(|v| v.students != 4);
+        assert_eq!(k_sweep(&rows, "students").len(), 2);
+    }
 }

@@ -31,6 +31,13 @@ pub enum RowStatus {
 pub struct ReportRow {
     pub name: String,
     pub section: String,
+    /// The plan's run this row reads (`None` for the teacher); rows of one run and stage share
+    /// their evaluation.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// The run's regression weight when it overrides the run config's (the ablation).
+    #[serde(default)]
+    pub regression_weight: Option<f64>,
     pub students: usize,
     /// `teacher`, `same`, `small` or `capacity`.
     pub size: String,
@@ -246,6 +253,8 @@ pub(crate) fn write_report(
         rows.push(ReportRow {
             name: row.name.clone(),
             section: row.section.to_string(),
+            run: row.run.clone(),
+            regression_weight: run.and_then(|r| r.regression_weight),
             students,
             size,
             stages,

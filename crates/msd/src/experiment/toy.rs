@@ -228,8 +228,8 @@ pub struct ToyOutcome {
 impl ToyOutcome {
     /// The figure: teacher samples | narrowest width at the smallest K | … at the largest K |
     /// per width: ℓ1 to the teacher against K with ± std bars and the noise floor.
-    pub fn figure(&self) -> image::RgbImage {
-        use crate::viz::{errorbar_chart, hstack, palette, Panel};
+    pub fn figure(&self) -> crate::Result<image::RgbImage> {
+        use crate::viz::{hstack, line_chart, palette, ChartSpec, HLine, Panel, Series};
         let scatter = |x: &Tensor, labels: &[i64]| {
             let mut p = Panel::new(400, BOX);
             for (pt, &c) in points(x).iter().zip(labels) {
@@ -251,21 +251,28 @@ impl ToyOutcome {
         let mut widths: Vec<i64> = r.runs.iter().map(|x| x.width).collect();
         widths.dedup();
         for w in widths {
-            let pts: Vec<(f64, f64)> = r
-                .runs
-                .iter()
-                .filter(|x| x.width == w)
-                .map(|x| (x.l1_to_teacher, x.l1_to_teacher_std))
-                .collect();
-            panels.push(errorbar_chart(
-                &pts,
-                r.noise_floor_l1,
-                ymax,
-                400,
-                palette(0),
-            ));
+            let runs: Vec<&ToyRun> = r.runs.iter().filter(|x| x.width == w).collect();
+            let series = Series {
+                name: "students".into(),
+                points: runs
+                    .iter()
+                    .map(|x| (x.students as f64, x.l1_to_teacher))
+                    .collect(),
+                std: runs.iter().map(|x| x.l1_to_teacher_std).collect(),
+                colour: palette(0),
+            };
+            let floor = HLine {
+                name: "noise floor".into(),
+                y: r.noise_floor_l1,
+                colour: image::Rgb([150, 150, 150]),
+            };
+            let mut spec =
+                ChartSpec::new(&format!("width {w}"), "students K", "ℓ1 to teacher", 400);
+            spec.y_range = Some((0.0, ymax.max(1e-9)));
+            spec.integer_x = true;
+            panels.push(line_chart(&spec, &[series], &[floor])?);
         }
-        hstack(&panels)
+        Ok(hstack(&panels))
     }
 }
 

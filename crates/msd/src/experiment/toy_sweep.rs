@@ -121,7 +121,7 @@ pub fn run_toy_sweep(o: &ToySweepOptions, obs: &mut dyn Observer) -> Result<Opti
         return Ok(None);
     }
     let outcome = ctx.report(wall, obs)?;
-    crate::viz::save_png(&outcome.figure(), &o.out.join("toy.png"))?;
+    crate::viz::save_png(&outcome.figure()?, &o.out.join("toy.png"))?;
     Ok(Some(outcome))
 }
 
