@@ -83,19 +83,8 @@ pub fn run_dir(out: &Path, name: &str, seed: u64) -> PathBuf {
 }
 
 /// Median wall time of `f` in milliseconds over `reps` runs (after two warm-up runs).
-fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..2 {
-        f();
-    }
-    let mut t: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[t.len() / 2]
+fn median_ms(reps: usize, f: impl FnMut()) -> f64 {
+    crate::bench::median_ms_warm(2, reps, f)
 }
 
 /// The per-student budget of `r` applied to `cfg`.
