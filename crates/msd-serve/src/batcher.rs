@@ -20,8 +20,8 @@ use crate::metrics::Metrics;
 use msd::model::EdmModel;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -136,6 +136,15 @@ impl Load {
 /// Every batcher bumps this after each batch; the idle trimmer watches it.
 pub static ACTIVITY: AtomicU64 = AtomicU64::new(0);
 
+/// The start-up handshake of a batcher thread: it sends on `reported` when its first warm-up
+/// chunk (one-off costs) is done, waits for `go`, times a second chunk that every student
+/// evaluates at once, and sends on `reported` again. Dropping `go` unsent (another student's
+/// thread failed to start) ends the thread instead of leaving it waiting.
+pub struct WarmUp {
+    pub reported: Receiver<()>,
+    pub go: Sender<()>,
+}
+
 /// The sending side of a student's queue.
 pub struct Batcher {
     id: usize,
@@ -148,7 +157,8 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the batcher thread of student `id`, which owns `model`. The thread evaluates a
-    /// first chunk, waits at `warm` for the other students' threads, and times a second chunk
+    /// first chunk, reports it through the returned [`WarmUp`] and waits for its `go` (sent when
+    /// every student got that far), then times a second chunk
     /// that they all evaluate at once (the admission estimate starts from it, so it sees the
     /// students share the machine); the returned receiver gets `()` then.
     pub fn spawn(
@@ -156,17 +166,17 @@ impl Batcher {
         model: EdmModel,
         settings: BatchSettings,
         metrics: Arc<Metrics>,
-        warm: Arc<Barrier>,
-    ) -> std::io::Result<(Self, JoinHandle<()>, Receiver<()>)> {
+    ) -> std::io::Result<(Self, JoinHandle<()>, WarmUp)> {
         let (tx, rx) = sync_channel(settings.queue_cap);
         let m = metrics.clone();
         let load = Arc::new(Load::default());
         let (eval_chunk, max_queue) = (settings.eval_chunk, settings.max_queue);
-        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (reported_tx, reported) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
         let l = load.clone();
         let handle = std::thread::Builder::new()
             .name(format!("msd-student-{id}"))
-            .spawn(move || worker(id, model, settings, rx, m, l, (warm, ready_tx)))?;
+            .spawn(move || worker(id, model, settings, rx, m, l, (reported_tx, go_rx)))?;
         Ok((
             Self {
                 id,
@@ -177,7 +187,7 @@ impl Batcher {
                 metrics,
             },
             handle,
-            ready,
+            WarmUp { reported, go },
         ))
     }
 
@@ -271,7 +281,7 @@ fn worker(
     rx: Receiver<Queued>,
     metrics: Arc<Metrics>,
     load: Arc<Load>,
-    (warm_together, ready): (Arc<Barrier>, std::sync::mpsc::Sender<()>),
+    (reported, go): (Sender<()>, Receiver<()>),
 ) {
     let label = id.to_string();
     let l = [label.as_str()];
@@ -280,7 +290,10 @@ fn worker(
     let warm = s.sample_shape.iter().product::<i64>() as usize * s.eval_chunk;
     for i in 0..2 {
         if i == 1 {
-            warm_together.wait();
+            let _ = reported.send(());
+            if go.recv().is_err() {
+                return; // another student failed to start: the router is not built
+            }
         }
         let t = Instant::now();
         let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -297,7 +310,7 @@ fn worker(
             *load.service() = ServiceTime::seeded(t.elapsed());
         }
     }
-    let _ = ready.send(());
+    let _ = reported.send(());
     let depth = metrics.queue_depth.with_label_values(&l);
     let on_dequeue = || depth.dec();
     let mut carry = None;
@@ -487,4 +500,64 @@ fn evaluate(
         }
         Ok(out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msd::diffusion::EdmPrecond;
+    use msd::nets::{MlpConfig, NetConfig};
+
+    fn batcher() -> (Batcher, JoinHandle<()>, WarmUp) {
+        let model = EdmModel::new(
+            &NetConfig::Mlp(MlpConfig {
+                dim: 2,
+                num_classes: 3,
+                width: 8,
+                depth: 1,
+                noise_freqs: 4,
+                cond: Default::default(),
+            }),
+            EdmPrecond::default(),
+            Device::Cpu,
+        );
+        let settings = BatchSettings {
+            max_batch: 4,
+            eval_chunk: 2,
+            max_wait: Duration::from_millis(1),
+            queue_cap: 4,
+            max_queue: Duration::from_secs(1),
+            delay: Duration::ZERO,
+            sigma_max: 80.0,
+            sample_shape: vec![2],
+            embedding_dim: 0,
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        Batcher::spawn(0, model, settings, metrics).unwrap()
+    }
+
+    /// Regression: the warm-up once waited at a barrier sized for every student, so a student
+    /// whose start failed left the ones already started blocked forever.
+    #[test]
+    fn a_thread_whose_router_was_not_built_ends() {
+        let (b, handle, warm) = batcher();
+        warm.reported.recv().unwrap(); // first chunk done; now waiting for `go`
+        drop(warm); // the router gave up (another student failed to start)
+        drop(b);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_started_thread_times_its_warm_up_then_serves() {
+        let (b, handle, warm) = batcher();
+        warm.reported.recv().unwrap();
+        warm.go.send(()).unwrap();
+        warm.reported.recv().unwrap();
+        assert!(
+            b.load.chunk_cost() > Duration::ZERO,
+            "warm-up seeded the estimate"
+        );
+        drop(b); // closing the queue ends the thread
+        handle.join().unwrap();
+    }
 }

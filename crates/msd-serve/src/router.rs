@@ -56,17 +56,24 @@ impl Router {
         let sample_shape = settings.sample_shape.clone();
         let mut batchers = Vec::new();
         let mut threads = Vec::new();
-        let mut ready = Vec::new();
-        // The students time their warm-up together, as they run under load.
-        let warm = Arc::new(std::sync::Barrier::new(students.len()));
+        let mut warm_ups = Vec::new();
         for (k, m) in students.into_iter().enumerate() {
-            let (b, t, r) = Batcher::spawn(k, m, settings.clone(), metrics.clone(), warm.clone())?;
+            let (b, t, w) = Batcher::spawn(k, m, settings.clone(), metrics.clone())?;
             batchers.push(b);
             threads.push(t);
-            ready.push(r);
+            warm_ups.push(w);
         }
-        for r in ready {
-            let _ = r.recv();
+        // The students time their warm-up together, as they run under load: each finishes its
+        // first chunk, then all start the timed one at once. (An error above drops the `go`
+        // senders, which ends the threads already started.)
+        for w in &warm_ups {
+            let _ = w.reported.recv();
+        }
+        for w in &warm_ups {
+            let _ = w.go.send(());
+        }
+        for w in &warm_ups {
+            let _ = w.reported.recv();
         }
         Ok(Self {
             manifest,

@@ -126,10 +126,8 @@ impl RunDir {
         };
         let (model, summary) = self.train_teacher(cfg, device, &mut |p| {
             match &p {
-                Progress::Checkpoint { step, model } => {
-                    let _ = crate::viz::write_loss_curve(&stats, &dir.join("loss.png"));
-                    preview(*step, model, false);
-                }
+                // The runner redraws `loss.png` at each checkpoint.
+                Progress::Checkpoint { step, model } => preview(*step, model, false),
                 Progress::Resumed { step, model } => preview(*step, model, true),
                 Progress::Start { .. } | Progress::Step { .. } => {}
             }

@@ -440,17 +440,55 @@ pub fn read_loss_points(stats: &Path) -> Result<Vec<(f64, f64)>> {
         .collect())
 }
 
-/// Writes the loss curve of a run's `stats.jsonl` to `out` (PNG): the logged mean loss against
-/// the logged step, y from 0 to the largest loss.
+/// Every loss a `stats.jsonl` logs, one series per field: `loss` and the fields ending in
+/// `_loss` (a distillation stage logs `vsd_loss`, `fake_loss`, `regression_loss` and, in ADM,
+/// the GAN terms), each as (step, value) over the lines that carry a finite value, in the order
+/// the fields first appear (sorted by name within a line). The step is the line's `step`, or the
+/// line's index among the parsed lines when it has none.
+pub fn read_loss_series(stats: &Path) -> Result<Vec<(String, Vec<(f64, f64)>)>> {
+    let text = std::fs::read_to_string(stats).map_err(|e| Error::io(stats, e))?;
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let lines = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.as_object().cloned());
+    for (i, line) in lines.enumerate() {
+        let step = line
+            .get("step")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(i as f64);
+        for (key, v) in &line {
+            let Some(v) = v.as_f64().filter(|v| v.is_finite()) else {
+                continue;
+            };
+            if key != "loss" && !key.ends_with("_loss") {
+                continue;
+            }
+            match series.iter_mut().find(|(k, _)| k == key) {
+                Some((_, pts)) => pts.push((step, v)),
+                None => series.push((key.clone(), vec![(step, v)])),
+            }
+        }
+    }
+    Ok(series)
+}
+
+/// Writes the loss curves of a run's `stats.jsonl` to `out` (PNG): every logged loss (see
+/// [`read_loss_series`]) against the logged step, one coloured line each with a legend when
+/// there is more than one, y from 0 to the largest value.
 pub fn write_loss_curve(stats: &Path, out: &Path) -> Result<()> {
-    let series = Series {
-        name: String::new(),
-        points: read_loss_points(stats)?,
-        std: vec![],
-        colour: palette(0),
-    };
-    let spec = ChartSpec::new("training loss", "logged step", "loss", 480);
-    save_png(&line_chart(&spec, &[series], &[])?, out)
+    let series: Vec<Series> = read_loss_series(stats)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, points))| Series {
+            name,
+            points,
+            std: vec![],
+            colour: palette(i),
+        })
+        .collect();
+    let spec = ChartSpec::new("training losses", "logged step", "loss", 480);
+    save_png(&line_chart(&spec, &series, &[])?, out)
 }
 
 #[cfg(test)]
@@ -507,6 +545,25 @@ mod tests {
         let img = image::open(&out).unwrap().to_rgb8();
         // Some pixels carry the series colour.
         assert!(img.pixels().any(|p| *p == palette(0)));
+        // A distillation stage's log: one series per `*_loss` field, other fields ignored.
+        std::fs::write(
+            &s,
+            "{\"step\":20,\"vsd_loss\":0.5,\"fake_loss\":0.25,\"fake_lr\":1e-4}\n\
+             {\"step\":40,\"vsd_loss\":0.4,\"fake_loss\":null,\"gan_generator_loss\":0.1}\n",
+        )
+        .unwrap();
+        let series = read_loss_series(&s).unwrap();
+        let names: Vec<&str> = series.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["fake_loss", "vsd_loss", "gan_generator_loss"]);
+        assert_eq!(series[0].1, vec![(20.0, 0.25)]);
+        assert_eq!(series[1].1, vec![(20.0, 0.5), (40.0, 0.4)]);
+        assert!(read_losses(&s).unwrap().is_empty());
+        write_loss_curve(&s, &out).unwrap();
+        let img = image::open(&out).unwrap().to_rgb8();
+        assert!(
+            img.pixels().any(|p| *p == palette(1)),
+            "second series drawn"
+        );
         let e = read_losses(&d.path().join("none.jsonl"))
             .unwrap_err()
             .to_string();

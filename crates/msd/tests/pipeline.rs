@@ -119,6 +119,9 @@ fn distils_a_toy_run_without_the_cli_and_keeps_finished_stages_when_others_chang
         .unwrap();
     assert_eq!((x.size(), owners), (vec![2, 2], vec![0, 1]));
     let dm_model = std::fs::read(root.join("students/0/dm/model.safetensors")).unwrap();
+    // Every stage draws its losses next to its log.
+    let png = image::open(root.join("students/0/dm/loss.png")).unwrap();
+    assert!(png.width() > 100 && png.height() > 100);
 
     // Edit another stage's settings and the cadence: the finished DM stage is kept.
     let path = root.join("config.toml");

@@ -5,7 +5,8 @@
 //! request ([`super::stop`]) and finishing (`train.json` + the method's final files).
 //!
 //! Layout of a stage directory: `checkpoints/step-N/<slot>.safetensors` + `state.json`,
-//! `checkpoints/latest.json`, `stats.jsonl`, and at the end the exported files and `train.json`.
+//! `checkpoints/latest.json`, `stats.jsonl` with its picture `loss.png` (redrawn at each
+//! checkpoint), and at the end the exported files and `train.json`.
 
 use super::checkpoint::{self, CheckpointDir, CheckpointExtra, TrainState, FORMAT_VERSION};
 use super::{stop, AdamW};
@@ -251,6 +252,7 @@ impl<'a> Runner<'a> {
                 let secs = secs_before + t0.elapsed().as_secs_f64();
                 self.save(&ckpts, m, done, r.loss, secs)?;
                 saved_at = Some(done);
+                self.draw_losses();
                 on(Progress::Checkpoint {
                     step: done,
                     model: m.output(),
@@ -290,6 +292,17 @@ impl<'a> Runner<'a> {
             config_hash: self.hash.clone(),
         };
         checkpoint::write_json_atomic(&self.dir.join("train.json"), &summary)?;
+        self.draw_losses();
         Ok(summary)
+    }
+
+    /// Redraws `loss.png` (every loss of `stats.jsonl` against the step) in the stage folder.
+    /// Best effort: the picture is a view of `stats.jsonl`, which holds the same numbers, so a
+    /// failure to draw it never fails (or loses) training.
+    fn draw_losses(&self) {
+        let stats = self.dir.join("stats.jsonl");
+        if stats.exists() {
+            let _ = crate::viz::write_loss_curve(&stats, &self.dir.join("loss.png"));
+        }
     }
 }
