@@ -228,12 +228,37 @@ impl Ctx<'_> {
     }
 
     /// Evaluates `g` into `dir` (eval.json, and samples for the observer's picture).
-    fn evaluate(&mut self, g: &Generator, dir: &Path, obs: &mut dyn Observer) -> Result<()> {
+    /// Evaluates `g` into `dir`; with `cache`, a teacher's generation resumes from the batches
+    /// kept there (removed once `eval.json` is written).
+    fn evaluate(
+        &mut self,
+        g: &Generator,
+        dir: &Path,
+        cache: Option<&Path>,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         let s = self.settings();
         let device = self.o.device;
-        let (rec, x, labels) = self.scorer()?.evaluate(g, &s, device)?;
+        let batches = s.n.div_ceil(s.batch.max(1));
+        let mut on = |done: usize, reused: bool| {
+            let how = if reused {
+                "kept from an earlier process"
+            } else {
+                "made"
+            };
+            obs.note(&format!(
+                "  batch {}/{batches} {how} ({done} samples)",
+                done.div_ceil(s.batch.max(1))
+            ));
+        };
+        let (rec, x, labels) = self
+            .scorer()?
+            .evaluate_resumable(g, &s, device, cache, &mut on)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         write_json_atomic(&dir.join("eval.json"), &rec)?;
+        if let Some(c) = cache {
+            std::fs::remove_dir_all(c).map_err(|e| Error::io(c, e))?;
+        }
         let c = *labels.iter().max().unwrap_or(&0) as usize + 1;
         let take = (10.min(s.n / c).max(1) * c).min(s.n);
         obs.samples(dir, &x.narrow(0, 0, take as i64), &labels[..take])?;
@@ -267,7 +292,14 @@ impl Ctx<'_> {
                 self.o.exp.n, s.steps
             ));
             let teacher = self.teacher;
-            self.evaluate(&Generator::Teacher(teacher, &s), &dir, obs)?;
+            // 10,000 Heun samples take hours on a CPU: finished batches are kept (under runs/,
+            // keyed by the row's key) so that an interrupted evaluation resumes.
+            let cache = self.o.out.join("runs").join("teacher-eval").join(&key);
+            obs.note(&format!(
+                "  finished batches are kept in {} (a rerun resumes from them)",
+                cache.display()
+            ));
+            self.evaluate(&Generator::Teacher(teacher, &s), &dir, Some(&cache), obs)?;
         }
         let reps = self.o.exp.latency_reps.div_ceil(10).max(1);
         let device = self.o.device;
@@ -419,7 +451,7 @@ impl Ctx<'_> {
                 self.o.exp.n
             ));
             let bundle = Bundle::load(&bundle_path, self.o.device)?;
-            self.evaluate(&Generator::Bundle(&bundle), &dir, obs)?;
+            self.evaluate(&Generator::Bundle(&bundle), &dir, None, obs)?;
         }
         let bundle = Bundle::load(&bundle_path, self.o.device)?;
         let reps = self.o.exp.latency_reps;

@@ -9,12 +9,13 @@ use crate::data::images::ImageDataset;
 use crate::data::TrainingData;
 use crate::diffusion::SamplerConfig;
 use crate::eval::{
-    balanced_labels, frechet_distance, generate, image_metrics, Classifier, FeatureStats,
-    MetricsConfig, Reference,
+    balanced_labels, frechet_distance, generate, generate_cached, image_metrics, Classifier,
+    FeatureStats, MetricsConfig, Reference,
 };
 use crate::model::EdmModel;
 use crate::Result;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -99,22 +100,47 @@ impl Scorer {
         s: &EvalSettings,
         device: Device,
     ) -> Result<(EvalRecord, Tensor, Vec<i64>)> {
+        self.evaluate_resumable(g, s, device, None, &mut |_, _| {})
+    }
+
+    /// [`Self::evaluate`]; with `cache`, a teacher's generation keeps its finished batches there
+    /// and resumes from them (see [`generate_cached`]; a stop request ends it between batches
+    /// with [`crate::Error::Interrupted`]). `on(done, reused)` reports each teacher batch.
+    pub fn evaluate_resumable(
+        &self,
+        g: &Generator,
+        s: &EvalSettings,
+        device: Device,
+        cache: Option<&Path>,
+        on: &mut dyn FnMut(usize, bool),
+    ) -> Result<(EvalRecord, Tensor, Vec<i64>)> {
         let c = self.data.num_classes();
         let labels = balanced_labels(s.n, c);
         let t0 = Instant::now();
+        let mut cached_seconds = None;
         let (x, nfe) = match g {
             Generator::Teacher(t, cfg) => {
                 // The sampler applies the configured guidance.
-                let x = generate(
-                    *t,
-                    &t.spec.net.sample_shape(),
-                    &labels,
-                    cfg,
-                    s.seed,
-                    s.batch,
-                    device,
-                    &mut |_| {},
-                )?;
+                let shape = t.spec.net.sample_shape();
+                let x = match cache {
+                    Some(dir) => {
+                        let (x, secs) = generate_cached(
+                            *t, &shape, &labels, cfg, s.seed, s.batch, device, dir, on,
+                        )?;
+                        cached_seconds = Some(secs);
+                        x
+                    }
+                    None => generate(
+                        *t,
+                        &shape,
+                        &labels,
+                        cfg,
+                        s.seed,
+                        s.batch,
+                        device,
+                        &mut |_| {},
+                    )?,
+                };
                 (x, cfg.nfe() * if cfg.guidance != 1.0 { 2 } else { 1 })
             }
             Generator::Bundle(b) => {
@@ -126,7 +152,7 @@ impl Scorer {
                 (Tensor::cat(&xs, 0), 1)
             }
         };
-        let generation_seconds = t0.elapsed().as_secs_f64();
+        let generation_seconds = cached_seconds.unwrap_or_else(|| t0.elapsed().as_secs_f64());
         let (raw_features, _) = self.classifier.embed(&x.to_kind(Kind::Float))?;
         let fd_raw = frechet_distance(
             &FeatureStats::from_features(&raw_features)?,
