@@ -279,18 +279,27 @@ pub(crate) fn write_report(
         claims,
     };
     write_json_atomic(&o.out.join("report.json"), &report)?;
-    write_bytes_atomic(&o.out.join("report.md"), markdown(&report).as_bytes())?;
+    write_bytes_atomic(
+        &o.out.join("report.md"),
+        markdown(&report, &o.out).as_bytes(),
+    )?;
     Ok(report)
 }
 
-fn show(s: &Option<Summary>, digits: usize) -> String {
-    s.as_ref().map_or("—".into(), |s| s.show(digits))
+/// `mean ± std` over seeds; the teacher's single evaluation (no training seed) as a plain value.
+fn show_for(s: &Option<Summary>, digits: usize, teacher: bool) -> String {
+    match s {
+        None => "—".into(),
+        Some(s) if teacher => format!("{:.digits$}", s.mean),
+        Some(s) => s.show(digits),
+    }
 }
 
-fn pct(s: &Option<Summary>) -> String {
-    s.as_ref().map_or("—".into(), |s| {
-        Summary::of(&s.per_seed.iter().map(|v| 100.0 * v).collect::<Vec<_>>()).show(1)
-    })
+fn pct_for(s: &Option<Summary>, teacher: bool) -> String {
+    let scaled = s
+        .as_ref()
+        .map(|s| Summary::of(&s.per_seed.iter().map(|v| 100.0 * v).collect::<Vec<_>>()));
+    show_for(&scaled, 1, teacher)
 }
 
 fn num(v: Option<f64>, digits: usize) -> String {
@@ -305,7 +314,8 @@ fn stages(r: &TextReportRow) -> String {
     }
 }
 
-fn markdown(r: &TextReport) -> String {
+/// The report as Markdown; links are relative to `out` (where report.md lives).
+fn markdown(r: &TextReport, out: &std::path::Path) -> String {
     let seeds: Vec<String> = r.seeds.iter().map(|s| s.to_string()).collect();
     let first = r.rows.iter().find(|v| v.samples.is_some());
     let mut md = format!(
@@ -368,9 +378,11 @@ floor (n) | FD, all samples | digit acc. % all | seen | held-out | thickness % |
 size % | train s | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for v in &r.rows {
+        let t = v.run.is_none();
+        let pct = |s: &Option<Summary>| pct_for(s, t);
         let all = v.fd.first();
         let fd = all.map_or("pending".into(), |g| {
-            format!("{} ({})", show(&g.fd, 3), g.n)
+            format!("{} ({})", show_for(&g.fd, 3, t), g.n)
         });
         let floor = all.map_or("—".into(), |g| format!("{} ({})", num(g.floor, 3), g.n));
         md.push_str(&format!(
@@ -386,7 +398,7 @@ size % | train s | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|
             },
             fd,
             floor,
-            all.map_or("—".into(), |g| show(&g.fd_all, 3)),
+            all.map_or("—".into(), |g| show_for(&g.fd_all, 3, t)),
             pct(&v.digit_all),
             pct(&v.digit_seen),
             pct(&v.digit_heldout),
@@ -396,7 +408,7 @@ size % | train s | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|
             num(v.train_seconds, 0),
             v.grid
                 .as_ref()
-                .map(|g| format!("[png]({})", g.display()))
+                .map(|g| format!("[png]({})", g.strip_prefix(out).unwrap_or(g).display()))
                 .unwrap_or_default(),
         ));
     }
@@ -423,7 +435,9 @@ stages (the teacher's own fine-tune for the teacher).\n\n",
             .map(|g| {
                 v.fd.iter()
                     .find(|x| x.group == Some(g))
-                    .map_or(" pending |".into(), |x| format!(" {} |", show(&x.fd, 3)))
+                    .map_or(" pending |".into(), |x| {
+                        format!(" {} |", show_for(&x.fd, 3, v.run.is_none()))
+                    })
             })
             .collect();
         md.push_str(&format!("| {} |{}\n", v.name, cells));
