@@ -249,4 +249,15 @@ fn the_seeded_text_experiment_runs_resumes_and_reports_per_seed_values() {
     let partial = run_text_experiment(&options(d, &[0, 1, 2], &[], true), &mut c).unwrap();
     assert_eq!(partial.rows_done, 1, "only the teacher is complete");
     assert!(run_text_experiment(&options(d, &[0], &["k9"], false), &mut c).is_err());
+    // A run directory holding another teacher is refused, not silently reused.
+    let copy = out.join("runs/k1/s0/teacher/train.json");
+    let text = std::fs::read_to_string(&copy).unwrap();
+    let mut t: serde_json::Value = serde_json::from_str(&text).unwrap();
+    t["config_hash"] = "another".into();
+    std::fs::write(&copy, t.to_string()).unwrap();
+    let e = run_text_experiment(&options(d, &[0], &["k1"], false), &mut c)
+        .err()
+        .expect("a stale teacher copy is an error")
+        .to_string();
+    assert!(e.contains("teacher") && e.contains("runs/k1/s0"), "{e}");
 }

@@ -343,6 +343,17 @@ impl Ctx<'_> {
                 copy_once(&exp.teacher.join(f), &td.join(f))?;
             }
         }
+        if teacher_id(&td) != teacher_id(&exp.teacher) {
+            return Err(Error::config(
+                "teacher",
+                format!(
+                    "{} is not the teacher {} holds a copy of; remove that run directory to \
+                     train it again with this teacher",
+                    exp.teacher.display(),
+                    run.root.display()
+                ),
+            ));
+        }
         // The captions' embeddings, computed once for every run.
         self.scorer()?;
         copy_once(
