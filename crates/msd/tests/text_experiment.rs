@@ -256,8 +256,7 @@ fn the_seeded_text_experiment_runs_resumes_and_reports_per_seed_values() {
     t["config_hash"] = "another".into();
     std::fs::write(&copy, t.to_string()).unwrap();
     let e = run_text_experiment(&options(d, &[0], &["k1"], false), &mut c)
-        .err()
-        .expect("a stale teacher copy is an error")
+        .expect_err("a stale teacher copy is an error")
         .to_string();
     assert!(e.contains("teacher") && e.contains("runs/k1/s0"), "{e}");
 }
