@@ -106,7 +106,8 @@ fn eval_done(dir: &Path, key: &str) -> bool {
     read_json::<TextEvalRecord>(&dir.join("eval.json")).is_ok_and(|r| r.key == key)
 }
 
-/// Copies `src` to `dst` (through a temporary file) unless `dst` exists.
+/// Copies `src` to `dst` (through a temporary file of this process, so that two processes of
+/// one experiment can copy at once) unless `dst` exists.
 fn copy_once(src: &Path, dst: &Path) -> Result<()> {
     if dst.exists() {
         return Ok(());
@@ -114,7 +115,7 @@ fn copy_once(src: &Path, dst: &Path) -> Result<()> {
     if let Some(d) = dst.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    let tmp = dst.with_extension("copy.tmp");
+    let tmp = dst.with_extension(format!("{}.tmp", std::process::id()));
     std::fs::copy(src, &tmp).map_err(|e| Error::io(src, e))?;
     std::fs::rename(&tmp, dst).map_err(|e| Error::io(dst, e))
 }
