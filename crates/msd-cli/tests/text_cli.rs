@@ -150,3 +150,63 @@ fn sample_with_prompts_routes_unseen_wordings_and_refuses_bad_prompts() {
     ]);
     assert!(!ok && err.contains("take classes, not prompts"), "{err}");
 }
+
+#[test]
+fn text_experiment_names_its_config_and_reports_what_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("nope.toml");
+    let out = d.path().join("out");
+    let (ok, _, err) = msd(&[
+        "text",
+        "experiment",
+        "--config",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("--config") && err.contains("nope.toml"),
+        "{err}"
+    );
+    // With nothing trained, --report-only writes a report of pending rows and claims (it needs
+    // neither the teacher nor the encoder).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = d.path().join("experiment-text.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "run = \"{}\"\nteacher = \"absent\"\nclassifier = \"absent\"\n",
+            root.join("configs/text-mnist.toml").display()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, err) = msd(&[
+        "text",
+        "experiment",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--report-only",
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("0 of 6 rows"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| 4 quadrant students beat 1 (DM → ADM) | pending | pending |"),
+        "{md}"
+    );
+    assert!(md.contains("DM 100 iterations then ADM 50"), "{md}");
+    // Training needs the teacher, and says which.
+    let (ok, _, err) = msd(&[
+        "text",
+        "experiment",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--only",
+        "k1",
+    ]);
+    assert!(!ok && err.contains("absent"), "{err}");
+}

@@ -29,6 +29,34 @@ pub enum Sub {
     /// Write the standard evaluation prompt file (for `msd eval --prompts`): per digit, seeded
     /// attribute levels worded once by a training and once by a held-out template.
     Prompts(PromptsArgs),
+    /// The seeded comparison of issue 14 (teacher vs 1 student vs K prompt-partitioned
+    /// students, quadrants vs k-means), resumable; writes OUT/report.{md,json}.
+    Experiment(ExperimentArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ExperimentArgs {
+    /// The experiment config, e.g. configs/experiment-text.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder: report.md, report.json and evals/ (small, meant to be committed) and
+    /// runs/ (the students' weights and checkpoints).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training seeds (default: the config's `seeds`).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Only these parts (comma-separated: teacher, k1, k4-quadrants, k4-kmeans).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Train and evaluate nothing; only rewrite the report from what exists.
+    #[arg(long, conflicts_with = "only")]
+    pub report_only: bool,
+    /// The all-MiniLM-L6-v2 folder (default: the config's, else the cache's).
+    #[arg(long)]
+    pub encoder: Option<PathBuf>,
+    #[arg(long, default_value = "cpu", value_parser = crate::device::parse)]
+    pub device: tch::Device,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +134,7 @@ pub fn run(a: Args) -> Result<()> {
         Sub::Teacher(t) => teacher(t),
         Sub::Distill(d) => distill(d),
         Sub::Partition(p) => partition(p),
+        Sub::Experiment(e) => experiment(e),
         Sub::Prompts(p) => {
             if p.per_digit == 0 {
                 anyhow::bail!("--per-digit must be ≥ 1");
@@ -192,5 +221,39 @@ fn partition(a: PartitionArgs) -> Result<()> {
             .with_context(|| format!("--out {}", out.display()))?;
         println!("partition: {}", out.display());
     }
+    Ok(())
+}
+
+fn experiment(a: ExperimentArgs) -> Result<()> {
+    use msd::text::experiment::driver::{run_text_experiment, TextExperimentOptions};
+    let exp = msd::text::experiment::TextExperimentConfig::load(&a.config)
+        .with_context(|| format!("--config {}", a.config.display()))?;
+    let opts = TextExperimentOptions {
+        config_path: a.config.clone(),
+        exp,
+        out: a.out.clone(),
+        seeds: (!a.seeds.is_empty()).then(|| a.seeds.clone()),
+        only: a.only,
+        report_only: a.report_only,
+        encoder: a.encoder,
+        device: a.device,
+        provenance: msd::experiment::Provenance::of_build(env!("MSD_BUILD_COMMIT")),
+    };
+    let report = run_text_experiment(&opts, &mut progress::Console::default())
+        .with_context(|| format!("text experiment {}", a.config.display()))?;
+    for c in &report.claims {
+        println!(
+            "{}: {} → {}",
+            c.claim,
+            c.ours,
+            c.verdict.map_or("pending", |v| v.as_str())
+        );
+    }
+    println!(
+        "text experiment: {} of {} rows evaluated for every seed → {}",
+        report.rows_done,
+        report.rows.len(),
+        a.out.join("report.md").display()
+    );
     Ok(())
 }

@@ -8,10 +8,12 @@
 //! - [`pipeline`]: the run directory's text stages (teacher, partition, students, bundle).
 //! - [`prompt`]: checking and embedding one user prompt;
 //! - [`prompt_set`]: prompt files (what each prompt asks for) and the standard evaluation set;
-//! - [`prompt_eval`]: scoring samples against their prompts (digit, attributes, FD).
+//! - [`prompt_eval`]: scoring samples against their prompts (digit, attributes, FD);
+//! - [`experiment`]: the seeded comparison (teacher vs 1 vs K students, quadrants vs k-means).
 
 pub mod caption_files;
 pub mod captioned;
+pub mod experiment;
 pub mod init;
 pub mod pipeline;
 pub mod prompt;

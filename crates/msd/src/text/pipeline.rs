@@ -31,6 +31,10 @@ use std::path::{Path, PathBuf};
 pub struct TextRun {
     pub run: RunDir,
     pub encoder: TextEncoder,
+    /// Seed of the captions' template draw; `None`: the run's seed. Runs that share a teacher
+    /// across training seeds (the seeded experiment) fix it to the teacher's, so that every seed
+    /// trains on the captions the teacher saw.
+    pub caption_seed: Option<u64>,
 }
 
 impl TextRun {
@@ -39,7 +43,19 @@ impl TextRun {
         Self {
             run: RunDir::new(root),
             encoder,
+            caption_seed: None,
         }
+    }
+
+    /// The same run with the captions drawn with `seed` instead of the run's seed.
+    pub fn with_caption_seed(mut self, seed: u64) -> Self {
+        self.caption_seed = Some(seed);
+        self
+    }
+
+    /// The seed of the captions' template draw for `cfg`.
+    pub fn caption_seed_of(&self, cfg: &RunConfig) -> u64 {
+        self.caption_seed.unwrap_or(cfg.seed)
     }
 
     /// The caption-embedding cache file.
@@ -66,20 +82,25 @@ impl TextRun {
         }
     }
 
-    /// The run's images and their captions (template draw seeded by the run's seed).
+    /// The run's images and their captions (template draw seeded by [`Self::caption_seed_of`]).
     pub fn captioned(&self, cfg: &RunConfig) -> Result<(ImageDataset, CaptionedSet)> {
         let images = cfg.data.open_images(&self.run.root)?;
-        let set = CaptionedSet::build(&images, &self.encoder, &self.embeddings_path(), cfg.seed)?;
+        let set = CaptionedSet::build(
+            &images,
+            &self.encoder,
+            &self.embeddings_path(),
+            self.caption_seed_of(cfg),
+        )?;
         Ok((images, set))
     }
 
     /// What the prompt data is identified by in hashes: the images, the caption seed and the
     /// encoder.
-    fn data_id(cfg: &RunConfig) -> String {
+    fn data_id(&self, cfg: &RunConfig) -> String {
         format!(
             "{}|captions(seed {})|{}",
             cfg.data.id(),
-            cfg.seed,
+            self.caption_seed_of(cfg),
             crate::nets::text_encoder::MODEL_DIR_NAME
         )
     }
@@ -106,7 +127,7 @@ impl TextRun {
                 Some((text, format!("{}+fit", teacher_id(dir)), report))
             }
         };
-        let data_id = Self::data_id(&cfg);
+        let data_id = self.data_id(&cfg);
         let job = DenoiserJob {
             spec: &cfg.model,
             cfg: &cfg.teacher,
@@ -185,7 +206,7 @@ impl TextRun {
         let (images, set) = self.captioned(&cfg)?;
         let partition = self.partition(&cfg, &set)?;
         let data = set.prompted(&images, Some(&partition))?;
-        let data_id = Self::data_id(&cfg);
+        let data_id = self.data_id(&cfg);
         let tid = teacher_id(&self.run.teacher_dir());
         let students: Vec<usize> = if opts.students.is_empty() {
             (0..partition.students).collect()
