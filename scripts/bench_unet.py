@@ -291,6 +291,9 @@ def main():
         g0, f0, t0 = copy.deepcopy(gen).train(), copy.deepcopy(fake).train(), copy.deepcopy(teacher).eval()
         g_opt, f_opt = adamw(g0, lr=2e-4, betas=(0.0, 0.99)), adamw(f0, lr=2e-4, betas=(0.0, 0.99))
         g, f, t = wrap(g0), wrap(f0), wrap(t0)
+        # The EMA generator that msd's DM step updates after each generator step.
+        ema = copy.deepcopy(gen)
+        ema_p, g_p = [p.detach() for p in ema.parameters()], [p.detach() for p in g0.parameters()]
         z, l = noise(b), labels(b)
         s80 = torch.full((b,), 80.0)
 
@@ -324,6 +327,8 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_(g0.parameters(), 1.0)
             g_opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_p, g_p, 1.0 - 0.95)
 
         return median_ms(a.reps, it)
 

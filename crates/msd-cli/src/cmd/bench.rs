@@ -54,6 +54,10 @@ pub struct Args {
     /// compiled figure says how far the limit is.
     #[arg(long, value_delimiter = ',')]
     pub compile: Vec<String>,
+    /// Time only these rows besides the teacher rows (comma-separated: student_one_step,
+    /// train_step, dm_iteration; default all).
+    #[arg(long, value_delimiter = ',', value_parser = ["student_one_step", "train_step", "dm_iteration"])]
+    pub rows: Vec<String>,
     /// Internal: time only the allocator row and print it as JSON (the child process).
     #[arg(long, hide = true)]
     pub allocator_child: bool,
@@ -81,6 +85,7 @@ impl Args {
                 .unwrap_or_else(|| "python3".into()),
             no_peer: self.no_peer,
             compile: self.compile.clone(),
+            rows: self.rows.clone(),
         }
     }
 

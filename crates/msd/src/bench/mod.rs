@@ -80,6 +80,9 @@ pub struct BenchOptions {
     pub no_peer: bool,
     /// Rows also timed under `torch.compile` by the twin.
     pub compile: Vec<String>,
+    /// Time only these non-teacher rows (by name: `student_one_step`, `train_step`,
+    /// `dm_iteration`); empty = all.
+    pub rows: Vec<String>,
 }
 
 /// One measurement: ours beside the twin.
@@ -218,6 +221,7 @@ fn row_keys(o: &BenchOptions, dm_batch: i64) -> Vec<Key> {
         keys.push(("train_step".into(), 64, p));
         keys.push(("dm_iteration".into(), dm_batch, p));
     }
+    keys.retain(|k| o.rows.is_empty() || o.rows.contains(&k.0));
     keys
 }
 

@@ -155,24 +155,33 @@ impl AdamW {
         self.t += 1;
         let bc1 = 1.0 - c.beta1.powi(self.t as i32);
         let bc2 = 1.0 - c.beta2.powi(self.t as i32);
+        // In place, as torch's single-tensor AdamW: m ← lerp(m, g, 1 − β1) = β1·m + (1 − β1)·g,
+        // v ← β2·v + (1 − β2)·g², p ← p − (lr/bc1)·m / (√v/√bc2 + eps). Two temporaries per
+        // tensor instead of ten (the same update up to float rounding).
+        let (sqrt_bc2, step) = (bc2.sqrt(), lr / bc1);
         tch::no_grad(|| {
             for (i, (_, p)) in self.params.iter_mut().enumerate() {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                let g = g * scale;
+                let g = if scale == 1.0 { g } else { g * scale };
                 let m = &mut self.m[i];
                 let v = &mut self.v[i];
-                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
+                let _ = m.lerp_(&g, 1.0 - c.beta1);
                 let _ = v
                     .g_mul_scalar_(c.beta2)
-                    .g_add_(&(g.square() * (1.0 - c.beta2)));
-                let denom = (&*v / bc2).sqrt() + c.eps;
+                    .addcmul_(&g, &(&g * (1.0 - c.beta2)));
+                let mut denom = v.sqrt();
+                // −(√v/√bc2 + eps)/step, so that addcdiv_ (value 1) subtracts step·m/denom.
+                let _ = denom
+                    .g_div_scalar_(sqrt_bc2)
+                    .g_add_scalar_(c.eps)
+                    .g_mul_scalar_(-1.0 / step);
                 if c.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
-                let _ = p.g_sub_(&((&*m / bc1) / denom * lr));
+                let _ = p.addcdiv_(m, &denom);
             }
         });
         norm

@@ -8,7 +8,8 @@ pub fn ema_update(ema: &VarStore, model: &VarStore, decay: f64) {
     tch::no_grad(|| {
         for (name, mut e) in ema.variables() {
             if let Some(p) = src.get(&name) {
-                e.copy_(&(&e * decay + p * (1.0 - decay)));
+                // lerp(e, p, 1 − decay) = decay·e + (1 − decay)·p, in place.
+                let _ = e.lerp_(p, 1.0 - decay);
             }
         }
     });
