@@ -440,14 +440,17 @@ pub fn read_loss_points(stats: &Path) -> Result<Vec<(f64, f64)>> {
         .collect())
 }
 
+/// One logged loss: its field name and its (step, value) points.
+pub type LossSeries = (String, Vec<(f64, f64)>);
+
 /// Every loss a `stats.jsonl` logs, one series per field: `loss` and the fields ending in
 /// `_loss` (a distillation stage logs `vsd_loss`, `fake_loss`, `regression_loss` and, in ADM,
 /// the GAN terms), each as (step, value) over the lines that carry a finite value, in the order
 /// the fields first appear (sorted by name within a line). The step is the line's `step`, or the
 /// line's index among the parsed lines when it has none.
-pub fn read_loss_series(stats: &Path) -> Result<Vec<(String, Vec<(f64, f64)>)>> {
+pub fn read_loss_series(stats: &Path) -> Result<Vec<LossSeries>> {
     let text = std::fs::read_to_string(stats).map_err(|e| Error::io(stats, e))?;
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<LossSeries> = Vec::new();
     let lines = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
