@@ -636,26 +636,31 @@ mod tests {
         let shape = den.spec.net.sample_shape();
         let d = tempfile::tempdir().unwrap();
         let plain = generate(&den, &shape, &labels, &cfg, 7, 4, Device::Cpu, &mut |_| {}).unwrap();
-        // A first process makes batch 0 only (the others' files are removed, as if it stopped).
-        let mut reused = Vec::new();
-        let (x, _) = generate_cached(
-            &den,
-            &shape,
-            &labels,
-            &cfg,
-            7,
-            4,
-            Device::Cpu,
-            d.path(),
-            &mut |_, r| reused.push(r),
-        )
-        .unwrap();
+        // Generates into the cache; returns the images, seconds and which batches were reused.
+        let cached = || {
+            let mut reused = Vec::new();
+            let (x, secs) = generate_cached(
+                &den,
+                &shape,
+                &labels,
+                &cfg,
+                7,
+                4,
+                Device::Cpu,
+                d.path(),
+                &mut |_, r| reused.push(r),
+            )
+            .unwrap();
+            (x, secs, reused)
+        };
+        let (x, _, reused) = cached();
         assert_eq!(reused, [false, false, false]);
         assert!(x.allclose(&plain, 0.0, 0.0, false));
+        // As if the first process had stopped after batch 0, and batch 1's file were of
+        // another size (it is made again).
         for b in 1..3 {
             std::fs::remove_file(d.path().join(format!("batch-{b:05}.safetensors"))).unwrap();
         }
-        // A batch of the wrong size is made again.
         crate::train::checkpoint::write_tensors_atomic(
             &d.path().join("batch-00001.safetensors"),
             &[
@@ -668,19 +673,7 @@ mod tests {
         )
         .unwrap();
         tch::manual_seed(999); // the global RNG state must not matter
-        let mut reused = Vec::new();
-        let (x, secs) = generate_cached(
-            &den,
-            &shape,
-            &labels,
-            &cfg,
-            7,
-            4,
-            Device::Cpu,
-            d.path(),
-            &mut |_, r| reused.push(r),
-        )
-        .unwrap();
+        let (x, secs, reused) = cached();
         assert_eq!(reused, [true, false, false]);
         assert!(x.allclose(&plain, 0.0, 0.0, false), "resumed images differ");
         assert!(secs > 0.0);

@@ -486,10 +486,10 @@ fn row_done(dir: &Path, key: &str) -> bool {
         && read_json::<EvalRecord>(&dir.join("eval.json")).is_ok_and(|e| e.samples_as.is_some())
 }
 
-/// Passes the pipeline's progress on to an experiment observer.
-struct Relay<'a> {
-    obs: &'a mut dyn Observer,
-    label: String,
+/// Passes the pipeline's progress on to an experiment observer (also the text experiment's).
+pub(crate) struct Relay<'a> {
+    pub(crate) obs: &'a mut dyn Observer,
+    pub(crate) label: String,
 }
 
 impl crate::pipeline::Observer for Relay<'_> {

@@ -7,7 +7,7 @@ use super::driver::{apply_budget, eval_dir, run_dir, ExperimentOptions, RowRecor
 use super::eval::EvalRecord;
 use super::grad_share::{grad_share_series, GradShareSeries};
 use super::plan::{partition_name, stages_up_to, Plan, RowPlan};
-use super::stats::{verdict_lower, Summary, Verdict};
+use super::stats::{fd_claim, Summary, Verdict};
 use super::{Provenance, StageKind};
 use crate::config::RunConfig;
 use crate::nets::NetConfig;
@@ -312,18 +312,7 @@ pub(crate) fn write_report(
         .iter()
         .map(|c| {
             let (b, w) = (summary(&c.better), summary(&c.worse));
-            let (ours, verdict) = match (&b, &w) {
-                (Some(b), Some(w)) => (
-                    format!(
-                        "FD {} vs {} ({:+.1}%)",
-                        b.show(3),
-                        w.show(3),
-                        100.0 * (b.mean - w.mean) / w.mean
-                    ),
-                    Some(verdict_lower(b, w)),
-                ),
-                _ => ("pending".to_string(), None),
-            };
+            let (ours, verdict) = fd_claim(b.as_ref(), w.as_ref());
             Claim {
                 claim: c.claim.clone(),
                 question: c.question.to_string(),

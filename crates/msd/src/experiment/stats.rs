@@ -99,6 +99,23 @@ pub fn verdict_lower(better: &Summary, worse: &Summary) -> Verdict {
     }
 }
 
+/// A claim's figures and verdict, as the reports print them: "FD b vs w (±x%)" and
+/// [`verdict_lower`] when both sides have figures, else "pending" and no verdict.
+pub fn fd_claim(better: Option<&Summary>, worse: Option<&Summary>) -> (String, Option<Verdict>) {
+    match (better, worse) {
+        (Some(b), Some(w)) => (
+            format!(
+                "FD {} vs {} ({:+.1}%)",
+                b.show(3),
+                w.show(3),
+                100.0 * (b.mean - w.mean) / w.mean
+            ),
+            Some(verdict_lower(b, w)),
+        ),
+        _ => ("pending".to_string(), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,14 +13,14 @@ use super::{plan, TextExperimentConfig, TextRowPlan, TextRunPlan};
 use crate::bundle::{Bundle, TeacherRef};
 use crate::config::RunConfig;
 use crate::eval::Classifier;
-use crate::experiment::driver::{eval_dir, run_dir};
+use crate::experiment::driver::{eval_dir, run_dir, Relay};
 use crate::experiment::{Observer, Provenance, StageKind};
 use crate::model::EdmModel;
 use crate::nets::text_encoder::TextEncoder;
 use crate::partition::Partition;
-use crate::pipeline::{DistillOptions, StageDone};
+use crate::pipeline::DistillOptions;
 use crate::run::{teacher_id, RunDir};
-use crate::teacher::{Progress, TrainSummary};
+use crate::teacher::TrainSummary;
 use crate::text::captioned::CaptionedSet;
 use crate::text::pipeline::TextRun;
 use crate::train::checkpoint::{config_hash, read_json, write_json_atomic};
@@ -443,28 +443,5 @@ impl Ctx<'_> {
             Some(train_seconds),
             obs,
         )
-    }
-}
-
-/// Passes the pipeline's progress on to an experiment observer.
-struct Relay<'a> {
-    obs: &'a mut dyn Observer,
-    label: String,
-}
-
-impl crate::pipeline::Observer for Relay<'_> {
-    fn stage_started(&mut self, student: usize, stage: StageKind, total_steps: u64) {
-        self.obs.begin(
-            &format!("{} {} {student}", self.label, stage.name()),
-            total_steps,
-        );
-    }
-    fn training(&mut self, event: Progress) {
-        if let Progress::Step { step, .. } | Progress::Start { step, .. } = event {
-            self.obs.step(step);
-        }
-    }
-    fn stage_finished(&mut self, _done: &StageDone) {
-        self.obs.end();
     }
 }

@@ -11,7 +11,7 @@ use super::group_fd::GroupFd;
 use super::{TextPlan, TextRowPlan};
 use crate::experiment::driver::eval_dir;
 use crate::experiment::report::RowStatus;
-use crate::experiment::stats::{verdict_lower, Summary, Verdict, MIN_SEEDS};
+use crate::experiment::stats::{fd_claim, Summary, Verdict, MIN_SEEDS};
 use crate::experiment::{Provenance, StageKind};
 use crate::text::prompt_eval::ScoreSummary;
 use crate::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
@@ -234,18 +234,7 @@ pub(crate) fn write_report(
         .iter()
         .map(|c| {
             let (b, w) = (fd_of(&c.better, c.group), fd_of(&c.worse, c.group));
-            let (ours, verdict) = match (&b, &w) {
-                (Some(b), Some(w)) => (
-                    format!(
-                        "FD {} vs {} ({:+.1}%)",
-                        b.show(3),
-                        w.show(3),
-                        100.0 * (b.mean - w.mean) / w.mean
-                    ),
-                    Some(verdict_lower(b, w)),
-                ),
-                _ => ("pending".to_string(), None),
-            };
+            let (ours, verdict) = fd_claim(b.as_ref(), w.as_ref());
             TextClaim {
                 claim: c.claim.clone(),
                 better: c.better.clone(),
