@@ -372,7 +372,10 @@ pub(crate) fn write_report(
         grad_share,
     };
     write_json_atomic(&o.out.join("report.json"), &report)?;
-    write_bytes_atomic(&o.out.join("report.md"), markdown(&report).as_bytes())?;
+    write_bytes_atomic(
+        &o.out.join("report.md"),
+        markdown(&report, &o.out).as_bytes(),
+    )?;
     Ok(report)
 }
 
@@ -393,7 +396,8 @@ fn stages(v: &ReportRow) -> String {
     }
 }
 
-fn markdown(r: &ExperimentReport) -> String {
+/// `report.md` of `r`, which is written into `out` (links are relative to it).
+fn markdown(r: &ExperimentReport, out: &Path) -> String {
     let seeds: Vec<String> = r.seeds.iter().map(|s| s.to_string()).collect();
     let mut md = format!(
         "# MSD reproduction on MNIST-10k\n\n\
@@ -465,7 +469,7 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
             let grid = v
                 .grid
                 .as_ref()
-                .map(|g| format!("[png]({})", g.display()))
+                .map(|g| format!("[png]({})", g.strip_prefix(out).unwrap_or(g).display()))
                 .unwrap_or_default();
             md.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
