@@ -490,15 +490,29 @@ pub fn generate(
     let batch = batch.max(1);
     let mut out = Vec::new();
     for (b, chunk) in labels.chunks(batch).enumerate() {
-        tch::manual_seed(seed.wrapping_add(b as u64) as i64);
-        let mut s = vec![chunk.len() as i64];
-        s.extend_from_slice(shape);
-        let z = Tensor::randn(s.as_slice(), (Kind::Float, device));
-        let l = Tensor::from_slice(chunk).to_device(device);
-        out.push(sample(den, &z, &l, cfg)?.to_device(Device::Cpu));
+        out.push(sample_batch(den, shape, chunk, cfg, seed, b, device)?);
         on(b * batch + chunk.len());
     }
     Ok(Tensor::cat(&out, 0))
+}
+
+/// Batch `b` of [`generate`]: the images of `chunk`'s labels from the noise drawn after
+/// `tch::manual_seed(seed + b)`, on the CPU.
+fn sample_batch(
+    den: &dyn Denoiser,
+    shape: &[i64],
+    chunk: &[i64],
+    cfg: &SamplerConfig,
+    seed: u64,
+    b: usize,
+    device: Device,
+) -> Result<Tensor> {
+    tch::manual_seed(seed.wrapping_add(b as u64) as i64);
+    let mut s = vec![chunk.len() as i64];
+    s.extend_from_slice(shape);
+    let z = Tensor::randn(s.as_slice(), (Kind::Float, device));
+    let l = Tensor::from_slice(chunk).to_device(device);
+    Ok(sample(den, &z, &l, cfg)?.to_device(Device::Cpu))
 }
 
 /// [`generate`] that keeps every finished batch in the folder `cache`
@@ -546,10 +560,7 @@ pub fn generate_cached(
                     return Err(crate::Error::Interrupted { step: b as u64 });
                 }
                 let t0 = std::time::Instant::now();
-                tch::manual_seed(seed.wrapping_add(b as u64) as i64);
-                let z = Tensor::randn(s.as_slice(), (Kind::Float, device));
-                let l = Tensor::from_slice(chunk).to_device(device);
-                let x = sample(den, &z, &l, cfg)?.to_device(Device::Cpu);
+                let x = sample_batch(den, shape, chunk, cfg, seed, b, device)?;
                 let secs = t0.elapsed().as_secs_f64();
                 write_tensors_atomic(
                     &file,
