@@ -274,6 +274,12 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     }
     assert!(p.join("res/grad_share.png").exists());
     assert!(md.contains("share of the generator's gradient"), "{md}");
+    // Issue 16: the report names the optimisation preset its rows used.
+    assert!(
+        md.contains("Optimisation preset of every row (`") && md.contains("(generator: AdamW"),
+        "{md}"
+    );
+    assert!(j["preset"].as_str().is_some_and(|s| !s.is_empty()), "{j}");
 
     // --report-only trains and evaluates nothing: into a fresh folder, every row is pending.
     let report_only = [

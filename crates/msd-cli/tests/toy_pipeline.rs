@@ -309,6 +309,13 @@ fn toy_quick_sweeps_widths_and_seeds_in_workers_and_resumes() {
         assert_eq!(c["verdict"], "pending", "{c}");
     }
     assert!(out.join("toy.png").exists() && out.join("toy_report.md").exists());
+    // Issue 16: the report names the optimisation preset of its runs.
+    let md = std::fs::read_to_string(out.join("toy_report.md")).unwrap();
+    assert!(md.contains("Optimisation preset of every run: "), "{md}");
+    assert!(
+        r["preset"].as_str().is_some_and(|p| p.contains("AdamW")),
+        "{r}"
+    );
     assert!(first.contains("worker: width 32, seed 1 done"), "{first}");
 
     // Everything is reused: the same figures, no worker trains again. Run from a folder

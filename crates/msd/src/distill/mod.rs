@@ -5,7 +5,8 @@
 //! [`pairs`] the shared regression pairs and [`regression`] their distance, [`student`] one
 //! student's job and its dispatch; [`checks`] the consistency rules (σ_max of the pairs,
 //! guidance needs label dropout, no dropout while distilling), [`grad_share`] the regression
-//! term's share of the generator's gradient, [`export`] which generator a stage exports.
+//! term's share of the generator's gradient, [`export`] which generator a stage exports,
+//! [`preset`] which optimisation preset (msd defaults / DMD2 reference) a config follows.
 
 pub mod adm;
 pub mod cd;
@@ -17,6 +18,7 @@ pub mod export;
 mod fidelity_tests;
 pub mod grad_share;
 pub mod pairs;
+pub mod preset;
 pub mod regression;
 pub mod student;
 pub mod tsm;

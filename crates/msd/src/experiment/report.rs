@@ -142,6 +142,11 @@ pub struct ExperimentReport {
     pub sampler_steps: usize,
     pub guidance: f64,
     pub real_guidance: f64,
+    /// The run config's optimisation preset and its settings
+    /// ([`crate::distill::preset::describe`]); every row uses it (rows differ only where their
+    /// table says: students, sizes, budgets, regression weight).
+    #[serde(default)]
+    pub preset: String,
     pub rows: Vec<ReportRow>,
     pub claims: Vec<Claim>,
     /// The regression term's share of the generator's gradient over DM training, per run with
@@ -366,6 +371,7 @@ pub(crate) fn write_report(
         sampler_steps: base.sampler.steps,
         guidance: base.sampler.guidance,
         real_guidance: d.real_guidance,
+        preset: crate::distill::preset::describe(d),
         rows_done: rows.iter().filter(|r| r.status == RowStatus::Done).count(),
         rows,
         claims,
@@ -410,7 +416,9 @@ sample from the student that owns its class; teacher: Heun-{} with classifier-fr
 students' real score uses guidance {}).\n\n\
 Per-student budgets of the run config: DM {} iterations, ADM {} iterations, TSM {} steps, batch {}, \
 TTUR {}; rows marked `·N` scale them (column `iters/student`). Sizes: teacher and same-size \
-students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
+students {} parameters; smaller students {}; capacity-bound students {}.\n\n\
+Optimisation preset of every row (`{}`; the regression weight of a row may differ, see its \
+table): {}.\n\n",
         r.provenance.command,
         r.provenance.commit,
         r.provenance.hardware,
@@ -432,6 +440,8 @@ students {} parameters; smaller students {}; capacity-bound students {}.\n\n",
         r.sizes
             .capacity_params
             .map_or("—".to_string(), |p| p.to_string()),
+        r.run_config.display(),
+        r.preset,
     );
     md.push_str("## Claims\n\n| question | claim | paper (ImageNet-64 FID) | ours (FD) | verdict |\n|---|---|---|---|---|\n");
     for c in &r.claims {

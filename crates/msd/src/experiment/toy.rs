@@ -203,6 +203,10 @@ pub struct ToyReport {
     pub box_half_width: f64,
     pub per_student_iterations: u64,
     pub tsm_steps: u64,
+    /// The distillation's optimisation preset and its settings
+    /// ([`crate::distill::preset::describe`]), the same for every run.
+    #[serde(default)]
+    pub preset: String,
     /// Two independent teacher sample sets against each other, class-averaged.
     pub noise_floor_l1: f64,
     pub per_class_noise_floor_l1: Vec<f64>,
@@ -727,6 +731,7 @@ impl ToyContext {
                 ToyMethod::Cd => o.config.distill.cd.iterations,
             },
             tsm_steps: o.config.distill.tsm.steps,
+            preset: crate::distill::preset::describe(&o.config.distill),
             noise_floor_l1: mean(&self.floor),
             per_class_noise_floor_l1: self.floor.clone(),
             teacher: ToyTeacher {
@@ -823,6 +828,7 @@ fn markdown(r: &ToyReport) -> String {
          `toy_report.json`. Evaluation noise is the same for every seed. Students: one-step (1 NFE), method {m}, \
          {it} iterations each, contiguous partition; students of the teacher's width ({tw}) start from the teacher, \
          narrower ones from TSM ({tsm} steps). Teacher: Heun ({tp} parameters).\n\n\
+         Optimisation preset of every run: {preset}.\n\n\
          | width | K | init | params/student | ℓ1 to teacher | ℓ1 to data | train s (K students, mean) |\n|---|---|---|---|---|---|---|\n",
         cmd = r.provenance.command,
         commit = r.provenance.commit,
@@ -837,6 +843,7 @@ fn markdown(r: &ToyReport) -> String {
         tw = r.teacher.width,
         tsm = r.tsm_steps,
         tp = r.teacher.params,
+        preset = r.preset,
     );
     for run in &r.runs {
         let t = Summary {
