@@ -155,6 +155,8 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
         j["samples_as"].as_str().unwrap().starts_with("uint8"),
         "{j}"
     );
+    // ... with the raw-value FD of the same samples beside it (the pre-quantisation figure).
+    assert!(j["fd_raw"].as_f64().is_some_and(f64::is_finite), "{j}");
     assert!(j["feature_net"]["kind"]
         .as_str()
         .unwrap()
@@ -166,6 +168,7 @@ fn classifier_teacher_and_eval_on_tiny_idx_data() {
         md.contains("| FD (msd CNN `clf`, not Inception FID) |"),
         "{md}"
     );
+    assert!(md.contains("on their raw values: FD "), "{md}");
     assert!(
         md.contains("Feature network")
             && md.contains("Hardware")

@@ -189,6 +189,7 @@ impl<'a> Scorer<'a> {
             &hardware(),
         );
         r.net_precision = Some(s.precision);
+        r.fd_raw = Some(crate::eval::raw_fd(self.clf, &self.reference, x)?);
         Ok(r)
     }
 }

@@ -21,7 +21,7 @@ pub use kid::kid;
 pub use prdc::precision_recall;
 pub use quantize::{from_u8, quantize_u8, to_u8, QUANTIZATION};
 pub use report::{
-    balanced_labels, generate, generate_cached, image_metrics, per_class_table, EvalReport,
+    balanced_labels, generate, generate_cached, image_metrics, per_class_table, raw_fd, EvalReport,
     FeatureNetInfo, ImageMetrics, MetricsConfig, Reference, ReferenceInfo, SeedsInfo, StudentEval,
     FEATURE_NET_KIND,
 };

@@ -115,6 +115,14 @@ pub fn image_metrics(
     })
 }
 
+/// The FD of `images` scored on their raw values (neither clamped nor quantised), as reports
+/// did before 8-bit scoring: kept beside the 8-bit FD so that re-scored figures can be compared
+/// with the old ones.
+pub fn raw_fd(clf: &Classifier, reference: &Reference, images: &Tensor) -> Result<f64> {
+    let (f, _) = clf.embed(&images.to_kind(tch::Kind::Float))?;
+    frechet_distance(&FeatureStats::from_features(&f)?, &reference.stats)
+}
+
 /// What every FD/KID figure of this project is computed on, for report lines.
 pub const FEATURE_NET_KIND: &str =
     "msd CNN classifier (penultimate-layer features); FD/KID on these features are not Inception FID";
@@ -231,6 +239,9 @@ pub struct EvalReport {
     /// in reports scored on raw values, before quantisation was introduced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_as: Option<String>,
+    /// The FD of the same samples on their raw values ([`raw_fd`]); absent in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_raw: Option<f64>,
     /// The evaluated teacher's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<PathBuf>,
@@ -292,6 +303,7 @@ impl EvalReport {
             },
             feature_net,
             samples_as: Some(super::QUANTIZATION.into()),
+            fd_raw: None,
             teacher: None,
             sampler: None,
             bundle: None,
@@ -385,9 +397,12 @@ impl EvalReport {
             ),
             None => format!("{} NFE each from the owning student", self.nfe),
         };
-        let scored = match &self.samples_as {
-            Some(q) => format!("scored as 8-bit images ({q})"),
-            None => "scored on raw values (not quantised)".into(),
+        let scored = match (&self.samples_as, self.fd_raw) {
+            (Some(q), Some(raw)) => format!(
+                "scored as 8-bit images ({q}; the same samples on their raw values: FD {raw:.3})"
+            ),
+            (Some(q), None) => format!("scored as 8-bit images ({q})"),
+            (None, _) => "scored on raw values (not quantised)".into(),
         };
         md.push_str(&format!(
             "Samples: {} (balanced, classes i mod {classes}), {how}, seeds {}..={} (batches of {}), {scored}; reference: {} split ({} images). Hardware: {}; generation took {:.1} s.\n\n",
@@ -807,9 +822,13 @@ mod tests {
         let (mut teachers, mut bundles) = (0, 0);
         let (mut seeded, mut cells) = (0, 0);
         for f in &files {
-            // Per-seed records of the experiments (`<row or cell>/s<seed>/eval.json`) have their
-            // own types: the image rows' EvalRecord (scored as 8-bit images, with the raw-value
-            // FD beside it) and the toy cells' ToyCellResult.
+            // The experiments' own records have their own types: the image rows' EvalRecord
+            // (`evals/<row>/s<seed>/` and the teacher row `evals/teacher/`; scored as 8-bit
+            // images, with the raw-value FD beside it), the text rows' TextEvalRecord
+            // (`text/evals/…`) and the toy cells' ToyCellResult (`<cell>/s<seed>/`). Reports of
+            // `msd eval` (EvalReport) carry the held-out `floor`.
+            let json: serde_json::Value = crate::train::checkpoint::read_json(f)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             let seed_dir = f
                 .parent()
                 .and_then(|d| d.file_name())
@@ -817,11 +836,16 @@ mod tests {
                 .is_some_and(|n| {
                     n.len() > 1 && n.starts_with('s') && n[1..].parse::<u64>().is_ok()
                 });
-            if seed_dir {
-                if f.components().any(|c| c.as_os_str() == "evals") {
-                    let r: crate::experiment::eval::EvalRecord =
-                        crate::train::checkpoint::read_json(f)
+            let in_evals = f.components().any(|c| c.as_os_str() == "evals");
+            if json.get("floor").is_none() {
+                if in_evals && f.starts_with(root.join("text")) {
+                    let r: crate::text::experiment::eval::TextEvalRecord =
+                        serde_json::from_value(json)
                             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    assert!(r.samples_as.starts_with("uint8"), "{}", f.display());
+                } else if in_evals {
+                    let r: crate::experiment::eval::EvalRecord = serde_json::from_value(json)
+                        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                     assert!(
                         r.samples_as.is_some() && r.fd_raw.is_some(),
                         "{}",
@@ -829,9 +853,9 @@ mod tests {
                     );
                     seeded += 1;
                 } else {
-                    let r: crate::experiment::toy::ToyCellResult =
-                        crate::train::checkpoint::read_json(f)
-                            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    assert!(seed_dir, "{}: not a known record", f.display());
+                    let r: crate::experiment::toy::ToyCellResult = serde_json::from_value(json)
+                        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                     assert!(r.l1_to_teacher.is_finite(), "{}", f.display());
                     cells += 1;
                 }

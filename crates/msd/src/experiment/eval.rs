@@ -9,15 +9,15 @@ use crate::data::images::ImageDataset;
 use crate::data::TrainingData;
 use crate::diffusion::SamplerConfig;
 use crate::eval::{
-    balanced_labels, frechet_distance, generate, generate_cached, image_metrics, Classifier,
-    FeatureStats, MetricsConfig, Reference,
+    balanced_labels, generate, generate_cached, image_metrics, raw_fd, Classifier, MetricsConfig,
+    Reference,
 };
 use crate::model::EdmModel;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// How every row is evaluated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -153,11 +153,7 @@ impl Scorer {
             }
         };
         let generation_seconds = cached_seconds.unwrap_or_else(|| t0.elapsed().as_secs_f64());
-        let (raw_features, _) = self.classifier.embed(&x.to_kind(Kind::Float))?;
-        let fd_raw = frechet_distance(
-            &FeatureStats::from_features(&raw_features)?,
-            &self.reference.stats,
-        )?;
+        let fd_raw = raw_fd(&self.classifier, &self.reference, &x)?;
         let m = image_metrics(
             &self.classifier,
             &self.reference,
