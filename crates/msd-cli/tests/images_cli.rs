@@ -241,3 +241,42 @@ fn bad_data_and_missing_teacher_are_clean_errors() {
         assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
     }
 }
+
+#[test]
+fn captions_write_the_level_check_grid() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // 90 images of 8×8, digits i mod 10 (captions need every digit): a vertical bar 1–3 px wide.
+    let (mut px, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..90usize {
+        let w = 1 + (i / 10) % 3;
+        for r in 0..8usize {
+            for col in 0..8usize {
+                let ink = (1..7).contains(&r) && (3..3 + w).contains(&col);
+                px.push(if ink { 255 } else { 0 });
+            }
+        }
+        labels.push((i % 10) as u8);
+    }
+    std::fs::write(p.join("img.idx"), encode_images(90, 8, 8, &px)).unwrap();
+    std::fs::write(p.join("lab.idx"), encode_labels(&labels)).unwrap();
+    let (ok, out, err) = msd(
+        &[
+            "captions",
+            "--data",
+            "idx:img.idx,lab.idx,heldout=10",
+            "--out",
+            "caps",
+            "--no-embed",
+        ],
+        p,
+    );
+    assert!(ok, "{out}{err}");
+    for f in ["captions.jsonl", "thresholds.json", "captions.json"] {
+        assert!(p.join("caps").join(f).exists(), "{f}");
+    }
+    // levels.png: 9 rows (3 attributes × 3 levels) of 8-px images with 2-px gutters.
+    let img = image::open(p.join("caps/levels.png")).unwrap();
+    assert_eq!(img.height(), 9 * (8 + 2) + 2);
+    assert!(img.width() > 8);
+}

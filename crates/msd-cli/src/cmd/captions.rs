@@ -14,7 +14,8 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_DATA)]
     pub data: String,
     /// Output directory: captions.jsonl, thresholds.json, caption_texts.json,
-    /// caption_embeddings.safetensors, captions.json (summary).
+    /// caption_embeddings.safetensors, captions.json (summary), levels.png (real images per
+    /// attribute level: one row per level, 2 images of every digit).
     #[arg(long)]
     pub out: PathBuf,
     /// Seed of the template draw.

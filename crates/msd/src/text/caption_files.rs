@@ -1,7 +1,8 @@
 //! The captions of a dataset written as files (what `msd captions` does): `captions.jsonl` (one
 //! caption per training image), `thresholds.json`, `caption_texts.json` (the distinct texts),
 //! their all-MiniLM-L6-v2 embeddings (`caption_embeddings.safetensors`, cached), the held-out
-//! wording check, and the summary `captions.json`.
+//! wording check, the summary `captions.json`, and `levels.png` (real images per attribute
+//! level, [`super::level_grid`]).
 
 use crate::config::DataConfig;
 use crate::data::captions::{
@@ -128,6 +129,9 @@ impl Captioned {
     }
 }
 
+/// Images of each digit in every row of `levels.png`.
+pub const LEVEL_GRID_PER_DIGIT: usize = 2;
+
 /// Captions the training split of `o.data` into `o.out` (see the module doc).
 pub fn write_captions(o: &CaptionOptions) -> Result<Captioned> {
     let dc = DataConfig::parse_spec(&o.data)?;
@@ -145,6 +149,8 @@ pub fn write_captions(o: &CaptionOptions) -> Result<Captioned> {
     }
     write_bytes_atomic(&o.out.join("captions.jsonl"), lines.as_bytes())?;
     write_json_atomic(&o.out.join("thresholds.json"), &thresholds)?;
+    let grid = super::level_grid::level_grid(data.train_images(), &captions, LEVEL_GRID_PER_DIGIT)?;
+    crate::viz::save_png(&grid, &o.out.join("levels.png"))?;
     let (texts, _rows) = distinct_texts(&captions);
     write_json_atomic(&o.out.join("caption_texts.json"), &texts)?;
     let (mut embedded, mut wording_check) = (None, None);

@@ -5,6 +5,7 @@
 //!
 //! - [`captioned`]: caption every training image and embed the captions once (cached);
 //! - [`init`]: a prompt-conditional network from a class-conditional one;
+//! - [`level_grid`]: real images per attribute level, to check the measures by eye;
 //! - [`pipeline`]: the run directory's text stages (teacher, partition, students, bundle).
 //! - [`prompt`]: checking and embedding one user prompt;
 //! - [`prompt_set`]: prompt files (what each prompt asks for) and the standard evaluation set;
@@ -15,6 +16,7 @@ pub mod caption_files;
 pub mod captioned;
 pub mod experiment;
 pub mod init;
+pub mod level_grid;
 pub mod pipeline;
 pub mod prompt;
 pub mod prompt_eval;
