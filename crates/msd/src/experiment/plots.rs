@@ -1,5 +1,5 @@
 //! The experiment's figures, drawn from its report: `fd_vs_k.png` (FD against K per student
-//! size, ± std over seeds, the held-out floor dashed), `fd_vs_iterations.png` (the K = 1
+//! size, one panel and FD scale each, ± std over seeds, the held-out floor dashed), `fd_vs_iterations.png` (the K = 1
 //! capacity-bound student's FD against its per-student iterations) and `grad_share.png` (the
 //! regression term's share of the generator's gradient against DM iterations, one line per run
 //! with a regression term). A figure without data is not written.
@@ -88,16 +88,18 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
     .map(|(caption, section)| (caption, k_sweep(&r.rows, section)))
     .filter(|(_, rows)| !rows.is_empty())
     .collect();
-    let ymax = sweeps
-        .iter()
-        .map(|(_, rows)| ytop(rows))
-        .fold(0.0, f64::max);
+    // Each panel has its own FD scale: the capacity-bound students' FDs can be ten times the
+    // same-size ones', and a shared axis would flatten the same-size sweep.
     let mut panels = Vec::new();
     for (caption, rows) in &sweeps {
         let mut spec = ChartSpec::new(caption, "students K", y_fd, 440);
-        spec.y_range = Some((0.0, ymax.max(1e-9)));
+        spec.y_range = Some((0.0, ytop(rows).max(1e-9)));
         spec.integer_x = true;
-        let s = fd_series(rows, |v| v.students as f64, "mean ± std over seeds");
+        let s = fd_series(
+            rows,
+            |v| v.students as f64,
+            "mean ± std over seeds (no bar: 1 seed)",
+        );
         panels.push(line_chart(&spec, &[s], &floor_line())?);
     }
     if !panels.is_empty() {

@@ -406,8 +406,8 @@ size % | train s | grid |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|
 seeds); floor (n) = held-out real vs training images at the same n; FD, all samples = every \
 generated sample vs the training images. Digit accuracy = the classifier reads the digit the \
 prompt names (seen = training templates, held-out = templates no model trained on); attribute \
-agreement = the level measured on the image equals the prompt's (chance ≈ 33%, not validated \
-as a measure of conditioning). train s = summed training-loop seconds of the row's students and \
+agreement = the level measured on the image equals the prompt's (chance ≈ 33%; the measures on \
+real images, one row per level: `levels.png` of `msd captions`). train s = summed training-loop seconds of the row's students and \
 stages (the teacher's own fine-tune for the teacher).\n\n",
     );
     // Per-group FD.
