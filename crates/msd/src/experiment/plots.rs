@@ -77,7 +77,7 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
         rows.iter()
             .map(|v| v.fd.unwrap_or(0.0) + v.fd_std.unwrap_or(0.0))
             .fold(floor.unwrap_or(0.0), f64::max)
-            * 1.1
+            * 1.3 // headroom for the legend box in the top right corner
     };
     let y_fd = "FD (MNIST CNN features)";
     let sweeps: Vec<(&str, Vec<&ReportRow>)> = [
