@@ -9,6 +9,7 @@
 use super::eval::{EvalRecord, EvalSettings, Generator, Scorer};
 use super::plan::{eval_id, plan, stages_up_to, Budget, ExperimentConfig, RunPlan, Size};
 use super::report::{write_report, ExperimentReport};
+use super::selection::Selection;
 use super::students::student_dir;
 use super::{Observer, Provenance, StageKind};
 use crate::bundle::{Bundle, TeacherRef};
@@ -117,20 +118,9 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
     let base = RunConfig::load(&exp.run)?;
     let plan = plan(exp);
     let seeds = o.seeds.clone().unwrap_or_else(|| exp.seeds.clone());
-    if seeds.is_empty() {
-        return Err(Error::Invalid("--seeds: give at least one seed".into()));
-    }
-    for name in &o.only {
-        if name != "teacher" && plan.run(name).is_none() {
-            let names: Vec<_> = plan.runs.iter().map(|r| r.name.as_str()).collect();
-            return Err(Error::Invalid(format!(
-                "--only {name}: not a part of this experiment (teacher, {})",
-                names.join(", ")
-            )));
-        }
-    }
-    let wanted =
-        |name: &str| !o.report_only && (o.only.is_empty() || o.only.iter().any(|x| x == name));
+    let run_names: Vec<&str> = plan.runs.iter().map(|r| r.name.as_str()).collect();
+    let selection = Selection::check(&seeds, &o.only, o.report_only, &run_names)?;
+    let wanted = |name: &str| selection.wants(name);
     std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
     let teacher = EdmModel::load_dir(&exp.teacher, o.device)?;
     let params_of = |net: &NetConfig| {

@@ -12,6 +12,7 @@ pub mod grad_share;
 pub mod plan;
 pub mod plots;
 pub mod report;
+pub mod selection;
 pub mod stats;
 mod students;
 pub mod toy;

@@ -377,12 +377,18 @@ pub(crate) fn write_report(
         claims,
         grad_share,
     };
-    write_json_atomic(&o.out.join("report.json"), &report)?;
-    write_bytes_atomic(
-        &o.out.join("report.md"),
-        markdown(&report, &o.out).as_bytes(),
-    )?;
+    write_report_files(&o.out, &report, &markdown(&report, &o.out))?;
     Ok(report)
+}
+
+/// Writes `out/report.json` (from `report`) and `out/report.md` (`markdown`), each atomically.
+pub(crate) fn write_report_files<T: Serialize>(
+    out: &Path,
+    report: &T,
+    markdown: &str,
+) -> Result<()> {
+    write_json_atomic(&out.join("report.json"), report)?;
+    write_bytes_atomic(&out.join("report.md"), markdown.as_bytes())
 }
 
 fn num(v: Option<f64>, digits: usize) -> String {

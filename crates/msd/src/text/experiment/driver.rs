@@ -14,6 +14,7 @@ use crate::bundle::{Bundle, TeacherRef};
 use crate::config::RunConfig;
 use crate::eval::Classifier;
 use crate::experiment::driver::{eval_dir, run_dir, Relay};
+use crate::experiment::selection::Selection;
 use crate::experiment::{Observer, Provenance, StageKind};
 use crate::model::EdmModel;
 use crate::nets::text_encoder::TextEncoder;
@@ -138,20 +139,9 @@ pub fn run_text_experiment(
     let exp = &o.exp;
     let plan = plan(exp);
     let seeds = o.seeds();
-    if seeds.is_empty() {
-        return Err(Error::Invalid("--seeds: give at least one seed".into()));
-    }
-    for name in &o.only {
-        if name != "teacher" && plan.run(name).is_none() {
-            let names: Vec<_> = plan.runs.iter().map(|r| r.name.as_str()).collect();
-            return Err(Error::Invalid(format!(
-                "--only {name}: not a part of this experiment (teacher, {})",
-                names.join(", ")
-            )));
-        }
-    }
-    let wanted =
-        |name: &str| !o.report_only && (o.only.is_empty() || o.only.iter().any(|x| x == name));
+    let run_names: Vec<&str> = plan.runs.iter().map(|r| r.name.as_str()).collect();
+    let selection = Selection::check(&seeds, &o.only, o.report_only, &run_names)?;
+    let wanted = |name: &str| selection.wants(name);
     std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
     if !o.report_only {
         let teacher: TrainSummary = read_json(&exp.teacher.join("train.json"))?;

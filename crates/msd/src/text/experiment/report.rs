@@ -10,11 +10,11 @@ use super::eval::TextEvalRecord;
 use super::group_fd::GroupFd;
 use super::{TextPlan, TextRowPlan};
 use crate::experiment::driver::eval_dir;
-use crate::experiment::report::RowStatus;
+use crate::experiment::report::{write_report_files, RowStatus};
 use crate::experiment::stats::{fd_claim, Summary, Verdict, MIN_SEEDS};
 use crate::experiment::{Provenance, StageKind};
 use crate::text::prompt_eval::ScoreSummary;
-use crate::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
+use crate::train::checkpoint::read_json;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -267,11 +267,7 @@ pub(crate) fn write_report(
         rows,
         claims,
     };
-    write_json_atomic(&o.out.join("report.json"), &report)?;
-    write_bytes_atomic(
-        &o.out.join("report.md"),
-        markdown(&report, &o.out).as_bytes(),
-    )?;
+    write_report_files(&o.out, &report, &markdown(&report, &o.out))?;
     Ok(report)
 }
 
