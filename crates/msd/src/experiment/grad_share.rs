@@ -4,12 +4,19 @@
 //! [`crate::distill::grad_share`]). For one run this averages the share over its students at
 //! each logged step, per training seed, and summarises the seeds (mean ± std per step, and the
 //! mean over training per seed).
+//!
+//! Run directories are not committed, so [`collect`] keeps each seed's series beside the report
+//! (`<out>/grad_share/<run>/s<seed>.json`, rewritten while the run directory exists) and reads
+//! it back when the run directory is gone: the report can be rewritten from committed files.
+//! Series from before these files existed (only their seed summary survives) are kept whole as
+//! `<out>/grad_share/<run>/series.json`.
 
 use super::stats::Summary;
+use crate::train::checkpoint::{read_json, write_json_atomic};
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The share of one run over training.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,61 +68,91 @@ fn student_shares(stats: &Path) -> Result<BTreeMap<u64, f64>> {
     Ok(out)
 }
 
-/// The series of run `name` from its seed directories (`(seed, run dir)`), each holding
-/// `students/<k>/dm/stats.jsonl` for k < `students`. `None` when no seed logged a share.
+/// One training seed's share per logged DM step (mean over the run's students): what
+/// `<out>/grad_share/<run>/s<seed>.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedShares {
+    pub seed: u64,
+    pub steps: Vec<u64>,
+    pub share: Vec<f64>,
+}
+
+/// The shares of one seed's run directory (`students/<k>/dm/stats.jsonl` for k < `students`),
+/// at the steps every student logged (a seed still training stops at its slowest student);
+/// `None` when nothing was logged (no directory, or regression weight 0).
+pub fn seed_shares(seed: u64, dir: &Path, students: usize) -> Result<Option<SeedShares>> {
+    let mut sum: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
+    for k in 0..students {
+        let f = dir
+            .join("students")
+            .join(k.to_string())
+            .join("dm")
+            .join("stats.jsonl");
+        for (step, s) in student_shares(&f)? {
+            let e = sum.entry(step).or_default();
+            e.0 += s;
+            e.1 += 1;
+        }
+    }
+    let (steps, share): (Vec<u64>, Vec<f64>) = sum
+        .into_iter()
+        .filter(|(_, (_, n))| *n == students)
+        .map(|(step, (s, n))| (step, s / n as f64))
+        .unzip();
+    Ok((!steps.is_empty()).then_some(SeedShares { seed, steps, share }))
+}
+
+/// The series of run `name` from its seed directories (`(seed, run dir)`). `None` when no seed
+/// logged a share.
 pub fn grad_share_series(
     name: &str,
     students: usize,
     regression_weight: f64,
     seed_dirs: &[(u64, &Path)],
 ) -> Result<Option<GradShareSeries>> {
-    // Per seed: step → mean over the students that logged it.
-    let mut per_seed: Vec<(u64, BTreeMap<u64, f64>)> = Vec::new();
+    let mut per_seed = Vec::new();
     for (seed, dir) in seed_dirs {
-        let mut sum: BTreeMap<u64, (f64, usize)> = BTreeMap::new();
-        for k in 0..students {
-            let f = dir
-                .join("students")
-                .join(k.to_string())
-                .join("dm")
-                .join("stats.jsonl");
-            for (step, s) in student_shares(&f)? {
-                let e = sum.entry(step).or_default();
-                e.0 += s;
-                e.1 += 1;
-            }
-        }
-        // Only steps every student logged (a seed still training is left out).
-        let mean: BTreeMap<u64, f64> = sum
-            .into_iter()
-            .filter(|(_, (_, n))| *n == students)
-            .map(|(step, (s, n))| (step, s / n as f64))
-            .collect();
-        if !mean.is_empty() {
-            per_seed.push((*seed, mean));
-        }
+        per_seed.extend(seed_shares(*seed, dir, students)?);
     }
-    if per_seed.is_empty() {
-        return Ok(None);
-    }
-    let steps: Vec<u64> = per_seed[0]
-        .1
+    Ok(series(name, students, regression_weight, &per_seed))
+}
+
+/// The series over `per_seed` (mean ± std per step over the steps every seed logged, and per
+/// seed the mean over training); `None` when it is empty.
+pub fn series(
+    name: &str,
+    students: usize,
+    regression_weight: f64,
+    per_seed: &[SeedShares],
+) -> Option<GradShareSeries> {
+    let maps: Vec<BTreeMap<u64, f64>> = per_seed
+        .iter()
+        .map(|p| {
+            p.steps
+                .iter()
+                .copied()
+                .zip(p.share.iter().copied())
+                .collect()
+        })
+        .collect();
+    let first = maps.first()?;
+    let steps: Vec<u64> = first
         .keys()
         .copied()
-        .filter(|s| per_seed.iter().all(|(_, m)| m.contains_key(s)))
+        .filter(|s| maps.iter().all(|m| m.contains_key(s)))
         .collect();
     let (mut share, mut share_std) = (Vec::new(), Vec::new());
     for s in &steps {
-        let v = Summary::of(&per_seed.iter().map(|(_, m)| m[s]).collect::<Vec<_>>());
+        let v = Summary::of(&maps.iter().map(|m| m[s]).collect::<Vec<_>>());
         share.push(v.mean);
         share_std.push(v.std);
     }
-    let means: Vec<f64> = per_seed
+    let means: Vec<f64> = maps
         .iter()
-        .map(|(_, m)| m.values().sum::<f64>() / m.len() as f64)
+        .map(|m| m.values().sum::<f64>() / m.len() as f64)
         .collect();
     let overall = Summary::of(&means);
-    Ok(Some(GradShareSeries {
+    Some(GradShareSeries {
         run: name.to_string(),
         students,
         regression_weight,
@@ -125,8 +162,47 @@ pub fn grad_share_series(
         mean_per_seed: means,
         mean: overall.mean,
         mean_std: overall.std,
-        seeds: per_seed.iter().map(|(s, _)| *s).collect(),
-    }))
+        seeds: per_seed.iter().map(|p| p.seed).collect(),
+    })
+}
+
+/// The series of one run of a report in `out`, for `seeds`: each seed from its run directory
+/// (`run_dir(seed)`, whose series is then kept in `out/grad_share/<run>/s<seed>.json`) or, when
+/// that directory logged nothing, from the kept file. A run with no seed either way falls back
+/// to `out/grad_share/<run>/series.json` (written once from `previous`, the series of the
+/// report being replaced) when that covers only seeds of `seeds`.
+pub fn collect(
+    out: &Path,
+    run: &str,
+    students: usize,
+    regression_weight: f64,
+    seeds: &[u64],
+    run_dir: impl Fn(u64) -> PathBuf,
+    previous: Option<&GradShareSeries>,
+) -> Result<Option<GradShareSeries>> {
+    let kept = out.join("grad_share").join(run);
+    let mut per_seed = Vec::new();
+    for &seed in seeds {
+        let file = kept.join(format!("s{seed}.json"));
+        if let Some(fresh) = seed_shares(seed, &run_dir(seed), students)? {
+            write_json_atomic(&file, &fresh)?;
+            per_seed.push(fresh);
+        } else if file.exists() {
+            per_seed.push(read_json(&file)?);
+        }
+    }
+    if !per_seed.is_empty() {
+        return Ok(series(run, students, regression_weight, &per_seed));
+    }
+    let whole = kept.join("series.json");
+    if !whole.exists() {
+        match previous {
+            Some(p) => write_json_atomic(&whole, p)?,
+            None => return Ok(None),
+        }
+    }
+    let s: GradShareSeries = read_json(&whole)?;
+    Ok(s.seeds.iter().all(|x| seeds.contains(x)).then_some(s))
 }
 
 #[cfg(test)]
@@ -178,6 +254,62 @@ mod tests {
         // A missing run directory as well.
         let missing = tmp.path().join("nope");
         assert!(grad_share_series("x", 1, 0.25, &[(0, &missing)])
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn kept_files_survive_the_run_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let runs = tmp.path().join("runs");
+        write_stats(&runs.join("s0"), 0, &[(20, Some(0.2)), (40, Some(0.4))]);
+        write_stats(&runs.join("s1"), 0, &[(20, Some(0.6)), (40, Some(0.8))]);
+        let dir = |s: u64| runs.join(format!("s{s}"));
+        let first = collect(&out, "k1", 1, 0.25, &[0, 1], dir, None)
+            .unwrap()
+            .unwrap();
+        assert!((first.share[0] - 0.4).abs() < 1e-12);
+        assert!(out.join("grad_share/k1/s1.json").exists());
+        std::fs::remove_dir_all(&runs).unwrap();
+        let again = collect(&out, "k1", 1, 0.25, &[0, 1], dir, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.share, first.share);
+        assert_eq!(again.mean_per_seed, first.mean_per_seed);
+        // Asking for seed 1 only gives seed 1 only.
+        let one = collect(&out, "k1", 1, 0.25, &[1], dir, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.seeds, vec![1]);
+        assert!((one.mean - 0.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_series_without_seed_files_is_carried_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let runs = tmp.path().join("runs");
+        write_stats(&runs.join("s0"), 0, &[(20, Some(0.3))]);
+        let old = grad_share_series("k4", 1, 0.25, &[(0, &runs.join("s0"))])
+            .unwrap()
+            .unwrap();
+        let none = |s: u64| tmp.path().join(format!("gone{s}"));
+        // No previous report and nothing kept: no series.
+        assert!(collect(&out, "k4", 1, 0.25, &[0], none, None)
+            .unwrap()
+            .is_none());
+        let carried = collect(&out, "k4", 1, 0.25, &[0, 1], none, Some(&old))
+            .unwrap()
+            .unwrap();
+        assert_eq!(carried.share, old.share);
+        // Kept from now on, without the previous report.
+        let kept = collect(&out, "k4", 1, 0.25, &[0, 1], none, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.seeds, vec![0]);
+        // Not for a report of other seeds.
+        assert!(collect(&out, "k4", 1, 0.25, &[1], none, None)
             .unwrap()
             .is_none());
     }

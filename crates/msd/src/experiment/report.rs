@@ -5,7 +5,7 @@
 
 use super::driver::{apply_budget, eval_dir, run_dir, ExperimentOptions, RowRecord};
 use super::eval::EvalRecord;
-use super::grad_share::{grad_share_series, GradShareSeries};
+use super::grad_share::{collect, GradShareSeries};
 use super::plan::{partition_name, stages_up_to, Plan, RowPlan};
 use super::stats::{fd_claim, Summary, Verdict};
 use super::{Provenance, StageKind};
@@ -327,6 +327,8 @@ pub(crate) fn write_report(
             }
         })
         .collect();
+    // The series of the report being replaced: kept whole for runs whose seeds left no file.
+    let previous: Option<ExperimentReport> = read_json(&o.out.join("report.json")).ok();
     let mut grad_share = Vec::new();
     for r in plan
         .runs
@@ -336,12 +338,11 @@ pub(crate) fn write_report(
         let weight = r
             .regression_weight
             .unwrap_or(base.distill.regression_weight);
-        let dirs: Vec<(u64, PathBuf)> = seeds
-            .iter()
-            .map(|&s| (s, run_dir(&o.out, &r.name, s)))
-            .collect();
-        let dirs: Vec<(u64, &Path)> = dirs.iter().map(|(s, d)| (*s, d.as_path())).collect();
-        if let Some(g) = grad_share_series(&r.name, r.students, weight, &dirs)? {
+        let before = previous
+            .as_ref()
+            .and_then(|p| p.grad_share.iter().find(|g| g.run == r.name));
+        let dir = |s: u64| run_dir(&o.out, &r.name, s);
+        if let Some(g) = collect(&o.out, &r.name, r.students, weight, seeds, dir, before)? {
             grad_share.push(g);
         }
     }
