@@ -759,9 +759,9 @@ mod tests {
 
     /// One DM run with a learned fake score from seed `seed`: the generator's (|a|, b) averaged
     /// over the last 1500 iterations. The fake score is warmed up on the initial generator,
-    /// then TTUR (fake every step, generator every 2nd); the generator's lr falls from 0.01 to
-    /// 0.002 at iteration 3000, which settles the two players' oscillation around the optimum
-    /// (without it, a swung between 0.41 and 1.0 on one seed).
+    /// then TTUR (fake every step, generator every 2nd); at iteration 3000 the generator gets a
+    /// fresh AdamW with lr 0.002 instead of 0.01, which settles the two players' oscillation
+    /// around the optimum (without it, a swung between 0.41 and 1.0 on one seed).
     fn learned_fake_run(seed: i64) -> (f64, f64) {
         tch::manual_seed(seed);
         let g_ = linear(1.0, 0.0);
