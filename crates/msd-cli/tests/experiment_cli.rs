@@ -335,6 +335,54 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         assert!(b["latency_ms_b1"].as_f64().is_some_and(|x| x > 0.0));
     }
 
+    // A fresh clone has the committed evals/ but no run directories: nothing is trained or
+    // evaluated again, and the report keeps every figure.
+    std::fs::remove_dir_all(p.join("res/runs")).unwrap();
+    let (ok, out, err) = msd(&args, p);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("evaluating")
+            && !out.contains("experiment: run k2 seed 0 —")
+            && out.contains("experiment: run k2 seed 0 is evaluated under this plan")
+            && out.contains("21 of 21 rows"),
+        "{out}"
+    );
+    let fourth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("res/report.json")).unwrap()).unwrap();
+    for (a, b) in rows.iter().zip(fourth["rows"].as_array().unwrap()) {
+        assert_eq!(a["fd_per_seed"], b["fd_per_seed"]);
+    }
+    // A row made under another plan (here: a tampered plan key) is trained again.
+    let row = p.join("res/evals/k2-dm/s0/row.json");
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&row).unwrap()).unwrap();
+    let plan_key = r["plan_key"].clone();
+    assert!(plan_key.is_string(), "{r}");
+    r["plan_key"] = "another plan".into();
+    std::fs::write(&row, r.to_string()).unwrap();
+    let only_k2 = [
+        "experiment",
+        "tiny",
+        "--config",
+        "exp.toml",
+        "--out",
+        "res",
+        "--seeds",
+        "0",
+        "--only",
+        "k2",
+    ];
+    let (ok, out, err) = msd(&only_k2, p);
+    assert!(ok, "{err}");
+    assert!(out.contains("experiment: run k2 seed 0 —"), "{out}");
+    assert!(p.join("res/runs/k2/s0/partition.json").exists());
+    // Trained again, its students have the recorded hashes: the evaluation stands and the row
+    // gets today's plan key back.
+    assert!(!out.contains("evaluating"), "{out}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&row).unwrap()).unwrap();
+    assert_eq!(r["plan_key"], plan_key);
+
     let (ok, _, err) = msd(
         &[
             "experiment",

@@ -5,6 +5,10 @@
 //! throughput), and writes `report.json` and `report.md` ([`super::report`]). Resumable at every
 //! level: finished stages, bundles and evaluations are reused (each evaluation is keyed by the
 //! hashes of what made its students), and a killed stage resumes from its last checkpoint.
+//! The run directories are large and not meant to be committed: a seed of a run whose rows are
+//! all evaluated under the same plan (the `plan_key` of their `row.json`: the run config, the
+//! teacher, the stage and the evaluation settings) is not trained again when its run directory
+//! is gone, so a fresh clone of the committed `evals/` continues where the last machine stopped.
 
 use super::eval::{EvalRecord, EvalSettings, Generator, Scorer};
 use super::plan::{eval_id, plan, stages_up_to, Budget, ExperimentConfig, RunPlan, Size};
@@ -55,6 +59,11 @@ pub struct ExperimentOptions {
 pub struct RowRecord {
     /// Hash of the students' config hashes (or the teacher's) and the evaluation settings.
     pub key: String,
+    /// Hash of what the row's plan asks before anything is trained (the run config at the
+    /// seed, the teacher, the stage, the evaluation settings): lets a later invocation without
+    /// the run directory know that the row is done. Absent in rows made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_key: Option<String>,
     pub params_per_student: i64,
     pub students: usize,
     /// Median latency of one image at batch 1 (ms), routing included.
@@ -159,20 +168,32 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
         ctx.teacher_row(obs)?;
     }
     for r in plan.runs.iter().filter(|r| wanted(&r.name)) {
+        let mut stages: Vec<StageKind> = Vec::new();
+        for w in plan
+            .rows
+            .iter()
+            .filter(|w| w.run.as_deref() == Some(r.name.as_str()))
+        {
+            if let Some(s) = w.stage.filter(|s| !stages.contains(s)) {
+                stages.push(s);
+            }
+        }
         for &seed in &seeds {
             let t0 = Instant::now();
-            let run = ctx.train(r, seed, obs)?;
-            let mut stages: Vec<StageKind> = Vec::new();
-            for w in plan
-                .rows
-                .iter()
-                .filter(|w| w.run.as_deref() == Some(r.name.as_str()))
+            if !run_dir(&o.out, &r.name, seed).exists()
+                && stages.iter().try_fold(true, |all, &s| {
+                    Ok::<_, Error>(all && ctx.evaluated_by_plan(r, s, seed)?)
+                })?
             {
-                if let Some(s) = w.stage.filter(|s| !stages.contains(s)) {
-                    stages.push(s);
-                }
+                obs.note(&format!(
+                    "experiment: run {} seed {seed} is evaluated under this plan (evals/*/s{seed}/row.json); \
+                     its run directory is gone, nothing to train",
+                    r.name
+                ));
+                continue;
             }
-            for stage in stages {
+            let run = ctx.train(r, seed, obs)?;
+            for &stage in &stages {
                 ctx.students_row(r, &run, stage, seed, obs)?;
             }
             obs.note(&format!(
@@ -312,6 +333,7 @@ impl Ctx<'_> {
             train_seconds: train.map(|t| t.train_seconds),
             bundle: None,
             nfe: s.nfe() * if s.guidance != 1.0 { 2 } else { 1 },
+            plan_key: None,
         };
         write_json_atomic(&dir.join("row.json"), &row)
     }
@@ -347,6 +369,40 @@ impl Ctx<'_> {
         };
         apply_budget(&mut cfg, r);
         Ok(cfg)
+    }
+
+    /// The `plan_key` of the row of `r` after `stage` at `seed`: the run config (its data by
+    /// [`crate::data::DataConfig::id`], so without the folders it lies in), the teacher, the
+    /// run, the stage and the evaluation settings.
+    fn plan_key(&self, r: &RunPlan, stage: StageKind, seed: u64) -> Result<String> {
+        let cfg = self.run_config(r, seed, &run_dir(&self.o.out, &r.name, seed))?;
+        Ok(config_hash(&(
+            cfg.seed,
+            cfg.data.id(),
+            &cfg.model,
+            &cfg.teacher,
+            &cfg.sampler,
+            &cfg.distill,
+            teacher_id(&self.o.exp.teacher),
+            &r.name,
+            stage.name(),
+            self.settings(),
+        )))
+    }
+
+    /// Whether the row of `r` after `stage` at `seed` has a scored evaluation made under
+    /// today's plan (see [`RowRecord::plan_key`]).
+    fn evaluated_by_plan(&self, r: &RunPlan, stage: StageKind, seed: u64) -> Result<bool> {
+        let dir = eval_dir(
+            &self.o.out,
+            &eval_id(Some(&r.name), Some(stage)),
+            Some(seed),
+        );
+        let want = self.plan_key(r, stage, seed)?;
+        Ok(read_json::<RowRecord>(&dir.join("row.json"))
+            .is_ok_and(|w| w.plan_key.as_deref() == Some(want.as_str()))
+            && read_json::<EvalRecord>(&dir.join("eval.json"))
+                .is_ok_and(|e| e.samples_as.is_some()))
     }
 
     /// Prepares the run directory of `r` at `seed` and trains its students through its stages.
@@ -417,8 +473,16 @@ impl Ctx<'_> {
             }
         }
         let key = config_hash(&(&hashes, self.settings()));
+        let plan_key = self.plan_key(r, stage, seed)?;
         let done = row_done(&dir, &key);
         if done && !self.o.retime {
+            // Rows made before `plan_key` existed get it while their students are at hand.
+            let path = dir.join("row.json");
+            let mut row: RowRecord = read_json(&path)?;
+            if row.plan_key.as_deref() != Some(plan_key.as_str()) {
+                row.plan_key = Some(plan_key);
+                write_json_atomic(&path, &row)?;
+            }
             return Ok(());
         }
         let bundle_path = run.root.join(format!("bundle-{}.json", stage.name()));
@@ -464,6 +528,7 @@ impl Ctx<'_> {
             train_seconds: Some(train_seconds),
             bundle: Some(bundle_path),
             nfe: 1,
+            plan_key: Some(plan_key),
         };
         write_json_atomic(&dir.join("row.json"), &row)
     }
