@@ -492,6 +492,19 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
                     },
                 );
             }
+            // The equal-compute rows hold K capacity-bound students at N each too: against the
+            // K = 1 row they are the same per-student comparison, for a K the sweep lacks.
+            for &k in exp.equal_compute.iter().filter(|&&k| k > 1 && one) {
+                if !exp.capacity_counts.contains(&k) {
+                    claim(
+                        'a',
+                        format!("{k} capacity-bound students beat 1 at equal per-student cost"),
+                        format!("{k} capacity-bound students, N iterations each"),
+                        "K = 1, capacity-bound students, TSM → DM → ADM".into(),
+                        "",
+                    );
+                }
+            }
         }
     }
     for &k in &exp.equal_compute {
@@ -659,6 +672,14 @@ mod tests {
             assert!(p.row(&c.worse).is_some(), "{}", c.worse);
             assert_ne!(c.better, c.worse);
         }
+        // K = 4 is not in the capacity sweep but its equal-compute row has 4 capacity-bound
+        // students at N: it is asked against K = 1 too, once; K = 10 (in the sweep) is not
+        // asked twice.
+        let per_student = |k: usize| {
+            let name = format!("{k} capacity-bound students beat 1 at equal per-student cost");
+            p.claims.iter().filter(|c| c.claim == name).count()
+        };
+        assert_eq!((per_student(4), per_student(10)), (1, 1));
         // Every question of the issue is asked.
         for q in ['a', 'b', 'c', 'd', 'e'] {
             assert!(p.claims.iter().any(|c| c.question == q), "{q}");
