@@ -476,35 +476,33 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
         "1 student, DM".into(),
         "2.37 vs 2.60",
     );
-    if capacity {
-        if let Some(&kmax) = exp.capacity_counts.iter().max() {
-            let one = exp.capacity_counts.contains(&1);
-            for &k in exp.capacity_counts.iter().filter(|&&k| k > 1 && one) {
-                claim(
-                    'a',
-                    format!("{k} capacity-bound students beat 1 at equal per-student cost"),
-                    format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
-                    "K = 1, capacity-bound students, TSM → DM → ADM".into(),
-                    if k == kmax {
-                        "K = 8: 2.32 vs K = 1: 2.60 (DM)"
-                    } else {
-                        ""
-                    },
-                );
-            }
-            // The equal-compute rows hold K capacity-bound students at N each too: against the
-            // K = 1 row they are the same per-student comparison, for a K the sweep lacks.
-            for &k in exp.equal_compute.iter().filter(|&&k| k > 1 && one) {
-                if !exp.capacity_counts.contains(&k) {
-                    claim(
-                        'a',
-                        format!("{k} capacity-bound students beat 1 at equal per-student cost"),
-                        format!("{k} capacity-bound students, N iterations each"),
-                        "K = 1, capacity-bound students, TSM → DM → ADM".into(),
-                        "",
-                    );
-                }
-            }
+    if capacity && exp.capacity_counts.contains(&1) {
+        let kmax = exp.capacity_counts.iter().copied().max().unwrap_or(1);
+        // The sweep's rows, then the equal-compute rows for a K the sweep lacks: those hold K
+        // capacity-bound students at N each too, the same per-student comparison.
+        let sweep = exp.capacity_counts.iter().map(|&k| {
+            (
+                k,
+                format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
+            )
+        });
+        let extra = exp
+            .equal_compute
+            .iter()
+            .filter(|k| !exp.capacity_counts.contains(k))
+            .map(|&k| (k, format!("{k} capacity-bound students, N iterations each")));
+        for (k, better) in sweep.chain(extra).filter(|&(k, _)| k > 1) {
+            claim(
+                'a',
+                format!("{k} capacity-bound students beat 1 at equal per-student cost"),
+                better,
+                "K = 1, capacity-bound students, TSM → DM → ADM".into(),
+                if k == kmax {
+                    "K = 8: 2.32 vs K = 1: 2.60 (DM)"
+                } else {
+                    ""
+                },
+            );
         }
     }
     for &k in &exp.equal_compute {
