@@ -46,6 +46,21 @@ pub struct ExperimentConfig {
     pub capacity_net: Option<NetConfig>,
     #[serde(default = "d_capacity_counts")]
     pub capacity_counts: Vec<usize>,
+    /// Per-student budgets of the capacity-bound K sweep, as multiples m of the run config's
+    /// (every stage's iterations times m): runs `c{K}` at m = 1, `c{K}-x{m}` above, so that
+    /// the sweep can sit at a budget where one student has stopped improving.
+    #[serde(default = "d_capacity_budgets")]
+    pub capacity_budgets: Vec<u64>,
+    /// Further budgets (multiples of the run config's) of one capacity-bound student alone,
+    /// for its FD against iterations (`fd_vs_iterations.png`): has it stopped improving at the
+    /// sweep's budget? The equal-compute runs `c1-x{K}` add their points too.
+    #[serde(default)]
+    pub capacity_k1_budgets: Vec<u64>,
+    /// Plan the rows of same-size and smaller students (the main table, the K ablation, the
+    /// partitions, their equal-compute rows and the controls); false: only the teacher and the
+    /// capacity-bound rows, for an experiment about one capacity-bound student size.
+    #[serde(default = "d_true")]
+    pub same_size_rows: bool,
     /// Equal total compute: for each K here, one student with K times the per-student budget
     /// beside K students (same-size DM, and capacity-bound TSM → DM → ADM when planned).
     #[serde(default = "d_equal_compute")]
@@ -73,6 +88,9 @@ fn d_seeds() -> Vec<u64> {
 }
 fn d_capacity_counts() -> Vec<usize> {
     vec![1, 2, 5, 10]
+}
+fn d_capacity_budgets() -> Vec<u64> {
+    vec![1]
 }
 fn d_equal_compute() -> Vec<usize> {
     vec![4, 10]
@@ -114,6 +132,24 @@ impl ExperimentConfig {
                     format!("{field} needs at least one K ≥ 1"),
                 ));
             }
+        }
+        if c.capacity_budgets.is_empty() || c.capacity_budgets.contains(&0) {
+            return Err(Error::format(
+                path,
+                "capacity_budgets needs at least one budget multiple ≥ 1",
+            ));
+        }
+        if c.capacity_k1_budgets.contains(&0) {
+            return Err(Error::format(
+                path,
+                "capacity_k1_budgets: every budget multiple must be ≥ 1",
+            ));
+        }
+        if !c.same_size_rows && c.capacity_net.is_none() {
+            return Err(Error::format(
+                path,
+                "same_size_rows = false leaves no rows without a [capacity_net]",
+            ));
         }
         if c.equal_compute.iter().any(|&k| k < 2) {
             return Err(Error::format(path, "equal_compute: every K must be ≥ 2"));
@@ -180,7 +216,8 @@ pub struct RunPlan {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowPlan {
     pub name: String,
-    /// Which part of the table: `main`, `students`, `partition`, `capacity`, `compute`, `controls`.
+    /// Which part of the table: `main`, `students`, `partition`, `capacity`, `compute`,
+    /// `convergence`, `controls`.
     pub section: &'static str,
     pub run: Option<String>,
     /// `None` for the teacher row.
@@ -241,9 +278,36 @@ impl Plan {
     }
 }
 
+/// The run of K capacity-bound students at m times the per-student budget: `c{K}`, `c{K}-x{m}`
+/// (so `c1-x{K}`, one student at K times the budget, is also the equal-compute run).
+fn capacity_run(k: usize, m: u64) -> String {
+    match m {
+        1 => format!("c{k}"),
+        _ => format!("c{k}-x{m}"),
+    }
+}
+
+/// The capacity sweep's row of K students at m times the per-student budget.
+fn capacity_row(k: usize, m: u64) -> String {
+    match m {
+        1 => format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
+        _ => format!("K = {k}, capacity-bound students, {m}·N iterations each"),
+    }
+}
+
+/// The budget of m times the run config's.
+fn times(m: u64) -> Budget {
+    match m {
+        1 => Budget::Standard,
+        _ => Budget::Times(m),
+    }
+}
+
 /// The runs, rows and claims of the reproduction table.
 pub fn plan(exp: &ExperimentConfig) -> Plan {
     use StageKind::{Adm, Dm, Tsm};
+    let same = exp.same_size_rows;
+    let capacity = exp.capacity_net.is_some();
     let mut runs: Vec<RunPlan> = Vec::new();
     let mut add = |name: String, k, size, partition, stages: &[StageKind], budget| {
         if !runs.iter().any(|r: &RunPlan| r.name == name) {
@@ -259,80 +323,71 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
         }
     };
     let c = Strategy::Contiguous;
-    add("k1".into(), 1, Size::Same, c, &[Dm, Adm], Budget::Standard);
-    add("k4".into(), 4, Size::Same, c, &[Dm, Adm], Budget::Standard);
-    add(
-        "k4-small-tsm".into(),
-        4,
-        Size::Small,
-        c,
-        &[Tsm, Dm, Adm],
-        Budget::Standard,
-    );
-    add(
-        "k4-small".into(),
-        4,
-        Size::Small,
-        c,
-        &[Dm, Adm],
-        Budget::Standard,
-    );
-    for &k in &exp.student_counts {
-        add(format!("k{k}"), k, Size::Same, c, &[Dm], Budget::Standard);
-    }
-    for s in [Strategy::Random, Strategy::Kmeans] {
+    let all = [Tsm, Dm, Adm];
+    if same {
+        add("k1".into(), 1, Size::Same, c, &[Dm, Adm], Budget::Standard);
+        add("k4".into(), 4, Size::Same, c, &[Dm, Adm], Budget::Standard);
         add(
-            format!("k4-{}", partition_name(s)),
+            "k4-small-tsm".into(),
             4,
-            Size::Same,
-            s,
-            &[Dm],
+            Size::Small,
+            c,
+            &all,
             Budget::Standard,
         );
-    }
-    let capacity = exp.capacity_net.is_some();
-    if capacity {
-        for &k in &exp.capacity_counts {
+        add(
+            "k4-small".into(),
+            4,
+            Size::Small,
+            c,
+            &[Dm, Adm],
+            Budget::Standard,
+        );
+        for &k in &exp.student_counts {
+            add(format!("k{k}"), k, Size::Same, c, &[Dm], Budget::Standard);
+        }
+        for s in [Strategy::Random, Strategy::Kmeans] {
             add(
-                format!("c{k}"),
-                k,
-                Size::Capacity,
-                c,
-                &[Tsm, Dm, Adm],
+                format!("k4-{}", partition_name(s)),
+                4,
+                Size::Same,
+                s,
+                &[Dm],
                 Budget::Standard,
             );
+        }
+    }
+    if capacity {
+        for &m in &exp.capacity_budgets {
+            for &k in &exp.capacity_counts {
+                add(capacity_run(k, m), k, Size::Capacity, c, &all, times(m));
+            }
         }
     }
     for &k in &exp.equal_compute {
-        add(format!("k{k}"), k, Size::Same, c, &[Dm], Budget::Standard);
-        add(
-            format!("k1-x{k}"),
-            1,
-            Size::Same,
-            c,
-            &[Dm],
-            Budget::Times(k as u64),
-        );
-        if capacity {
+        if same {
+            add(format!("k{k}"), k, Size::Same, c, &[Dm], Budget::Standard);
             add(
-                format!("c{k}"),
-                k,
-                Size::Capacity,
-                c,
-                &[Tsm, Dm, Adm],
-                Budget::Standard,
-            );
-            add(
-                format!("c1-x{k}"),
+                format!("k1-x{k}"),
                 1,
-                Size::Capacity,
+                Size::Same,
                 c,
-                &[Tsm, Dm, Adm],
+                &[Dm],
                 Budget::Times(k as u64),
             );
         }
+        if capacity {
+            add(capacity_run(k, 1), k, Size::Capacity, c, &all, times(1));
+            let m = k as u64;
+            add(capacity_run(1, m), 1, Size::Capacity, c, &all, times(m));
+        }
     }
-    if exp.controls {
+    if capacity {
+        for &m in &exp.capacity_k1_budgets {
+            add(capacity_run(1, m), 1, Size::Capacity, c, &all, times(m));
+        }
+    }
+    if same && exp.controls {
         add("k1-dmx".into(), 1, Size::Same, c, &[Dm], Budget::DmPlusAdm);
         add("k4-dmx".into(), 4, Size::Same, c, &[Dm], Budget::DmPlusAdm);
         runs.push(RunPlan {
@@ -356,82 +411,98 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
         })
     };
     row("teacher, Heun-18".into(), "main", None, None);
-    row("1 student, DM".into(), "main", Some("k1"), Some(Dm));
-    row("1 student, DM → ADM".into(), "main", Some("k1"), Some(Adm));
-    row("4 students, DM".into(), "main", Some("k4"), Some(Dm));
-    row("4 students, DM → ADM".into(), "main", Some("k4"), Some(Adm));
-    row(
-        "4 smaller students, TSM → DM → ADM".into(),
-        "main",
-        Some("k4-small-tsm"),
-        Some(Adm),
-    );
-    row(
-        "4 smaller students, DM → ADM (no TSM)".into(),
-        "main",
-        Some("k4-small"),
-        Some(Adm),
-    );
-    for &k in &exp.student_counts {
+    if same {
+        row("1 student, DM".into(), "main", Some("k1"), Some(Dm));
+        row("1 student, DM → ADM".into(), "main", Some("k1"), Some(Adm));
+        row("4 students, DM".into(), "main", Some("k4"), Some(Dm));
+        row("4 students, DM → ADM".into(), "main", Some("k4"), Some(Adm));
         row(
-            format!("K = {k}, DM"),
-            "students",
-            Some(&format!("k{k}")),
-            Some(Dm),
+            "4 smaller students, TSM → DM → ADM".into(),
+            "main",
+            Some("k4-small-tsm"),
+            Some(Adm),
         );
-    }
-    for s in [Strategy::Contiguous, Strategy::Random, Strategy::Kmeans] {
-        let r = if s == Strategy::Contiguous {
-            "k4".to_string()
-        } else {
-            format!("k4-{}", partition_name(s))
-        };
         row(
-            format!("K = 4, {} partition, DM", partition_name(s)),
-            "partition",
-            Some(&r),
-            Some(Dm),
+            "4 smaller students, DM → ADM (no TSM)".into(),
+            "main",
+            Some("k4-small"),
+            Some(Adm),
         );
-    }
-    if capacity {
-        for &k in &exp.capacity_counts {
+        for &k in &exp.student_counts {
             row(
-                format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
-                "capacity",
-                Some(&format!("c{k}")),
-                Some(Adm),
+                format!("K = {k}, DM"),
+                "students",
+                Some(&format!("k{k}")),
+                Some(Dm),
+            );
+        }
+        for s in [Strategy::Contiguous, Strategy::Random, Strategy::Kmeans] {
+            let r = if s == Strategy::Contiguous {
+                "k4".to_string()
+            } else {
+                format!("k4-{}", partition_name(s))
+            };
+            row(
+                format!("K = 4, {} partition, DM", partition_name(s)),
+                "partition",
+                Some(&r),
+                Some(Dm),
             );
         }
     }
+    if capacity {
+        for &m in &exp.capacity_budgets {
+            for &k in &exp.capacity_counts {
+                let run = capacity_run(k, m);
+                row(capacity_row(k, m), "capacity", Some(&run), Some(Adm));
+            }
+        }
+    }
     for &k in &exp.equal_compute {
-        row(
-            format!("{k} students, DM, N iterations each"),
-            "compute",
-            Some(&format!("k{k}")),
-            Some(Dm),
-        );
-        row(
-            format!("1 student, DM, {k}·N iterations"),
-            "compute",
-            Some(&format!("k1-x{k}")),
-            Some(Dm),
-        );
+        if same {
+            row(
+                format!("{k} students, DM, N iterations each"),
+                "compute",
+                Some(&format!("k{k}")),
+                Some(Dm),
+            );
+            row(
+                format!("1 student, DM, {k}·N iterations"),
+                "compute",
+                Some(&format!("k1-x{k}")),
+                Some(Dm),
+            );
+        }
         if capacity {
             row(
                 format!("{k} capacity-bound students, N iterations each"),
                 "compute",
-                Some(&format!("c{k}")),
+                Some(&capacity_run(k, 1)),
                 Some(Adm),
             );
             row(
                 format!("1 capacity-bound student, {k}·N iterations"),
                 "compute",
-                Some(&format!("c1-x{k}")),
+                Some(&capacity_run(1, k as u64)),
                 Some(Adm),
             );
         }
     }
-    if exp.controls {
+    if capacity {
+        for &m in &exp.capacity_k1_budgets {
+            let at = match m {
+                1 => "N".to_string(),
+                _ => format!("{m}·N"),
+            };
+            row(
+                format!("1 capacity-bound student, {at} iterations"),
+                "convergence",
+                Some(&capacity_run(1, m)),
+                Some(Adm),
+            );
+        }
+    }
+    if same && exp.controls {
         row(
             "1 student, DM continued for the ADM iterations".into(),
             "controls",
@@ -462,61 +533,66 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
             paper,
         })
     };
-    claim(
-        'a',
-        "4 same-size students beat 1 at equal per-student cost (DM → ADM)".into(),
-        "4 students, DM → ADM".into(),
-        "1 student, DM → ADM".into(),
-        "1.20 vs DMD2 1.28",
-    );
-    claim(
-        'a',
-        "4 same-size students beat 1 at equal per-student cost (DM)".into(),
-        "4 students, DM".into(),
-        "1 student, DM".into(),
-        "2.37 vs 2.60",
-    );
+    if same {
+        claim(
+            'a',
+            "4 same-size students beat 1 at equal per-student cost (DM → ADM)".into(),
+            "4 students, DM → ADM".into(),
+            "1 student, DM → ADM".into(),
+            "1.20 vs DMD2 1.28",
+        );
+        claim(
+            'a',
+            "4 same-size students beat 1 at equal per-student cost (DM)".into(),
+            "4 students, DM".into(),
+            "1 student, DM".into(),
+            "2.37 vs 2.60",
+        );
+    }
     if capacity && exp.capacity_counts.contains(&1) {
         let kmax = exp.capacity_counts.iter().copied().max().unwrap_or(1);
-        // The sweep's rows, then the equal-compute rows for a K the sweep lacks: those hold K
-        // capacity-bound students at N each too, the same per-student comparison.
-        let sweep = exp.capacity_counts.iter().map(|&k| {
-            (
-                k,
-                format!("K = {k}, capacity-bound students, TSM → DM → ADM"),
-            )
-        });
-        let extra = exp
-            .equal_compute
-            .iter()
-            .filter(|k| !exp.capacity_counts.contains(k))
-            .map(|&k| (k, format!("{k} capacity-bound students, N iterations each")));
-        for (k, better) in sweep.chain(extra).filter(|&(k, _)| k > 1) {
+        for &m in &exp.capacity_budgets {
+            // The sweep's rows, then (at m = 1) the equal-compute rows for a K the sweep lacks:
+            // those hold K capacity-bound students at N each too, the same comparison.
+            let sweep = exp.capacity_counts.iter().map(|&k| (k, capacity_row(k, m)));
+            let extra = exp
+                .equal_compute
+                .iter()
+                .filter(|k| m == 1 && !exp.capacity_counts.contains(k))
+                .map(|&k| (k, format!("{k} capacity-bound students, N iterations each")));
+            let at = match m {
+                1 => String::new(),
+                _ => format!(", {m}·N iterations each"),
+            };
+            for (k, better) in sweep.chain(extra).filter(|&(k, _)| k > 1) {
+                claim(
+                    'a',
+                    format!("{k} capacity-bound students beat 1 at equal per-student cost{at}"),
+                    better,
+                    capacity_row(1, m),
+                    if k == kmax {
+                        "K = 8: 2.32 vs K = 1: 2.60 (DM)"
+                    } else {
+                        ""
+                    },
+                );
+            }
+        }
+    }
+    for &k in &exp.equal_compute {
+        if same {
             claim(
-                'a',
-                format!("{k} capacity-bound students beat 1 at equal per-student cost"),
-                better,
-                "K = 1, capacity-bound students, TSM → DM → ADM".into(),
-                if k == kmax {
-                    "K = 8: 2.32 vs K = 1: 2.60 (DM)"
+                'b',
+                format!("{k} students beat 1 student with {k}× the iterations (DM)"),
+                format!("{k} students, DM, N iterations each"),
+                format!("1 student, DM, {k}·N iterations"),
+                if k == 4 {
+                    "4 × B=32 vs 1 × B=128"
                 } else {
                     ""
                 },
             );
         }
-    }
-    for &k in &exp.equal_compute {
-        claim(
-            'b',
-            format!("{k} students beat 1 student with {k}× the iterations (DM)"),
-            format!("{k} students, DM, N iterations each"),
-            format!("1 student, DM, {k}·N iterations"),
-            if k == 4 {
-                "4 × B=32 vs 1 × B=128"
-            } else {
-                ""
-            },
-        );
         if capacity {
             claim(
                 'b',
@@ -527,7 +603,7 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
             );
         }
     }
-    if exp.controls {
+    if same && exp.controls {
         claim(
             'c',
             "ADM beats DM continued for the same iterations (1 student)".into(),
@@ -543,35 +619,37 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
             "",
         );
     }
-    claim(
-        'd',
-        "TSM initialisation helps smaller students".into(),
-        "4 smaller students, TSM → DM → ADM".into(),
-        "4 smaller students, DM → ADM (no TSM)".into(),
-        "2.88 vs 11.67",
-    );
-    claim(
-        'd',
-        "same-size students beat smaller TSM students (the paper: close)".into(),
-        "4 students, DM → ADM".into(),
-        "4 smaller students, TSM → DM → ADM".into(),
-        "1.20 vs 2.88",
-    );
-    claim(
-        'e',
-        "contiguous partition beats random".into(),
-        "K = 4, contiguous partition, DM".into(),
-        "K = 4, random partition, DM".into(),
-        "2.37 vs 2.45",
-    );
-    claim(
-        'e',
-        "k-means partition beats random".into(),
-        "K = 4, kmeans partition, DM".into(),
-        "K = 4, random partition, DM".into(),
-        "2.39 vs 2.45",
-    );
-    if exp.controls {
+    if same {
+        claim(
+            'd',
+            "TSM initialisation helps smaller students".into(),
+            "4 smaller students, TSM → DM → ADM".into(),
+            "4 smaller students, DM → ADM (no TSM)".into(),
+            "2.88 vs 11.67",
+        );
+        claim(
+            'd',
+            "same-size students beat smaller TSM students (the paper: close)".into(),
+            "4 students, DM → ADM".into(),
+            "4 smaller students, TSM → DM → ADM".into(),
+            "1.20 vs 2.88",
+        );
+        claim(
+            'e',
+            "contiguous partition beats random".into(),
+            "K = 4, contiguous partition, DM".into(),
+            "K = 4, random partition, DM".into(),
+            "2.37 vs 2.45",
+        );
+        claim(
+            'e',
+            "k-means partition beats random".into(),
+            "K = 4, kmeans partition, DM".into(),
+            "K = 4, random partition, DM".into(),
+            "2.39 vs 2.45",
+        );
+    }
+    if same && exp.controls {
         claim(
             'e',
             "the regression loss (weight 0.25) helps".into(),
@@ -613,6 +691,9 @@ mod tests {
             small_net: net.clone(),
             capacity_net: capacity.then_some(net),
             capacity_counts: vec![1, 2, 5, 10],
+            capacity_budgets: vec![1],
+            capacity_k1_budgets: vec![],
+            same_size_rows: true,
             equal_compute: vec![4, 10],
             controls: true,
             latency_reps: 1,
@@ -686,5 +767,70 @@ mod tests {
             .runs
             .iter()
             .any(|r| r.size == Size::Capacity));
+    }
+
+    #[test]
+    fn a_capacity_sweep_at_a_longer_budget_shares_its_k1_run_with_equal_compute() {
+        let mut exp = config(&[1, 2], true);
+        exp.capacity_budgets = vec![1, 4];
+        let p = plan(&exp);
+        for k in [2, 5, 10] {
+            let r = p.run(&format!("c{k}-x4")).unwrap();
+            assert_eq!((r.students, r.budget), (k, Budget::Times(4)));
+        }
+        // K = 1 at 4N is the equal-compute run c1-x4, planned once and read by both rows.
+        assert_eq!(p.runs.iter().filter(|r| r.name == "c1-x4").count(), 1);
+        let reads = |row: &str| p.row(row).unwrap().eval_id();
+        assert_eq!(
+            reads("K = 1, capacity-bound students, 4·N iterations each"),
+            reads("1 capacity-bound student, 4·N iterations")
+        );
+        // Each budget's K > 1 is asked against K = 1 at the same budget.
+        let at4: Vec<_> = p
+            .claims
+            .iter()
+            .filter(|c| c.claim.ends_with(", 4·N iterations each"))
+            .collect();
+        assert_eq!(at4.len(), 3);
+        for c in at4 {
+            assert_eq!(
+                c.worse,
+                "K = 1, capacity-bound students, 4·N iterations each"
+            );
+            assert!(p.row(&c.better).is_some(), "{}", c.better);
+        }
+        // The sweep at N keeps its names (and so its finished rows).
+        assert_eq!(p.run("c2").unwrap().budget, Budget::Standard);
+    }
+
+    #[test]
+    fn without_same_size_rows_only_the_teacher_and_capacity_rows_remain() {
+        let mut exp = config(&[1, 2, 5, 10], true);
+        exp.same_size_rows = false;
+        exp.capacity_budgets = vec![4];
+        exp.equal_compute = vec![];
+        exp.capacity_k1_budgets = vec![1, 4, 10];
+        let p = plan(&exp);
+        // One student at N, 4N (the sweep's K = 1, planned once) and 10N; no K > 1 at N.
+        let mut names: Vec<_> = p.runs.iter().map(|r| r.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["c1", "c1-x10", "c1-x4", "c10-x4", "c2-x4", "c5-x4"]);
+        assert_eq!(
+            p.row("1 capacity-bound student, 10·N iterations")
+                .unwrap()
+                .eval_id(),
+            "c1-x10-adm"
+        );
+        assert!(p.runs.iter().all(|r| r.size == Size::Capacity));
+        assert!(p
+            .rows
+            .iter()
+            .all(|r| r.run.is_none() || ["capacity", "convergence"].contains(&r.section)));
+        assert_eq!(p.rows.iter().filter(|r| r.run.is_none()).count(), 1);
+        for c in &p.claims {
+            assert!(p.row(&c.better).is_some(), "{}", c.better);
+            assert!(p.row(&c.worse).is_some(), "{}", c.worse);
+        }
+        assert!(p.claims.iter().all(|c| c.question == 'a'));
     }
 }

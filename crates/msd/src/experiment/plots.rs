@@ -13,15 +13,44 @@ use std::path::Path;
 /// The grey of the held-out floor line.
 const FLOOR_GREY: Rgb<u8> = Rgb([150, 150, 150]);
 
-/// The K sweep of a student size: the rows of `section` (the `students` or `capacity` sweep)
-/// and every other row of the same kind — same size, partition, stages and per-student budget,
-/// no regression-weight override — that reads a run the section does not (e.g. K = 4, whose
-/// same-size DM row lives in the `partition` and `main` sections), one row per run, by K.
-pub fn k_sweep<'a>(report_rows: &'a [ReportRow], section: &str) -> Vec<&'a ReportRow> {
+/// The K sweeps of a student size, one per per-student budget the section holds (the
+/// capacity-bound sweep may sit at several): the rows of `section` (the `students` or
+/// `capacity` sweep) at that budget and every other row of the same kind — same size,
+/// partition, stages and per-student budget, no regression-weight override — that reads a run
+/// the section does not (e.g. K = 4, whose same-size DM row lives in the `partition` and `main`
+/// sections), one row per run, by K. Sweeps without a finished row are left out.
+pub fn k_sweeps<'a>(report_rows: &'a [ReportRow], section: &str) -> Vec<Vec<&'a ReportRow>> {
     let own: Vec<&ReportRow> = report_rows
         .iter()
         .filter(|v| v.section == section)
         .collect();
+    let mut budgets: Vec<u64> = Vec::new();
+    for v in &own {
+        if !budgets.contains(&v.iterations_per_student) {
+            budgets.push(v.iterations_per_student);
+        }
+    }
+    budgets
+        .into_iter()
+        .map(|it| {
+            let at: Vec<&ReportRow> = own
+                .iter()
+                .copied()
+                .filter(|v| v.iterations_per_student == it)
+                .collect();
+            k_sweep_of(report_rows, section, &at)
+        })
+        .filter(|rows| !rows.is_empty())
+        .collect()
+}
+
+/// One K sweep: the finished rows of `own` (rows of `section` at one budget) and the rows of
+/// their kind from other sections (see [`k_sweeps`]), by K.
+fn k_sweep_of<'a>(
+    report_rows: &'a [ReportRow],
+    section: &str,
+    own: &[&'a ReportRow],
+) -> Vec<&'a ReportRow> {
     let Some(first) = own.first() else {
         return vec![];
     };
@@ -48,7 +77,12 @@ pub fn k_sweep<'a>(report_rows: &'a [ReportRow], section: &str) -> Vec<&'a Repor
 }
 
 /// The (x, FD) points and FD std of `rows` with x from `x`.
-fn fd_series(rows: &[&ReportRow], x: impl Fn(&ReportRow) -> f64, name: &str) -> Series {
+fn fd_series(
+    rows: &[&ReportRow],
+    x: impl Fn(&ReportRow) -> f64,
+    name: &str,
+    colour: usize,
+) -> Series {
     Series {
         name: name.into(),
         points: rows
@@ -56,7 +90,7 @@ fn fd_series(rows: &[&ReportRow], x: impl Fn(&ReportRow) -> f64, name: &str) -> 
             .map(|v| (x(v), v.fd.unwrap_or(f64::NAN)))
             .collect(),
         std: rows.iter().map(|v| v.fd_std.unwrap_or(0.0)).collect(),
-        colour: palette(0),
+        colour: palette(colour),
     }
 }
 
@@ -80,27 +114,38 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
             * 1.3 // headroom for the legend box in the top right corner
     };
     let y_fd = "FD (MNIST CNN features)";
-    let sweeps: Vec<(&str, Vec<&ReportRow>)> = [
+    let sweeps: Vec<(&str, Vec<Vec<&ReportRow>>)> = [
         ("same-size students, DM", "students"),
         ("capacity-bound students, TSM → DM → ADM", "capacity"),
     ]
     .into_iter()
-    .map(|(caption, section)| (caption, k_sweep(&r.rows, section)))
-    .filter(|(_, rows)| !rows.is_empty())
+    .map(|(caption, section)| (caption, k_sweeps(&r.rows, section)))
+    .filter(|(_, sweeps)| !sweeps.is_empty())
     .collect();
     // Each panel has its own FD scale: the capacity-bound students' FDs can be ten times the
-    // same-size ones', and a shared axis would flatten the same-size sweep.
+    // same-size ones', and a shared axis would flatten the same-size sweep. A panel with
+    // sweeps at several per-student budgets draws one line each.
     let mut panels = Vec::new();
-    for (caption, rows) in &sweeps {
+    for (caption, budgets) in &sweeps {
+        let all: Vec<&ReportRow> = budgets.iter().flatten().copied().collect();
         let mut spec = ChartSpec::new(caption, "students K", y_fd, 440);
-        spec.y_range = Some((0.0, ytop(rows).max(1e-9)));
+        spec.y_range = Some((0.0, ytop(&all).max(1e-9)));
         spec.integer_x = true;
-        let s = fd_series(
-            rows,
-            |v| v.students as f64,
-            "mean ± std over seeds (no bar: 1 seed)",
-        );
-        panels.push(line_chart(&spec, &[s], &floor_line())?);
+        let series: Vec<Series> = budgets
+            .iter()
+            .enumerate()
+            .map(|(i, rows)| {
+                let name = match budgets.len() {
+                    1 => "mean ± std over seeds (no bar: 1 seed)".to_string(),
+                    _ => format!(
+                        "{} DM iterations per student",
+                        rows[0].iterations_per_student
+                    ),
+                };
+                fd_series(rows, |v| v.students as f64, &name, i)
+            })
+            .collect();
+        panels.push(line_chart(&spec, &series, &floor_line())?);
     }
     if !panels.is_empty() {
         save_png(&hstack(&panels), &out.join("fd_vs_k.png"))?;
@@ -125,6 +170,7 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
             &conv,
             |v| v.iterations_per_student as f64,
             "mean ± std over seeds",
+            0,
         );
         save_png(
             &line_chart(&spec, &[s], &floor_line())?,
@@ -196,13 +242,41 @@ mod tests {
         rows[5].partition = "random".into();
         rows[6].iterations_per_student = 1600;
         rows[7].regression_weight = Some(0.0);
-        let sweep = k_sweep(&rows, "students");
+        let sweeps = k_sweeps(&rows, "students");
+        assert_eq!(sweeps.len(), 1);
+        let sweep = &sweeps[0];
         let ks: Vec<usize> = sweep.iter().map(|v| v.students).collect();
         assert_eq!(ks, [1, 2, 4]);
         assert_eq!(sweep[2].run.as_deref(), Some("k4"));
-        assert!(k_sweep(&rows, "capacity").is_empty());
+        assert!(k_sweeps(&rows, "capacity").is_empty());
         // Without the K = 4 rows only the section's own two points remain.
         rows.retain(|v| v.students != 4);
-        assert_eq!(k_sweep(&rows, "students").len(), 2);
+        assert_eq!(k_sweeps(&rows, "students")[0].len(), 2);
+    }
+
+    #[test]
+    fn a_capacity_section_at_two_budgets_gives_one_sweep_each() {
+        let at = |section: &str, run: &str, k: usize, iters: u64| {
+            let mut v = row(section, run, k, Some(50.0 / k as f64));
+            v.size = "capacity".into();
+            v.iterations_per_student = iters;
+            v
+        };
+        let rows = vec![
+            at("capacity", "c1", 1, 400),
+            at("capacity", "c2", 2, 400),
+            at("capacity", "c1-x4", 1, 1600),
+            at("capacity", "c2-x4", 2, 1600),
+            at("compute", "c4", 4, 400),
+            at("compute", "c1-x4", 1, 1600),
+            at("compute", "c1-x10", 1, 4000),
+        ];
+        let runs = |s: &[&ReportRow]| -> Vec<String> {
+            s.iter().map(|v| v.run.clone().unwrap()).collect()
+        };
+        let sweeps = k_sweeps(&rows, "capacity");
+        assert_eq!(sweeps.len(), 2);
+        assert_eq!(runs(&sweeps[0]), ["c1", "c2", "c4"]);
+        assert_eq!(runs(&sweeps[1]), ["c1-x4", "c2-x4"]);
     }
 }

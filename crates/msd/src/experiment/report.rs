@@ -469,6 +469,7 @@ table): {}.\n\n",
         ("partition", "Partition strategy (K = 4, DM)"),
         ("capacity", "Capacity-bound students (TSM → DM → ADM)"),
         ("compute", "Equal total compute"),
+        ("convergence", "One capacity-bound student, longer training"),
         ("controls", "Controls"),
     ] {
         if !r.rows.iter().any(|v| v.section == section) {
