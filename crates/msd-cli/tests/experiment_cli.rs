@@ -1,7 +1,8 @@
 //! `msd experiment` end to end on a tiny synthetic 4-class IDX dataset with two training seeds:
 //! every row of the table is trained, evaluated and reported with the fields the report promises
 //! (means, FD std and per-seed values, claims with verdicts); a second invocation reuses
-//! everything; a bad `--only` is a clean error.
+//! everything; a capacity-only experiment plans and reports only its rows; a bad `--only` is a
+//! clean error.
 
 use msd::data::idx::{encode_images, encode_labels};
 use std::path::Path;
@@ -382,6 +383,45 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&row).unwrap()).unwrap();
     assert_eq!(r["plan_key"], plan_key);
+
+    // A capacity-only experiment (same_size_rows = false): the K sweep at twice the budget,
+    // one student at N and 2N for its FD against iterations; the sweep's K = 1 is that 2N run.
+    let cap = experiment_config().replace(
+        "equal_compute = [2]",
+        "equal_compute = []\nsame_size_rows = false\ncapacity_budgets = [2]\ncapacity_k1_budgets = [1, 2]",
+    );
+    std::fs::write(p.join("cap.toml"), cap).unwrap();
+    let cap_args = ["experiment", "tiny", "--config", "cap.toml", "--out", "cap"];
+    let only = |runs: &'static str| {
+        let mut a = cap_args.to_vec();
+        a.extend(["--seeds", "0", "--only", runs]);
+        a
+    };
+    let (ok, out, err) = msd(&only("c1,c1-x2,c2-x2"), p);
+    assert!(ok, "{err}\n{out}");
+    assert!(out.contains("4 of 5 rows evaluated"), "{out}");
+    let (ok, _, err) = msd(&only("k2"), p);
+    assert!(!ok && err.contains("--only k2"), "{err}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("cap/report.json")).unwrap()).unwrap();
+    let crows = c["rows"].as_array().unwrap();
+    assert!(crows
+        .iter()
+        .all(|r| ["teacher", "capacity"].contains(&r["size"].as_str().unwrap())));
+    let cby = |name: &str| crows.iter().find(|r| r["name"] == name).unwrap();
+    let at_2n = cby("K = 2, capacity-bound students, 2·N iterations each");
+    let k1_n = cby("1 capacity-bound student, N iterations");
+    assert_eq!(
+        at_2n["iterations_per_student"].as_u64(),
+        k1_n["iterations_per_student"].as_u64().map(|x| 2 * x)
+    );
+    assert_eq!(
+        cby("K = 1, capacity-bound students, 2·N iterations each")["fd_per_seed"],
+        cby("1 capacity-bound student, 2·N iterations")["fd_per_seed"]
+    );
+    let cclaims = c["claims"].as_array().unwrap();
+    assert_eq!(cclaims.len(), 1, "{cclaims:?}");
+    assert!(p.join("cap/fd_vs_k.png").exists() && p.join("cap/fd_vs_iterations.png").exists());
 
     let (ok, _, err) = msd(
         &[
