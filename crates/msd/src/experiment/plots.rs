@@ -138,7 +138,7 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
                 let name = match budgets.len() {
                     1 => "mean ± std over seeds (no bar: 1 seed)".to_string(),
                     _ => format!(
-                        "{} DM iterations per student",
+                        "{} iterations per student (DM + ADM)",
                         rows[0].iterations_per_student
                     ),
                 };
