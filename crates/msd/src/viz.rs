@@ -225,6 +225,11 @@ pub struct ChartSpec {
     pub y_range: Option<(f64, f64)>,
     /// The x values are counts (e.g. K): ticks only on integers.
     pub integer_x: bool,
+    /// A logarithmic y axis (for values spanning decades, e.g. FD from 100 down to 2): only
+    /// positive values are drawn, a bar reaching to or below zero is cut at the axis' bottom, and
+    /// the automatic range spans the lowest positive value to the highest with headroom in
+    /// ratio; an explicit `y_range` must then be positive.
+    pub log_y: bool,
 }
 
 impl ChartSpec {
@@ -237,6 +242,7 @@ impl ChartSpec {
             size: (size, size),
             y_range: None,
             integer_x: false,
+            log_y: false,
         }
     }
 }
@@ -279,7 +285,7 @@ fn tick(v: &f64) -> String {
 /// caption of `spec`, every series placed by x value (with its ± std bars when given), the
 /// horizontal lines dashed, and a legend of the named entries when there is more than one
 /// series or any horizontal line. Empty series, or series of non-finite values, draw an empty
-/// frame (x from 0 to 1).
+/// frame (x from 0 to 1). With `spec.log_y` the y axis is logarithmic (see [`ChartSpec`]).
 pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Result<RgbImage> {
     use plotters::prelude::*;
     register_font()?;
@@ -287,10 +293,11 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
     let err = |e: &dyn std::fmt::Display| {
         Error::Invalid(format!("drawing the chart {:?}: {e}", spec.caption))
     };
+    let shown = |p: &(f64, f64)| finite(p) && (!spec.log_y || p.1 > 0.0);
     let pts = || {
         series
             .iter()
-            .flat_map(|s| s.points.iter().copied().filter(finite))
+            .flat_map(|s| s.points.iter().copied().filter(shown))
     };
     let (mut x0, mut x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
         (a.min(p.0), b.max(p.0))
@@ -300,45 +307,129 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
     }
     let pad = if x1 > x0 { 0.05 * (x1 - x0) } else { 0.5 };
     let (x0, x1) = (x0 - pad, x1 + pad);
-    let (y0, y1) = spec.y_range.unwrap_or_else(|| {
+    // Every y a chart should show: points, bar ends and horizontal lines.
+    let ys = || {
         let bars = series.iter().flat_map(|s| {
             s.points
                 .iter()
                 .zip(s.std.iter().chain(std::iter::repeat(&0.0)))
-                .filter(|(p, e)| finite(p) && e.is_finite())
+                .filter(|(p, e)| shown(p) && e.is_finite())
                 .flat_map(|(p, e)| [p.1 - e.abs(), p.1 + e.abs()])
         });
-        let ys = pts()
+        pts()
             .map(|p| p.1)
             .chain(bars)
-            .chain(hlines.iter().map(|l| l.y).filter(|y| y.is_finite()));
-        let (lo, hi) = ys.fold((0.0f64, f64::NEG_INFINITY), |(a, b), y| {
-            (a.min(y), b.max(y))
-        });
-        let hi = if hi > lo { hi } else { lo + 1.0 };
-        (
-            if lo < 0.0 { lo * 1.1 } else { 0.0 },
-            hi * 1.1 - if lo < 0.0 { 0.1 * lo } else { 0.0 },
-        )
-    });
+            .chain(hlines.iter().map(|l| l.y).filter(|y| y.is_finite()))
+    };
+    let (y0, y1) = match spec.y_range {
+        Some((a, b)) if spec.log_y && !(a > 0.0 && b > a) => {
+            return Err(err(&format!(
+                "a logarithmic y axis needs 0 < bottom < top, got y_range {a}..{b}"
+            )))
+        }
+        Some(r) => r,
+        None if spec.log_y => {
+            let (lo, hi) = ys()
+                .filter(|y| *y > 0.0)
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                    (a.min(y), b.max(y))
+                });
+            let (lo, hi) = if lo <= hi { (lo, hi) } else { (1.0, 10.0) };
+            // A fifth of the decades spanned below, a third above (room for the legend).
+            let span = (hi / lo).max(10.0).ln();
+            (lo * (-0.2 * span).exp(), hi * (span / 3.0).exp())
+        }
+        None => {
+            let (lo, hi) = ys().fold((0.0f64, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
+            let hi = if hi > lo { hi } else { lo + 1.0 };
+            (
+                if lo < 0.0 { lo * 1.1 } else { 0.0 },
+                hi * 1.1 - if lo < 0.0 { 0.1 * lo } else { 0.0 },
+            )
+        }
+    };
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
+        let mut builder = ChartBuilder::on(&root);
+        builder
             .caption(&spec.caption, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?;
+            .y_label_area_size(56);
+        let frame = Frame {
+            spec,
+            x: (x0, x1),
+            y: (y0, y1),
+        };
+        if spec.log_y {
+            let chart = builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(|e| err(&e))?;
+            frame.draw(chart, series, hlines).map_err(|e| err(&e))?;
+        } else {
+            let chart = builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(&e))?;
+            frame.draw(chart, series, hlines).map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    RgbImage::from_raw(w, h, buf).ok_or_else(|| err(&"buffer size"))
+}
+
+/// A chart's spec and its settled x and y ranges: what [`Frame::draw`] needs besides the
+/// data, whichever y coordinate (linear or logarithmic) the chart was built with.
+struct Frame<'s> {
+    spec: &'s ChartSpec,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Frame<'_> {
+    /// Draws the mesh, the horizontal lines, the series with their bars and the legend into
+    /// `chart` (see [`line_chart`]).
+    fn draw<'a, Y>(
+        &self,
+        mut chart: plotters::chart::ChartContext<
+            'a,
+            plotters::prelude::BitMapBackend<'a>,
+            plotters::prelude::Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+        >,
+        series: &[Series],
+        hlines: &[HLine],
+    ) -> std::result::Result<(), String>
+    where
+        Y: plotters::coord::ranged1d::Ranged<ValueType = f64>
+            + plotters::coord::ranged1d::ValueFormatter<f64>,
+    {
+        use plotters::prelude::*;
+        let spec = self.spec;
+        let (x0, x1) = self.x;
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let shown = |p: &(f64, f64)| finite(p) && (!spec.log_y || p.1 > 0.0);
         let mut mesh = chart.configure_mesh();
         if spec.integer_x {
             // A step of at least 1: ask for no more labels than integers in the range.
             mesh.x_labels(((x1 - x0).floor() as usize + 1).clamp(2, 11));
         }
+        if spec.log_y {
+            // Enough key points for every 1–9 multiple of a decade; only 1, 2 and 5 get labels.
+            mesh.y_labels(40);
+        }
         let int_tick = |v: &f64| {
             if (v - v.round()).abs() < 1e-9 {
+                tick(v)
+            } else {
+                String::new()
+            }
+        };
+        let log_tick = |v: &f64| {
+            let m = v / 10f64.powf(v.log10().floor());
+            if [1.0, 2.0, 5.0].iter().any(|k| (m - k).abs() < 1e-6) {
                 tick(v)
             } else {
                 String::new()
@@ -348,17 +439,17 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
             .x_desc(&spec.x_label)
             .y_desc(&spec.y_label)
             .x_label_formatter(if spec.integer_x { &int_tick } else { &tick })
-            .y_label_formatter(&tick)
+            .y_label_formatter(if spec.log_y { &log_tick } else { &tick })
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 13))
             .draw()
-            .map_err(|e| err(&e))?;
+            .map_err(|x| e(&x))?;
         let rgb = |c: Rgb<u8>| RGBColor(c.0[0], c.0[1], c.0[2]);
-        for l in hlines.iter().filter(|l| l.y.is_finite()) {
+        for l in hlines.iter().filter(|l| shown(&(0.0, l.y))) {
             let style = rgb(l.colour).stroke_width(2);
             let a = chart
                 .draw_series(DashedLineSeries::new([(x0, l.y), (x1, l.y)], 6, 4, style))
-                .map_err(|e| err(&e))?;
+                .map_err(|x| e(&x))?;
             if !l.name.is_empty() {
                 a.label(&l.name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], style));
@@ -366,10 +457,10 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
         }
         for s in series {
             let c = rgb(s.colour);
-            let p: Vec<(f64, f64)> = s.points.iter().copied().filter(finite).collect();
+            let p: Vec<(f64, f64)> = s.points.iter().copied().filter(shown).collect();
             let a = chart
                 .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2)))
-                .map_err(|e| err(&e))?;
+                .map_err(|x| e(&x))?;
             if !s.name.is_empty() {
                 a.label(&s.name).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
@@ -381,24 +472,26 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
                         EmptyElement::at(q) + Rectangle::new([(-3, -3), (3, 3)], c.filled())
                     }),
                 )
-                .map_err(|e| err(&e))?;
+                .map_err(|x| e(&x))?;
             if s.std.len() == s.points.len() {
+                // On a log axis a bar reaching to or below zero ends at the axis' bottom.
+                let bottom = |y: f64| if spec.log_y { y.max(self.y.0) } else { y };
                 let bars = s
                     .points
                     .iter()
                     .zip(&s.std)
-                    .filter(|(q, e)| finite(q) && e.is_finite())
-                    .map(|(&(x, y), e)| {
+                    .filter(|(q, d)| shown(q) && d.is_finite())
+                    .map(|(&(x, y), d)| {
                         ErrorBar::new_vertical(
                             x,
-                            y - e.abs(),
+                            bottom(y - d.abs()),
                             y,
-                            y + e.abs(),
+                            y + d.abs(),
                             c.stroke_width(2),
                             10,
                         )
                     });
-                chart.draw_series(bars).map_err(|e| err(&e))?;
+                chart.draw_series(bars).map_err(|x| e(&x))?;
             }
         }
         let named = series.iter().filter(|s| !s.name.is_empty()).count()
@@ -411,11 +504,10 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.4))
                 .draw()
-                .map_err(|e| err(&e))?;
+                .map_err(|x| e(&x))?;
         }
-        root.present().map_err(|e| err(&e))?;
+        Ok(())
     }
-    RgbImage::from_raw(w, h, buf).ok_or_else(|| err(&"buffer size"))
 }
 
 /// The `loss` values of every logged line of a `stats.jsonl` (lines without one are skipped).
@@ -629,6 +721,56 @@ mod tests {
         assert!(c[0] < c[1] && c[1] < c[2], "{c:?}");
         let frac = (c[1] - c[0]) / (c[2] - c[0]);
         assert!((frac - 1.0 / 9.0).abs() < 0.02, "{frac} of the way, {c:?}");
+    }
+
+    /// Mean row of the pixels of colour `c`.
+    fn mean_row(img: &RgbImage, c: Rgb<u8>) -> f64 {
+        let rows: Vec<f64> = img
+            .enumerate_pixels()
+            .filter(|p| *p.2 == c)
+            .map(|p| p.1 as f64)
+            .collect();
+        assert!(!rows.is_empty(), "no pixel of colour {c:?}");
+        rows.iter().sum::<f64>() / rows.len() as f64
+    }
+
+    #[test]
+    fn a_log_axis_places_points_by_their_logarithm() {
+        // y = 1, 10, 100: on a log axis 10 sits halfway, on a linear one 1/11 of the way up.
+        let series: Vec<Series> = [1.0, 10.0, 100.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| Series {
+                name: String::new(),
+                points: vec![(i as f64, y)],
+                // A bar reaching below zero must not break the log axis.
+                std: vec![if i == 0 { 5.0 } else { 0.0 }],
+                colour: palette(i + 1),
+            })
+            .collect();
+        let mut spec = ChartSpec::new("", "x", "y", 400);
+        spec.log_y = true;
+        // A non-positive point is left out instead of failing.
+        let mut with_zero = series.clone();
+        with_zero[0].points.push((0.5, 0.0));
+        let img = line_chart(&spec, &with_zero, &[]).unwrap();
+        let r: Vec<f64> = (1..=3).map(|i| mean_row(&img, palette(i))).collect();
+        assert!(r[0] > r[1] && r[1] > r[2], "{r:?}");
+        let frac = (r[0] - r[1]) / (r[0] - r[2]);
+        assert!((frac - 0.5).abs() < 0.05, "{frac} of the way up, {r:?}");
+        spec.log_y = false;
+        let img = line_chart(&spec, &series, &[]).unwrap();
+        let r: Vec<f64> = (1..=3).map(|i| mean_row(&img, palette(i))).collect();
+        let frac = (r[0] - r[1]) / (r[0] - r[2]);
+        assert!(
+            (frac - 9.0 / 99.0).abs() < 0.05,
+            "{frac} of the way up, {r:?}"
+        );
+        // An explicit range must be positive on a log axis.
+        spec.log_y = true;
+        spec.y_range = Some((0.0, 10.0));
+        let e = line_chart(&spec, &series, &[]).unwrap_err().to_string();
+        assert!(e.contains("logarithmic") && e.contains("y_range"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The experiment's figures, drawn from its report: `fd_vs_k.png` (FD against K per student
-//! size, one panel and FD scale each, ± std over seeds, the held-out floor dashed), `fd_vs_iterations.png` (the K = 1
-//! capacity-bound student's FD against its per-student iterations) and `grad_share.png` (the
+//! size, one panel and FD scale each, ± std over seeds, the held-out floor dashed; a panel whose
+//! FDs span more than a decade has a logarithmic FD axis), `fd_vs_iterations.png` (the K = 1
+//! capacity-bound student's FD against its per-student iterations, with the teacher's FD) and `grad_share.png` (the
 //! regression term's share of the generator's gradient against DM iterations, one line per run
 //! with a regression term). A figure without data is not written.
 
@@ -12,6 +13,8 @@ use std::path::Path;
 
 /// The grey of the held-out floor line.
 const FLOOR_GREY: Rgb<u8> = Rgb([150, 150, 150]);
+/// The colour of the teacher's FD line.
+const TEACHER_RED: Rgb<u8> = Rgb([214, 39, 40]);
 
 /// The K sweeps of a student size, one per per-student budget the section holds (the
 /// capacity-bound sweep may sit at several): the rows of `section` (the `students` or
@@ -76,6 +79,16 @@ fn k_sweep_of<'a>(
     rows
 }
 
+/// The FD axis of a chart of `rows`: logarithmic (automatic range) when their FDs span more
+/// than a decade (e.g. the capacity-bound student from N to 10N iterations, where a linear axis
+/// flattens everything but the worst point), otherwise linear from 0 to `top`.
+fn fd_axis(spec: &mut ChartSpec, rows: &[&ReportRow], top: f64) {
+    let fds = rows.iter().filter_map(|v| v.fd).filter(|y| *y > 0.0);
+    let (lo, hi) = fds.fold((f64::INFINITY, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
+    spec.log_y = hi > 10.0 * lo;
+    spec.y_range = (!spec.log_y).then_some((0.0, top.max(1e-9)));
+}
+
 /// The (x, FD) points and FD std of `rows` with x from `x`.
 fn fd_series(
     rows: &[&ReportRow],
@@ -129,7 +142,7 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
     for (caption, budgets) in &sweeps {
         let all: Vec<&ReportRow> = budgets.iter().flatten().copied().collect();
         let mut spec = ChartSpec::new(caption, "students K", y_fd, 440);
-        spec.y_range = Some((0.0, ytop(&all).max(1e-9)));
+        fd_axis(&mut spec, &all, ytop(&all));
         spec.integer_x = true;
         let series: Vec<Series> = budgets
             .iter()
@@ -165,15 +178,27 @@ pub fn write_plots(out: &Path, r: &ExperimentReport) -> Result<()> {
             y_fd,
             440,
         );
-        spec.y_range = Some((0.0, ytop(&conv).max(1e-9)));
+        fd_axis(&mut spec, &conv, ytop(&conv));
         let s = fd_series(
             &conv,
             |v| v.iterations_per_student as f64,
             "mean ± std over seeds",
             0,
         );
+        // The teacher the student distils: how far the longest budget still is from it.
+        let teacher = r
+            .rows
+            .iter()
+            .find(|v| v.size == "teacher")
+            .and_then(|v| v.fd)
+            .map(|y| HLine {
+                name: "teacher".into(),
+                y,
+                colour: TEACHER_RED,
+            });
+        let lines: Vec<HLine> = floor_line().into_iter().chain(teacher).collect();
         save_png(
-            &line_chart(&spec, &[s], &floor_line())?,
+            &line_chart(&spec, &[s], &lines)?,
             &out.join("fd_vs_iterations.png"),
         )?;
     }
@@ -225,6 +250,22 @@ mod tests {
             "fd_per_seed": [], "per_class_accuracy": [], "throughput_batch": 1, "paper": "",
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_fd_axis_turns_logarithmic_beyond_a_decade() {
+        let (a, b, c) = (
+            row("capacity", "c1", 1, Some(101.5)),
+            row("capacity", "c1-x4", 1, Some(8.8)),
+            row("capacity", "c1-x10", 1, Some(4.2)),
+        );
+        let mut spec = ChartSpec::new("", "K", "FD", 100);
+        fd_axis(&mut spec, &[&a, &b, &c], 130.0);
+        assert!(spec.log_y);
+        assert_eq!(spec.y_range, None);
+        fd_axis(&mut spec, &[&b, &c], 12.0);
+        assert!(!spec.log_y);
+        assert_eq!(spec.y_range, Some((0.0, 12.0)));
     }
 
     #[test]
