@@ -665,15 +665,17 @@ mod tests {
         assert!(e.contains("none.jsonl"), "{e}");
     }
 
-    /// Mean column of the pixels of colour `c`.
-    fn mean_column(img: &RgbImage, c: Rgb<u8>) -> f64 {
-        let cols: Vec<f64> = img
+    /// Mean (column, row) of the pixels of colour `c`.
+    fn mean_position(img: &RgbImage, c: Rgb<u8>) -> (f64, f64) {
+        let at: Vec<(f64, f64)> = img
             .enumerate_pixels()
             .filter(|p| *p.2 == c)
-            .map(|p| p.0 as f64)
+            .map(|p| (p.0 as f64, p.1 as f64))
             .collect();
-        assert!(!cols.is_empty(), "no pixel of colour {c:?}");
-        cols.iter().sum::<f64>() / cols.len() as f64
+        assert!(!at.is_empty(), "no pixel of colour {c:?}");
+        let n = at.len() as f64;
+        let sum = at.iter().fold((0.0, 0.0), |s, p| (s.0 + p.0, s.1 + p.1));
+        (sum.0 / n, sum.1 / n)
     }
 
     #[test]
@@ -717,21 +719,10 @@ mod tests {
         let mut spec = ChartSpec::new("", "x", "y", 400);
         spec.y_range = Some((0.0, 1.0));
         let img = line_chart(&spec, &series, &[]).unwrap();
-        let c: Vec<f64> = (1..=3).map(|i| mean_column(&img, palette(i))).collect();
+        let c: Vec<f64> = (1..=3).map(|i| mean_position(&img, palette(i)).0).collect();
         assert!(c[0] < c[1] && c[1] < c[2], "{c:?}");
         let frac = (c[1] - c[0]) / (c[2] - c[0]);
         assert!((frac - 1.0 / 9.0).abs() < 0.02, "{frac} of the way, {c:?}");
-    }
-
-    /// Mean row of the pixels of colour `c`.
-    fn mean_row(img: &RgbImage, c: Rgb<u8>) -> f64 {
-        let rows: Vec<f64> = img
-            .enumerate_pixels()
-            .filter(|p| *p.2 == c)
-            .map(|p| p.1 as f64)
-            .collect();
-        assert!(!rows.is_empty(), "no pixel of colour {c:?}");
-        rows.iter().sum::<f64>() / rows.len() as f64
     }
 
     #[test]
@@ -754,13 +745,13 @@ mod tests {
         let mut with_zero = series.clone();
         with_zero[0].points.push((0.5, 0.0));
         let img = line_chart(&spec, &with_zero, &[]).unwrap();
-        let r: Vec<f64> = (1..=3).map(|i| mean_row(&img, palette(i))).collect();
+        let r: Vec<f64> = (1..=3).map(|i| mean_position(&img, palette(i)).1).collect();
         assert!(r[0] > r[1] && r[1] > r[2], "{r:?}");
         let frac = (r[0] - r[1]) / (r[0] - r[2]);
         assert!((frac - 0.5).abs() < 0.05, "{frac} of the way up, {r:?}");
         spec.log_y = false;
         let img = line_chart(&spec, &series, &[]).unwrap();
-        let r: Vec<f64> = (1..=3).map(|i| mean_row(&img, palette(i))).collect();
+        let r: Vec<f64> = (1..=3).map(|i| mean_position(&img, palette(i)).1).collect();
         let frac = (r[0] - r[1]) / (r[0] - r[2]);
         assert!(
             (frac - 9.0 / 99.0).abs() < 0.05,
