@@ -703,19 +703,25 @@ mod tests {
         assert!(dark(70, 390, 365, 400) > 50, "no x tick labels or title");
     }
 
+    /// One unnamed series per point, in colours `palette(1)`, `palette(2)`, …, each with its
+    /// `std` (none when `std` is empty).
+    fn dots(points: &[(f64, f64)], std: &[f64]) -> Vec<Series> {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| Series {
+                name: String::new(),
+                points: vec![p],
+                std: std.get(i).map(|&e| vec![e]).unwrap_or_default(),
+                colour: palette(i + 1),
+            })
+            .collect()
+    }
+
     #[test]
     fn points_are_placed_by_x_value() {
         // K = 1, 2, 10: by value the second point is 1/9 of the way, by index it would be 1/2.
-        let series: Vec<Series> = [1.0, 2.0, 10.0]
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| Series {
-                name: String::new(),
-                points: vec![(x, 0.5)],
-                std: vec![],
-                colour: palette(i + 1),
-            })
-            .collect();
+        let series = dots(&[(1.0, 0.5), (2.0, 0.5), (10.0, 0.5)], &[]);
         let mut spec = ChartSpec::new("", "x", "y", 400);
         spec.y_range = Some((0.0, 1.0));
         let img = line_chart(&spec, &series, &[]).unwrap();
@@ -728,22 +734,13 @@ mod tests {
     #[test]
     fn a_log_axis_places_points_by_their_logarithm() {
         // y = 1, 10, 100: on a log axis 10 sits halfway, on a linear one 1/11 of the way up.
-        let series: Vec<Series> = [1.0, 10.0, 100.0]
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| Series {
-                name: String::new(),
-                points: vec![(i as f64, y)],
-                // A bar reaching below zero must not break the log axis.
-                std: vec![if i == 0 { 5.0 } else { 0.0 }],
-                colour: palette(i + 1),
-            })
-            .collect();
+        // A bar reaching below zero must not break the log axis.
+        let series = dots(&[(0.0, 1.0), (1.0, 10.0), (2.0, 100.0)], &[5.0, 0.0, 0.0]);
         let mut spec = ChartSpec::new("", "x", "y", 400);
         spec.log_y = true;
         // A non-positive point is left out instead of failing.
         let mut with_zero = series.clone();
-        with_zero[0].points.push((0.5, 0.0));
+        with_zero.extend(dots(&[(0.5, 0.0)], &[1.0]));
         let img = line_chart(&spec, &with_zero, &[]).unwrap();
         let r: Vec<f64> = (1..=3).map(|i| mean_position(&img, palette(i)).1).collect();
         assert!(r[0] > r[1] && r[1] > r[2], "{r:?}");
