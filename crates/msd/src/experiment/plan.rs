@@ -548,6 +548,20 @@ pub fn plan(exp: &ExperimentConfig) -> Plan {
             "1 student, DM".into(),
             "2.37 vs 2.60",
         );
+        // The rest of the K sweep against K = 1 (K = 4 is asked above).
+        for &k in exp.student_counts.iter().filter(|&&k| k > 1 && k != 4) {
+            claim(
+                'a',
+                format!("{k} same-size students beat 1 at equal per-student cost (DM)"),
+                format!("K = {k}, DM"),
+                "1 student, DM".into(),
+                match k {
+                    2 => "2.49 vs 2.60",
+                    8 => "2.32 vs 2.60",
+                    _ => "",
+                },
+            );
+        }
     }
     if capacity && exp.capacity_counts.contains(&1) {
         let kmax = exp.capacity_counts.iter().copied().max().unwrap_or(1);
@@ -759,6 +773,12 @@ mod tests {
             p.claims.iter().filter(|c| c.claim == name).count()
         };
         assert_eq!((per_student(4), per_student(10)), (1, 1));
+        // The same-size K sweep: every K > 1 against K = 1 once (K = 4 by its own claim).
+        let same_size = |k: usize| {
+            let name = format!("{k} same-size students beat 1 at equal per-student cost (DM)");
+            p.claims.iter().filter(|c| c.claim == name).count()
+        };
+        assert_eq!([1, 2, 4, 5, 10].map(same_size), [0, 1, 1, 1, 1]);
         // Every question of the issue is asked.
         for q in ['a', 'b', 'c', 'd', 'e'] {
             assert!(p.claims.iter().any(|c| c.question == q), "{q}");
