@@ -245,6 +245,11 @@ impl ChartSpec {
             log_y: false,
         }
     }
+
+    /// Whether the point `p` can be drawn: finite, and above zero on a logarithmic y axis.
+    fn shows(&self, p: &(f64, f64)) -> bool {
+        finite(p) && (!self.log_y || p.1 > 0.0)
+    }
 }
 
 /// One line of a chart: `points` are (x, y), placed by value and joined in the given order,
@@ -293,7 +298,7 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series], hlines: &[HLine]) -> Resu
     let err = |e: &dyn std::fmt::Display| {
         Error::Invalid(format!("drawing the chart {:?}: {e}", spec.caption))
     };
-    let shown = |p: &(f64, f64)| finite(p) && (!spec.log_y || p.1 > 0.0);
+    let shown = |p: &(f64, f64)| spec.shows(p);
     let pts = || {
         series
             .iter()
@@ -410,7 +415,7 @@ impl Frame<'_> {
         let spec = self.spec;
         let (x0, x1) = self.x;
         let e = |e: &dyn std::fmt::Display| e.to_string();
-        let shown = |p: &(f64, f64)| finite(p) && (!spec.log_y || p.1 > 0.0);
+        let shown = |p: &(f64, f64)| spec.shows(p);
         let mut mesh = chart.configure_mesh();
         if spec.integer_x {
             // A step of at least 1: ask for no more labels than integers in the range.
