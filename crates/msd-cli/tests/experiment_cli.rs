@@ -383,6 +383,11 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&row).unwrap()).unwrap();
     assert_eq!(r["plan_key"], plan_key);
+    // That call covered seed 0 of one run only: the report it rewrote still covers seeds 0 and 1
+    // (it used to keep only the call's seed, dropping seed 1 from every figure).
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("res/report.json")).unwrap()).unwrap();
+    assert_eq!(j["seeds"], serde_json::json!([0, 1]));
 
     // A capacity-only experiment (same_size_rows = false): the K sweep at twice the budget,
     // one student at N and 2N for its FD against iterations; the sweep's K = 1 is that 2N run.

@@ -24,7 +24,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
     /// Only these parts (comma-separated run names, or `teacher` for the teacher row), e.g. to
-    /// split the work between two processes; the report lists what exists so far.
+    /// split the work between two processes; the report lists what exists so far, over this
+    /// call's seeds and those of the report already in --out.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Measure the latency and throughput of finished rows again (e.g. on an idle machine, so

@@ -46,7 +46,8 @@ pub struct ExperimentArgs {
     /// Training seeds (default: the config's `seeds`).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Only these parts (comma-separated: teacher, k1, k4-quadrants, k4-kmeans).
+    /// Only these parts (comma-separated: teacher, k1, k4-quadrants, k4-kmeans); the report
+    /// covers this call's seeds and those of the report already in --out.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Train and evaluate nothing; only rewrite the report from what exists.

@@ -207,7 +207,7 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
         o,
         &base,
         &plan,
-        &seeds,
+        &selection.report_seeds(&seeds, &o.out.join("report.json")),
         small_params,
         capacity_params,
         teacher.num_params(),

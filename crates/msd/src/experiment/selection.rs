@@ -9,7 +9,10 @@
 //! assert!(Selection::check(&[0], &["k9".into()], false, &["k1"]).is_err());
 //! ```
 
+use crate::train::checkpoint::read_json;
 use crate::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
 
 /// A checked `--only` / `--report-only` choice.
 #[derive(Debug, Clone)]
@@ -43,5 +46,53 @@ impl Selection {
     /// Whether this call trains and evaluates the part `name` (never with `--report-only`).
     pub fn wants(&self, name: &str) -> bool {
         !self.report_only && (self.only.is_empty() || self.only.iter().any(|x| x == name))
+    }
+
+    /// The training seeds the report written by this call covers. A call that trains only some
+    /// parts (`--only`) adds its `seeds` to those of the report already at `report_json`
+    /// (sorted, without repeats), so that processes splitting the work by seed or by run do not
+    /// each leave a report over their own seeds; any other call reports exactly `seeds`. An
+    /// absent or unreadable report adds nothing (it is rewritten anyway).
+    pub fn report_seeds(&self, seeds: &[u64], report_json: &Path) -> Vec<u64> {
+        #[derive(Deserialize)]
+        struct Reported {
+            seeds: Vec<u64>,
+        }
+        let mut all = seeds.to_vec();
+        if !self.report_only && !self.only.is_empty() {
+            if let Ok(r) = read_json::<Reported>(report_json) {
+                all.extend(r.seeds);
+                all.sort_unstable();
+                all.dedup();
+            }
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_call_keeps_the_seeds_of_the_report_it_rewrites() {
+        let d = tempfile::tempdir().unwrap();
+        let json = d.path().join("report.json");
+        std::fs::write(&json, r#"{"seeds": [2, 0, 1], "rows": []}"#).unwrap();
+        let runs = ["k1", "k4"];
+        let only = Selection::check(&[2, 3], &["k4".into()], false, &runs).unwrap();
+        assert_eq!(only.report_seeds(&[2, 3], &json), vec![0, 1, 2, 3]);
+        // A call over every part, or one that only reports, says which seeds it wants.
+        let all = Selection::check(&[2], &[], false, &runs).unwrap();
+        assert_eq!(all.report_seeds(&[2], &json), vec![2]);
+        let report = Selection::check(&[1, 0], &[], true, &runs).unwrap();
+        assert_eq!(report.report_seeds(&[1, 0], &json), vec![1, 0]);
+        // Nothing to keep: no report, or one that is not a report.
+        assert_eq!(
+            only.report_seeds(&[3], &d.path().join("none.json")),
+            vec![3]
+        );
+        std::fs::write(&json, "not json").unwrap();
+        assert_eq!(only.report_seeds(&[3], &json), vec![3]);
     }
 }

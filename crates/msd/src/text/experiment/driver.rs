@@ -188,7 +188,11 @@ pub fn run_text_experiment(
             }
         }
     }
-    write_report(o, &plan, &seeds)
+    write_report(
+        o,
+        &plan,
+        &selection.report_seeds(&seeds, &o.out.join("report.json")),
+    )
 }
 
 impl Ctx<'_> {
