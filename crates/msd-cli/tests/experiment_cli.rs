@@ -389,11 +389,17 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         serde_json::from_str(&std::fs::read_to_string(p.join("res/report.json")).unwrap()).unwrap();
     assert_eq!(j["seeds"], serde_json::json!([0, 1]));
 
-    // A capacity-only experiment (same_size_rows = false): the K sweep at twice the budget,
-    // one student at N and 2N for its FD against iterations; the sweep's K = 1 is that 2N run.
-    let cap = experiment_config().replace(
+    // A capacity-only experiment (same_size_rows = false, so no [small_net] needed): the K
+    // sweep at twice the budget, one student at N and 2N for its FD against iterations; the
+    // sweep's K = 1 is that 2N run.
+    let full = experiment_config().replace(
         "equal_compute = [2]",
         "equal_compute = []\nsame_size_rows = false\ncapacity_budgets = [2]\ncapacity_k1_budgets = [1, 2]",
+    );
+    let (head, tail) = full.split_once("[small_net]").expect("a [small_net] table");
+    let cap = format!(
+        "{head}{}",
+        &tail[tail.find("[capacity_net]").expect("then")..]
     );
     std::fs::write(p.join("cap.toml"), cap).unwrap();
     let cap_args = ["experiment", "tiny", "--config", "cap.toml", "--out", "cap"];
@@ -409,6 +415,7 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     assert!(!ok && err.contains("--only k2"), "{err}");
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("cap/report.json")).unwrap()).unwrap();
+    assert!(c["sizes"]["small_params"].is_null(), "{}", c["sizes"]);
     let crows = c["rows"].as_array().unwrap();
     assert!(crows
         .iter()

@@ -142,10 +142,10 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
         )
         .num_params()
     };
-    let small_params = params_of(&exp.small_net);
+    let small_params = exp.small_net.as_ref().map(params_of);
     let capacity_params = exp.capacity_net.as_ref().map(params_of);
     for (field, p) in [
-        ("small_net", Some(small_params)),
+        ("small_net", small_params),
         ("capacity_net", capacity_params),
     ] {
         if let Some(p) = p.filter(|&p| p >= teacher.num_params()) {
@@ -364,7 +364,9 @@ impl Ctx<'_> {
         cfg.distill.partition = r.partition;
         cfg.distill.student_net = match r.size {
             Size::Same => None,
-            Size::Small => Some(exp.small_net.clone()),
+            Size::Small => Some(exp.small_net.clone().ok_or_else(|| {
+                Error::config("small_net", "is needed by the smaller-students rows")
+            })?),
             Size::Capacity => exp.capacity_net.clone(),
         };
         apply_budget(&mut cfg, r);

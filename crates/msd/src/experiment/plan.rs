@@ -38,8 +38,10 @@ pub struct ExperimentConfig {
     pub seeds: Vec<u64>,
     /// The number-of-students ablation (same-size students, DM only).
     pub student_counts: Vec<usize>,
-    /// The smaller students' network (must have fewer parameters than the teacher's).
-    pub small_net: NetConfig,
+    /// The smaller students' network (must have fewer parameters than the teacher's); required
+    /// with `same_size_rows` (it serves their smaller-students rows), unused without.
+    #[serde(default)]
+    pub small_net: Option<NetConfig>,
     /// Capacity-bound students (e.g. a quarter of the teacher's parameters), trained
     /// TSM → DM → ADM for every K of `capacity_counts`; none: no capacity rows.
     #[serde(default)]
@@ -143,6 +145,13 @@ impl ExperimentConfig {
             return Err(Error::format(
                 path,
                 "capacity_k1_budgets: every budget multiple must be ≥ 1",
+            ));
+        }
+        if c.same_size_rows && c.small_net.is_none() {
+            return Err(Error::format(
+                path,
+                "[small_net] is missing: the smaller-students rows of same_size_rows = true need \
+                 it (or set same_size_rows = false for a capacity-only experiment)",
             ));
         }
         if !c.same_size_rows && c.capacity_net.is_none() {
@@ -702,7 +711,7 @@ mod tests {
             eval_seed: 0,
             seeds: vec![0, 1, 2],
             student_counts: counts.to_vec(),
-            small_net: net.clone(),
+            small_net: Some(net.clone()),
             capacity_net: capacity.then_some(net),
             capacity_counts: vec![1, 2, 5, 10],
             capacity_budgets: vec![1],
@@ -821,6 +830,30 @@ mod tests {
         }
         // The sweep at N keeps its names (and so its finished rows).
         assert_eq!(p.run("c2").unwrap().budget, Budget::Standard);
+    }
+
+    #[test]
+    fn small_net_is_required_only_with_the_same_size_rows() {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/experiment-mnist.toml"),
+        )
+        .expect("the shipped experiment config");
+        let start = shipped.find("[small_net]").expect("a [small_net] table");
+        let end = start
+            + shipped[start..]
+                .find("\n[capacity_net]")
+                .expect("then [capacity_net]");
+        let without = format!("{}{}", &shipped[..start], &shipped[end..]);
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("exp.toml");
+        std::fs::write(&path, &without).unwrap();
+        let e = ExperimentConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("[small_net] is missing"), "{e}");
+        std::fs::write(&path, format!("same_size_rows = false\n{without}")).unwrap();
+        let c = ExperimentConfig::load(&path).expect("a capacity-only experiment");
+        assert!(c.small_net.is_none() && c.capacity_net.is_some());
+        std::fs::write(&path, &shipped).unwrap();
+        assert!(ExperimentConfig::load(&path).unwrap().small_net.is_some());
     }
 
     #[test]

@@ -113,10 +113,10 @@ impl std::fmt::Display for Claim {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sizes {
     pub teacher_params: i64,
-    pub small_params: i64,
+    pub small_params: Option<i64>,
     pub capacity_params: Option<i64>,
     pub teacher_net: NetConfig,
-    pub small_net: NetConfig,
+    pub small_net: Option<NetConfig>,
     pub capacity_net: Option<NetConfig>,
 }
 
@@ -188,7 +188,7 @@ pub(crate) fn write_report(
     base: &RunConfig,
     plan: &Plan,
     seeds: &[u64],
-    small_params: i64,
+    small_params: Option<i64>,
     capacity_params: Option<i64>,
     teacher_params: i64,
 ) -> Result<ExperimentReport> {
@@ -443,7 +443,7 @@ table): {}.\n\n",
         r.batch,
         r.ttur,
         r.sizes.teacher_params,
-        r.sizes.small_params,
+        r.sizes.small_params.map_or("—".to_string(), |p| p.to_string()),
         r.sizes
             .capacity_params
             .map_or("—".to_string(), |p| p.to_string()),
