@@ -401,8 +401,38 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         "{head}{}",
         &tail[tail.find("[capacity_net]").expect("then")..]
     );
-    std::fs::write(p.join("cap.toml"), cap).unwrap();
+    // The config drops c2-x2: a call over every part skips it and the report says `dropped`,
+    // with the reason, where it would say `pending`.
+    std::fs::write(
+        p.join("cap.toml"),
+        format!("{cap}\n[dropped]\nc2-x2 = \"too dear for this test\"\n"),
+    )
+    .unwrap();
     let cap_args = ["experiment", "tiny", "--config", "cap.toml", "--out", "cap"];
+    let mut every = cap_args.to_vec();
+    every.extend(["--seeds", "0"]);
+    let (ok, out, err) = msd(&every, p);
+    assert!(ok, "{err}\n{out}");
+    assert!(
+        out.contains("4 of 5 rows evaluated (1 dropped by the config)"),
+        "{out}"
+    );
+    assert!(!p.join("cap/runs/c2-x2").exists());
+    let md = std::fs::read_to_string(p.join("cap/report.md")).unwrap();
+    assert!(md.contains("| c2-x2 | too dear for this test |"), "{md}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("cap/report.json")).unwrap()).unwrap();
+    let k2 = c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run"] == "c2-x2")
+        .expect("the dropped run's row");
+    assert_eq!(k2["status"], "dropped");
+    assert_eq!(k2["dropped"], "too dear for this test");
+    assert_eq!(c["claims"][0]["ours"], "dropped (c2-x2)");
+    assert_eq!(c["claims"][0]["dropped"], true);
+    // Named with --only, a dropped run is trained; its row then has figures like any other.
     let only = |runs: &'static str| {
         let mut a = cap_args.to_vec();
         a.extend(["--seeds", "0", "--only", runs]);
@@ -410,7 +440,7 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     };
     let (ok, out, err) = msd(&only("c1,c1-x2,c2-x2"), p);
     assert!(ok, "{err}\n{out}");
-    assert!(out.contains("4 of 5 rows evaluated"), "{out}");
+    assert!(out.contains("5 of 5 rows evaluated →"), "{out}");
     let (ok, _, err) = msd(&only("k2"), p);
     assert!(!ok && err.contains("--only k2"), "{err}");
     let c: serde_json::Value =

@@ -70,10 +70,19 @@ pub fn run(a: Args) -> Result<()> {
     for c in &report.claims {
         println!("{c}");
     }
+    let dropped = report
+        .rows
+        .iter()
+        .filter(|r| r.status == msd::experiment::report::RowStatus::Dropped)
+        .count();
     println!(
-        "experiment: {} of {} rows evaluated → {}",
+        "experiment: {} of {} rows evaluated{} → {}",
         report.rows_done,
         report.rows.len(),
+        match dropped {
+            0 => String::new(),
+            n => format!(" ({n} dropped by the config)"),
+        },
         a.out.join("report.md").display()
     );
     Ok(())

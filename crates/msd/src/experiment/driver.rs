@@ -128,8 +128,16 @@ pub fn run_experiment(o: &ExperimentOptions, obs: &mut dyn Observer) -> Result<E
     let plan = plan(exp);
     let seeds = o.seeds.clone().unwrap_or_else(|| exp.seeds.clone());
     let run_names: Vec<&str> = plan.runs.iter().map(|r| r.name.as_str()).collect();
-    let selection = Selection::check(&seeds, &o.only, o.report_only, &run_names)?;
+    let selection = Selection::check(&seeds, &o.only, o.report_only, &run_names)?
+        .skipping(exp.dropped.keys().cloned());
     let wanted = |name: &str| selection.wants(name);
+    if o.only.is_empty() && !o.report_only {
+        for (name, why) in &exp.dropped {
+            obs.note(&format!(
+                "experiment: run {name} is dropped by the config ({why}); `--only {name}` trains it"
+            ));
+        }
+    }
     std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
     let teacher = EdmModel::load_dir(&exp.teacher, o.device)?;
     let params_of = |net: &NetConfig| {

@@ -12,6 +12,7 @@ use crate::nets::NetConfig;
 use crate::partition::Strategy;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// `configs/experiment-<name>.toml`; paths are relative to that file.
@@ -77,6 +78,11 @@ pub struct ExperimentConfig {
     /// The batch of the throughput figure.
     #[serde(default = "d_throughput_batch")]
     pub throughput_batch: usize,
+    /// Planned runs left out on purpose (`[dropped]`: run name = why, e.g. what it would cost):
+    /// a call over every part skips them (`--only NAME` still trains one) and the report marks
+    /// their rows and claims `dropped`, with the reason, instead of `pending`.
+    #[serde(default)]
+    pub dropped: BTreeMap<String, String>,
 }
 
 fn d_n() -> usize {
@@ -168,6 +174,25 @@ impl ExperimentConfig {
                 path,
                 "seeds: give at least one training seed",
             ));
+        }
+        let planned = plan(&c);
+        for (name, why) in &c.dropped {
+            if planned.run(name).is_none() {
+                let runs: Vec<&str> = planned.runs.iter().map(|r| r.name.as_str()).collect();
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "[dropped] {name}: not a run of this plan ({})",
+                        runs.join(", ")
+                    ),
+                ));
+            }
+            if why.trim().is_empty() {
+                return Err(Error::format(
+                    path,
+                    format!("[dropped] {name}: say why it is dropped (the report shows it)"),
+                ));
+            }
         }
         Ok(c)
     }
@@ -721,6 +746,7 @@ mod tests {
             controls: true,
             latency_reps: 1,
             throughput_batch: 4,
+            dropped: BTreeMap::new(),
         }
     }
 
@@ -854,6 +880,33 @@ mod tests {
         assert!(c.small_net.is_none() && c.capacity_net.is_some());
         std::fs::write(&path, &shipped).unwrap();
         assert!(ExperimentConfig::load(&path).unwrap().small_net.is_some());
+    }
+
+    #[test]
+    fn dropped_runs_must_be_planned_and_say_why() {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/experiment-mnist.toml"),
+        )
+        .expect("the shipped experiment config");
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("exp.toml");
+        let with = |table: &str| {
+            let body = match shipped.find("\n[dropped]") {
+                Some(i) => &shipped[..i],
+                None => &shipped[..],
+            };
+            std::fs::write(&path, format!("{body}\n[dropped]\n{table}\n")).unwrap();
+            ExperimentConfig::load(&path)
+        };
+        let c = with("c5-x4 = \"2 core-hours per seed\"").expect("a planned run");
+        assert_eq!(c.dropped["c5-x4"], "2 core-hours per seed");
+        let e = with("c7-x4 = \"typo\"").unwrap_err().to_string();
+        assert!(
+            e.contains("[dropped] c7-x4: not a run") && e.contains("c5-x4"),
+            "{e}"
+        );
+        let e = with("c5-x4 = \" \"").unwrap_err().to_string();
+        assert!(e.contains("say why"), "{e}");
     }
 
     #[test]

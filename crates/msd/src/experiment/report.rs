@@ -1,7 +1,8 @@
 //! The image reproduction's `report.json` and `report.md`: one entry per table row with every
 //! figure as the mean over training seeds (FD also with its std and per-seed values), read from
-//! `evals/<id>/s<seed>/{eval.json,row.json}` (rows not evaluated yet are pending, rows missing
-//! some seeds partial), and the claims (paper / ours / verdict) that compare rows.
+//! `evals/<id>/s<seed>/{eval.json,row.json}` (rows not evaluated yet are pending — or dropped,
+//! with the reason, when the config drops their run — rows missing some seeds partial), and the
+//! claims (paper / ours / verdict) that compare rows.
 
 use super::driver::{apply_budget, eval_dir, run_dir, ExperimentOptions, RowRecord};
 use super::eval::EvalRecord;
@@ -14,6 +15,7 @@ use crate::nets::NetConfig;
 use crate::train::checkpoint::{read_json, write_bytes_atomic, write_json_atomic};
 use crate::Result;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Whether a row has results for every seed.
@@ -24,6 +26,8 @@ pub enum RowStatus {
     /// Some seeds are evaluated (the figures are over those).
     Partial,
     Pending,
+    /// Not evaluated, and its run is dropped by the config (`[dropped]`).
+    Dropped,
 }
 
 /// One row of `report.json`; figures are means over the evaluated seeds.
@@ -44,6 +48,9 @@ pub struct ReportRow {
     pub stages: Vec<StageKind>,
     pub partition: String,
     pub status: RowStatus,
+    /// Why the config drops this row's run (`[dropped]`), if it does.
+    #[serde(default)]
+    pub dropped: Option<String>,
     /// The seeds whose results the figures are over.
     pub seeds_done: Vec<u64>,
     /// Generator iterations per student (DM + ADM stages up to this row's) and the batch.
@@ -92,10 +99,24 @@ pub struct Claim {
     pub ours: String,
     /// `None` while a side is not evaluated.
     pub verdict: Option<Verdict>,
+    /// A side is not evaluated and its run is dropped by the config (`ours` names it).
+    #[serde(default)]
+    pub dropped: bool,
 }
 
-/// One line: the question, the claim, our figure and the verdict (`pending` while a side is
-/// not evaluated).
+impl Claim {
+    /// The verdict as the report spells it: `pending` or `dropped` while a side has no figure.
+    pub fn verdict_str(&self) -> &'static str {
+        match (self.verdict, self.dropped) {
+            (Some(v), _) => v.as_str(),
+            (None, true) => "dropped",
+            (None, false) => "pending",
+        }
+    }
+}
+
+/// One line: the question, the claim, our figure and the verdict (`pending` or `dropped` while a
+/// side is not evaluated).
 impl std::fmt::Display for Claim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -104,7 +125,7 @@ impl std::fmt::Display for Claim {
             self.question,
             self.claim,
             self.ours,
-            self.verdict.map_or("pending", |v| v.as_str())
+            self.verdict_str()
         )
     }
 }
@@ -153,6 +174,9 @@ pub struct ExperimentReport {
     /// a regression term (mean ± std over seeds).
     #[serde(default)]
     pub grad_share: Vec<GradShareSeries>,
+    /// The runs the config drops, with why (`[dropped]`).
+    #[serde(default)]
+    pub dropped: BTreeMap<String, String>,
     /// Rows with results for every seed, of all rows.
     pub rows_done: usize,
 }
@@ -237,8 +261,13 @@ pub(crate) fn write_report(
                 found.push((*s, dir.clone(), e, r));
             }
         }
+        let dropped = row.run.as_ref().and_then(|n| exp.dropped.get(n)).cloned();
         let status = if found.is_empty() {
-            RowStatus::Pending
+            if dropped.is_some() {
+                RowStatus::Dropped
+            } else {
+                RowStatus::Pending
+            }
         } else if found.len() == dirs.len() {
             RowStatus::Done
         } else {
@@ -265,6 +294,7 @@ pub(crate) fn write_report(
             stages,
             partition,
             status,
+            dropped,
             seeds_done: found.iter().filter_map(|x| x.0).collect(),
             iterations_per_student: iterations,
             tsm_steps_per_student: if run.is_some_and(|r| r.stages.contains(&StageKind::Tsm)) {
@@ -308,8 +338,9 @@ pub(crate) fn write_report(
             paper: paper(row).to_string(),
         });
     }
+    let by_name = |name: &str| rows.iter().find(|r| r.name == name);
     let summary = |name: &str| -> Option<Summary> {
-        let r = rows.iter().find(|r| r.name == name)?;
+        let r = by_name(name)?;
         r.fd.map(|_| Summary::of(&r.fd_per_seed))
     };
     let claims = plan
@@ -317,13 +348,24 @@ pub(crate) fn write_report(
         .iter()
         .map(|c| {
             let (b, w) = (summary(&c.better), summary(&c.worse));
-            let (ours, verdict) = fd_claim(b.as_ref(), w.as_ref());
+            let (mut ours, verdict) = fd_claim(b.as_ref(), w.as_ref());
+            // A side without figures whose run is dropped: the claim is dropped, not pending.
+            let dropped: Vec<&str> = [&c.better, &c.worse]
+                .into_iter()
+                .filter_map(|n| by_name(n))
+                .filter(|r| r.status == RowStatus::Dropped)
+                .filter_map(|r| r.run.as_deref())
+                .collect();
+            if verdict.is_none() && !dropped.is_empty() {
+                ours = format!("dropped ({})", dropped.join(", "));
+            }
             Claim {
                 claim: c.claim.clone(),
                 question: c.question.to_string(),
                 paper: c.paper.to_string(),
                 ours,
                 verdict,
+                dropped: verdict.is_none() && !dropped.is_empty(),
             }
         })
         .collect();
@@ -377,6 +419,7 @@ pub(crate) fn write_report(
         rows,
         claims,
         grad_share,
+        dropped: exp.dropped.clone(),
     };
     write_report_files(&o.out, &report, &markdown(&report, &o.out))?;
     Ok(report)
@@ -458,10 +501,20 @@ table): {}.\n\n",
             c.claim,
             c.paper,
             c.ours,
-            c.verdict.map_or("pending", |v| v.as_str())
+            c.verdict_str()
         ));
     }
-    md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`; `pending` with fewer than 3 seeds on a side or a row not yet evaluated.\n\n");
+    md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`; `pending` with fewer than 3 seeds on a side or a row not yet evaluated; `dropped` when a side's run is left out on purpose (see *Dropped runs*).\n\n");
+    if !r.dropped.is_empty() {
+        md.push_str(
+            "## Dropped runs\n\nPlanned, not run (the config's `[dropped]`; `--only RUN` still \
+             trains one):\n\n| run | why |\n|---|---|\n",
+        );
+        for (run, why) in &r.dropped {
+            md.push_str(&format!("| {run} | {why} |\n"));
+        }
+        md.push('\n');
+    }
     let mut floor = None;
     for (section, title) in [
         ("main", "Main table"),
@@ -483,7 +536,13 @@ table): {}.\n\n",
             floor = floor.or(v.floor_fd);
             let fd =
                 v.fd.map(|_| Summary::of(&v.fd_per_seed).show(3))
-                    .unwrap_or_else(|| "pending".into());
+                    .unwrap_or_else(|| {
+                        match v.status {
+                            RowStatus::Dropped => "dropped",
+                            _ => "pending",
+                        }
+                        .into()
+                    });
             let grid = v
                 .grid
                 .as_ref()

@@ -19,6 +19,8 @@ use std::path::Path;
 pub struct Selection {
     only: Vec<String>,
     report_only: bool,
+    /// Parts a call over every part leaves out (the experiment's dropped runs).
+    dropped: Vec<String>,
 }
 
 impl Selection {
@@ -40,12 +42,22 @@ impl Selection {
         Ok(Self {
             only: only.to_vec(),
             report_only,
+            dropped: Vec::new(),
         })
+    }
+
+    /// Leaves the parts `dropped` out of a call over every part; a call that names one with
+    /// `--only` still trains it.
+    pub fn skipping(mut self, dropped: impl IntoIterator<Item = String>) -> Self {
+        self.dropped.extend(dropped);
+        self
     }
 
     /// Whether this call trains and evaluates the part `name` (never with `--report-only`).
     pub fn wants(&self, name: &str) -> bool {
-        !self.report_only && (self.only.is_empty() || self.only.iter().any(|x| x == name))
+        let named = self.only.iter().any(|x| x == name);
+        let all = self.only.is_empty() && !self.dropped.iter().any(|x| x == name);
+        !self.report_only && (named || all)
     }
 
     /// The training seeds the report written by this call covers. A call that trains only some
@@ -73,6 +85,19 @@ impl Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_over_every_part_skips_dropped_parts_unless_named() {
+        let runs = ["k1", "k4", "c5-x4"];
+        let all = Selection::check(&[0], &[], false, &runs)
+            .unwrap()
+            .skipping(["c5-x4".to_string()]);
+        assert!(all.wants("k1") && all.wants("teacher") && !all.wants("c5-x4"));
+        let named = Selection::check(&[0], &["c5-x4".into()], false, &runs)
+            .unwrap()
+            .skipping(["c5-x4".to_string()]);
+        assert!(named.wants("c5-x4") && !named.wants("k1"));
+    }
 
     #[test]
     fn a_partial_call_keeps_the_seeds_of_the_report_it_rewrites() {
