@@ -420,6 +420,14 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     assert!(!p.join("cap/runs/c2-x2").exists());
     let md = std::fs::read_to_string(p.join("cap/report.md")).unwrap();
     assert!(md.contains("| c2-x2 | too dear for this test |"), "{md}");
+    // Every row records the machine that timed it, and the report says which rows that is.
+    let row: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("cap/evals/c1-adm/s0/row.json")).unwrap(),
+    )
+    .unwrap();
+    let machine = row["hardware"].as_str().expect("the row's machine");
+    assert!(machine.contains("torch threads"), "{machine}");
+    assert!(md.contains(&format!("- {machine}: ")), "{md}");
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("cap/report.json")).unwrap()).unwrap();
     let k2 = c["rows"]

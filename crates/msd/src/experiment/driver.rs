@@ -76,6 +76,10 @@ pub struct RowRecord {
     pub train_seconds: Option<f64>,
     pub bundle: Option<PathBuf>,
     pub nfe: usize,
+    /// The machine that wrote the row ([`crate::evaluate::hardware`]): its timings and the
+    /// last stage's training ran there. Absent in rows made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<String>,
 }
 
 /// The evaluation folder of a row at a seed (`None`: the teacher's, which has no seed).
@@ -342,6 +346,7 @@ impl Ctx<'_> {
             bundle: None,
             nfe: s.nfe() * if s.guidance != 1.0 { 2 } else { 1 },
             plan_key: None,
+            hardware: Some(crate::evaluate::hardware()),
         };
         write_json_atomic(&dir.join("row.json"), &row)
     }
@@ -539,6 +544,7 @@ impl Ctx<'_> {
             bundle: Some(bundle_path),
             nfe: 1,
             plan_key: Some(plan_key),
+            hardware: Some(crate::evaluate::hardware()),
         };
         write_json_atomic(&dir.join("row.json"), &row)
     }

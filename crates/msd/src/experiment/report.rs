@@ -78,6 +78,10 @@ pub struct ReportRow {
     pub images_per_s: Option<f64>,
     pub throughput_batch: usize,
     pub train_seconds: Option<f64>,
+    /// The machine that wrote each evaluated seed's row (its timings), in the order of
+    /// `seeds_done` (the teacher: one entry); `None` where the row predates the record.
+    #[serde(default)]
+    pub hardware_per_seed: Vec<Option<String>>,
     pub nfe: Option<usize>,
     pub timing_reps: Option<usize>,
     /// The first evaluated seed's bundle, evaluation and sample grid.
@@ -330,6 +334,7 @@ pub(crate) fn write_report(
             images_per_s: col(&|_, r| Some(r.images_per_s)),
             throughput_batch: exp.throughput_batch,
             train_seconds: col(&|_, r| r.train_seconds),
+            hardware_per_seed: found.iter().map(|x| x.3.hardware.clone()).collect(),
             nfe: first.map(|x| x.3.nfe),
             timing_reps: first.map(|x| x.3.timing_reps),
             bundle: first.and_then(|x| x.3.bundle.clone()),
@@ -450,6 +455,52 @@ fn stages(v: &ReportRow) -> String {
             .collect::<Vec<_>>()
             .join(" → ")
     }
+}
+
+/// Which machine timed which rows (ms/image, images/s, train s): evaluated rows grouped by the
+/// machine their `row.json` records (a row split over machines names its seeds in each group);
+/// rows made before the machine was recorded are counted apart.
+fn hardware_note(rows: &[ReportRow]) -> String {
+    let mut by: BTreeMap<Option<&str>, Vec<String>> = BTreeMap::new();
+    for v in rows.iter().filter(|v| v.fd.is_some()) {
+        let mut groups: BTreeMap<Option<&str>, Vec<String>> = BTreeMap::new();
+        for (i, h) in v.hardware_per_seed.iter().enumerate() {
+            let seed = v
+                .seeds_done
+                .get(i)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            groups.entry(h.as_deref()).or_default().push(seed);
+        }
+        for (h, seeds) in groups {
+            let label = if seeds.len() == v.hardware_per_seed.len() {
+                v.name.clone()
+            } else {
+                format!("{} (seeds {})", v.name, seeds.join(", "))
+            };
+            by.entry(h).or_default().push(label);
+        }
+    }
+    if by.keys().all(Option::is_none) {
+        return String::new();
+    }
+    let mut md =
+        "Timings (ms/image, images/s, train s) by the machine that wrote each row:\n\n".to_string();
+    for (h, labels) in by.iter().filter(|(h, _)| h.is_some()) {
+        md.push_str(&format!(
+            "- {}: {}\n",
+            h.unwrap_or_default(),
+            labels.join("; ")
+        ));
+    }
+    if let Some(old) = by.get(&None) {
+        md.push_str(&format!(
+            "- not recorded (written before the machine was): the other {} rows or seeds\n",
+            old.len()
+        ));
+    }
+    md.push('\n');
+    md
 }
 
 /// `report.md` of `r`, which is written into `out` (links are relative to it).
@@ -577,6 +628,7 @@ table): {}.\n\n",
             "Floor: the held-out real images against the training split give FD {f:.3}.\n\n"
         ));
     }
+    md.push_str(&hardware_note(&r.rows));
     if !r.grad_share.is_empty() {
         md.push_str("## The regression term's share of the generator's gradient (DM stage)\n\n`reg_grad_share` = ‖∇ w·regression‖ / (‖∇ w·regression‖ + ‖∇ DM‖) over the generator's parameters, logged at the first generator step of every log window, averaged over a run's students, then mean ± std over seeds (`grad_share.png`: the share against DM iterations, one line per run in the order of this table, colours of the class palette 0, 1, 2, …).\n\n| run | K | regression weight | seeds | share over training | first logged | last logged |\n|---|---|---|---|---|---|---|\n");
         for g in &r.grad_share {
@@ -609,4 +661,41 @@ table): {}.\n\n",
     }
     md.push_str("Columns: FD and KID on the classifier's features against the training split (means over the evaluated seeds; `seeds` = how many), every generated set scored as 8-bit images; FD raw = the same samples scored on their raw values, as reports before quantisation did (the difference is what 8-bit scoring changed); precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); train s = summed training-loop seconds of all the row's students and stages, mean over seeds. Rows that share a run and stage share one evaluation per seed. `fd_vs_k.png`: FD against K per student size (± std); `fd_vs_iterations.png`: the K = 1 capacity-bound student's FD against its iterations.\n");
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An evaluated row `name` whose seeds 0.. were written on the machines `hardware`.
+    fn row(name: &str, hardware: &[Option<&str>]) -> ReportRow {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "section": "students", "students": 1, "size": "same",
+            "stages": ["dm"], "partition": "contiguous", "status": "done",
+            "seeds_done": (0..hardware.len()).collect::<Vec<_>>(),
+            "iterations_per_student": 400, "tsm_steps_per_student": 0, "batch_per_student": 8,
+            "fd": 1.0, "fd_per_seed": [], "per_class_accuracy": [], "throughput_batch": 1,
+            "paper": "", "hardware_per_seed": hardware,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_hardware_note_names_the_machine_of_every_row_and_split_rows_by_seed() {
+        let (zen3, avx512) = (Some("EPYC (AVX2), 1"), Some("EPYC (AVX-512), 1"));
+        let mut pending = row("pending", &[]);
+        pending.fd = None;
+        let rows = [
+            row("a", &[zen3, zen3]),
+            row("b", &[None, avx512, avx512]),
+            row("c", &[None]),
+            pending,
+        ];
+        let md = hardware_note(&rows);
+        assert!(md.contains("- EPYC (AVX2), 1: a\n"), "{md}");
+        assert!(md.contains("- EPYC (AVX-512), 1: b (seeds 1, 2)\n"), "{md}");
+        assert!(md.contains("the other 2 rows or seeds"), "{md}");
+        // Nothing recorded anywhere: no note (old reports read as before).
+        assert_eq!(hardware_note(&[row("c", &[None])]), "");
+    }
 }
