@@ -437,6 +437,15 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
         .find(|r| r["run"] == "c2-x2")
         .expect("the dropped run's row");
     assert_eq!(k2["status"], "dropped");
+    // Its iters/student cell counts the TSM steps apart from the generator iterations.
+    let cell = format!(
+        "| {} + {} TSM |",
+        k2["iterations_per_student"], k2["tsm_steps_per_student"]
+    );
+    assert!(
+        k2["tsm_steps_per_student"].as_u64() > Some(0) && md.contains(&cell),
+        "{md}"
+    );
     assert_eq!(k2["dropped"], "too dear for this test");
     assert_eq!(c["claims"][0]["ours"], "dropped (c2-x2)");
     assert_eq!(c["claims"][0]["dropped"], true);

@@ -503,6 +503,15 @@ fn hardware_note(rows: &[ReportRow]) -> String {
     md
 }
 
+/// The `iters/student` cell: generator iterations (DM + ADM), and the TSM steps where the row's
+/// students start from TSM ("600 + 300 TSM").
+fn iterations(v: &ReportRow) -> String {
+    match v.tsm_steps_per_student {
+        0 => v.iterations_per_student.to_string(),
+        t => format!("{} + {t} TSM", v.iterations_per_student),
+    }
+}
+
 /// `report.md` of `r`, which is written into `out` (links are relative to it).
 fn markdown(r: &ExperimentReport, out: &Path) -> String {
     let seeds: Vec<String> = r.seeds.iter().map(|s| s.to_string()).collect();
@@ -605,7 +614,7 @@ table): {}.\n\n",
                 v.students,
                 v.size,
                 stages(v),
-                v.iterations_per_student,
+                iterations(v),
                 v.seeds_done.len(),
                 fd,
                 num(v.fd_raw, 3),
@@ -659,7 +668,7 @@ table): {}.\n\n",
         }
         md.push('\n');
     }
-    md.push_str("Columns: FD and KID on the classifier's features against the training split (means over the evaluated seeds; `seeds` = how many), every generated set scored as 8-bit images; FD raw = the same samples scored on their raw values, as reports before quantisation did (the difference is what 8-bit scoring changed); precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); train s = summed training-loop seconds of all the row's students and stages, mean over seeds. Rows that share a run and stage share one evaluation per seed. `fd_vs_k.png`: FD against K per student size (± std); `fd_vs_iterations.png`: the K = 1 capacity-bound student's FD against its iterations.\n");
+    md.push_str("Columns: iters/student = generator iterations per student (DM + ADM; `+ n TSM` = the TSM steps that initialise it); FD and KID on the classifier's features against the training split (means over the evaluated seeds; `seeds` = how many), every generated set scored as 8-bit images; FD raw = the same samples scored on their raw values, as reports before quantisation did (the difference is what 8-bit scoring changed); precision/recall k-NN (k = 3); class acc. = share of samples the classifier assigns to the requested class; ms/image b1 = median latency of one image (routing included; the teacher runs its full Heun sampler); train s = summed training-loop seconds of all the row's students and stages, mean over seeds. Rows that share a run and stage share one evaluation per seed. `fd_vs_k.png`: FD against K per student size (± std); `fd_vs_iterations.png`: the K = 1 capacity-bound student's FD against its iterations.\n");
     md
 }
 
