@@ -184,7 +184,21 @@ pub fn collect(
     let mut per_seed = Vec::new();
     for &seed in seeds {
         let file = kept.join(format!("s{seed}.json"));
-        if let Some(fresh) = seed_shares(seed, &run_dir(seed), students)? {
+        // A seed still training (some student's DM stage has no train.json yet) is not read:
+        // its partial log would be kept, and committed, as the seed's series.
+        let dir = run_dir(seed);
+        let finished = (0..students).all(|k| {
+            dir.join("students")
+                .join(k.to_string())
+                .join("dm")
+                .join("train.json")
+                .exists()
+        });
+        let fresh = match finished {
+            true => seed_shares(seed, &dir, students)?,
+            false => None,
+        };
+        if let Some(fresh) = fresh {
             write_json_atomic(&file, &fresh)?;
             per_seed.push(fresh);
         } else if file.exists() {
@@ -220,6 +234,7 @@ mod tests {
             })
             .collect();
         std::fs::write(d.join("stats.jsonl"), text).unwrap();
+        std::fs::write(d.join("train.json"), "{}").unwrap();
     }
 
     #[test]
@@ -283,6 +298,30 @@ mod tests {
             .unwrap();
         assert_eq!(one.seeds, vec![1]);
         assert!((one.mean - 0.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_seed_still_training_is_neither_read_nor_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let runs = tmp.path().join("runs");
+        write_stats(&runs.join("s0"), 0, &[(20, Some(0.2))]);
+        write_stats(&runs.join("s1"), 0, &[(20, Some(0.6))]);
+        // Seed 1's student is mid-DM: its log exists, its stage summary does not.
+        std::fs::remove_file(runs.join("s1/students/0/dm/train.json")).unwrap();
+        let dir = |s: u64| runs.join(format!("s{s}"));
+        let s = collect(&out, "k1", 1, 0.25, &[0, 1], dir, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.seeds, vec![0]);
+        assert!(!out.join("grad_share/k1/s1.json").exists());
+        // Once finished, it is read and kept.
+        std::fs::write(runs.join("s1/students/0/dm/train.json"), "{}").unwrap();
+        let s = collect(&out, "k1", 1, 0.25, &[0, 1], dir, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.seeds, vec![0, 1]);
+        assert!(out.join("grad_share/k1/s1.json").exists());
     }
 
     #[test]
