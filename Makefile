@@ -31,7 +31,7 @@ test: setup text-encoder
 toy: build
 	target/release/msd toy --out runs/toy-experiment
 
-# The reproduction table (results/mnist); about two hours on 2 cores, resumable.
+# The reproduction table (results/mnist), 3 seeds: about 40 core-hours of training, resumable.
 experiment: build
 	scripts/experiment-mnist.sh
 
