@@ -458,6 +458,8 @@ fn experiment_trains_evaluates_and_reports_every_row_then_reuses_them() {
     let (ok, out, err) = msd(&only("c1,c1-x2,c2-x2"), p);
     assert!(ok, "{err}\n{out}");
     assert!(out.contains("5 of 5 rows evaluated →"), "{out}");
+    let md = std::fs::read_to_string(p.join("cap/report.md")).unwrap();
+    assert!(!md.contains("## Dropped runs"), "{md}");
     let (ok, _, err) = msd(&only("k2"), p);
     assert!(!ok && err.contains("--only k2"), "{err}");
     let c: serde_json::Value =

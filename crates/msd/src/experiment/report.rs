@@ -565,12 +565,23 @@ table): {}.\n\n",
         ));
     }
     md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`; `pending` with fewer than 3 seeds on a side or a row not yet evaluated; `dropped` when a side's run is left out on purpose (see *Dropped runs*).\n\n");
-    if !r.dropped.is_empty() {
+    // Runs the config drops that have no results (one trained anyway with --only is a row
+    // like any other).
+    let unrun: Vec<(&String, &String)> = r
+        .dropped
+        .iter()
+        .filter(|(run, _)| {
+            r.rows
+                .iter()
+                .any(|v| v.run.as_ref() == Some(run) && v.status == RowStatus::Dropped)
+        })
+        .collect();
+    if !unrun.is_empty() {
         md.push_str(
             "## Dropped runs\n\nPlanned, not run (the config's `[dropped]`; `--only RUN` still \
              trains one):\n\n| run | why |\n|---|---|\n",
         );
-        for (run, why) in &r.dropped {
+        for (run, why) in unrun {
             md.push_str(&format!("| {run} | {why} |\n"));
         }
         md.push('\n');
