@@ -178,9 +178,6 @@ pub struct ExperimentReport {
     /// a regression term (mean ± std over seeds).
     #[serde(default)]
     pub grad_share: Vec<GradShareSeries>,
-    /// The runs the config drops, with why (`[dropped]`).
-    #[serde(default)]
-    pub dropped: BTreeMap<String, String>,
     /// Rows with results for every seed, of all rows.
     pub rows_done: usize,
 }
@@ -424,7 +421,6 @@ pub(crate) fn write_report(
         rows,
         claims,
         grad_share,
-        dropped: exp.dropped.clone(),
     };
     write_report_files(&o.out, &report, &markdown(&report, &o.out))?;
     Ok(report)
@@ -565,16 +561,13 @@ table): {}.\n\n",
         ));
     }
     md.push_str("\nVerdict: `held` only when the intervals mean ± std over seeds do not overlap in the claimed direction, `reversed` when they separate the other way, else `within noise`; `pending` with fewer than 3 seeds on a side or a row not yet evaluated; `dropped` when a side's run is left out on purpose (see *Dropped runs*).\n\n");
-    // Runs the config drops that have no results (one trained anyway with --only is a row
-    // like any other).
-    let unrun: Vec<(&String, &String)> = r
-        .dropped
+    // The dropped rows' runs, once each (a dropped run trained anyway with --only has figures
+    // and is a row like any other).
+    let unrun: BTreeMap<&str, &str> = r
+        .rows
         .iter()
-        .filter(|(run, _)| {
-            r.rows
-                .iter()
-                .any(|v| v.run.as_ref() == Some(run) && v.status == RowStatus::Dropped)
-        })
+        .filter(|v| v.status == RowStatus::Dropped)
+        .filter_map(|v| Some((v.run.as_deref()?, v.dropped.as_deref()?)))
         .collect();
     if !unrun.is_empty() {
         md.push_str(
